@@ -1,0 +1,89 @@
+// Package capture runs packet captures for the pods of this node. The Manager converges the
+// captures that run to the desired ones (one Spec per pod, decided by the agent's sync), an
+// Engine opens packet sources inside a pod's network namespace, and the Ring writes the
+// stream to disk with tcpdump's -C/-W semantics and names.
+//
+// This package imports neither the agent controller nor the policy engine: it is told what to
+// capture and reports back through the Notifier and the metrics.
+package capture
+
+import (
+	"context"
+	"errors"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+)
+
+// DefaultFileSize is the size of one ring file: tcpdump's -C unit, 1,000,000 bytes (not MiB).
+const DefaultFileSize = 1_000_000
+
+// DefaultSnaplen is what tcpdump captures of each packet when no snaplen is given.
+const DefaultSnaplen = 262144
+
+// Spec is the desired capture of one pod. It is built by the agent from validated input only.
+type Spec struct {
+	Namespace string
+	Pod       string
+	UID       string
+	Files     int    // ring size N (tcpdump -W)
+	FileSize  int64  // bytes per file before rotation (tcpdump -C 1 = 1,000,000)
+	Snaplen   int    // bytes kept of each packet; 0 means DefaultSnaplen
+	Filter    string // validated BPF expression; "" captures everything
+	Source    string // who asked: "manual" (annotation); later "policy", "alert"
+}
+
+// Target is where to capture: a process in the pod's network namespace, as found through the
+// CRI. PID is a host PID (the agent runs with hostPID); NetNSPath is the sandbox's netns file
+// when the runtime reports one.
+type Target struct {
+	PID         int
+	NetNSPath   string
+	SandboxID   string
+	ContainerID string
+}
+
+// Resolver finds a pod's network namespace. agent/cri implements it over the CRI socket.
+type Resolver interface {
+	Resolve(ctx context.Context, namespace, name, uid string) (Target, error)
+}
+
+// ErrPodNotFound is returned by a Resolver when the runtime has no ready sandbox or no running
+// container for the pod (yet): a transient condition, retried.
+var ErrPodNotFound = errors.New("pod not found in the container runtime")
+
+// SourceOptions are what an engine needs to open a capture.
+type SourceOptions struct {
+	Snaplen int    // 0 means DefaultSnaplen
+	Filter  string // validated BPF expression, passed as one argv element
+}
+
+// Engine opens packet sources inside a network namespace.
+type Engine interface {
+	Open(ctx context.Context, t Target, o SourceOptions) (Source, error)
+}
+
+// Source is a live packet stream from one capture process or socket.
+type Source interface {
+	// LinkType and Snaplen describe the stream (the pcap global header).
+	LinkType() layers.LinkType
+	Snaplen() uint32
+	// ReadPacket returns the next packet; data is valid until the next call. It returns
+	// io.EOF when the capture ended (process exited or Close was called).
+	ReadPacket() (ci gopacket.CaptureInfo, data []byte, err error)
+	// RequestStats asks for fresh kernel counters (tcpdump: SIGUSR1); best effort, async.
+	RequestStats()
+	// Stats returns the last kernel counters seen.
+	Stats() Stats
+	// Close stops the capture (SIGTERM, bounded wait, SIGKILL) and reaps it. It returns
+	// why the capture ended if that was not Close itself (e.g. tcpdump's own error).
+	Close() error
+}
+
+// Stats are a capture's kernel counters, as tcpdump reports them.
+type Stats struct {
+	Captured  uint64 // packets tcpdump handed on ("packets captured")
+	Received  uint64 // packets received by filter
+	Dropped   uint64 // packets dropped by kernel
+	IfDropped uint64 // packets dropped by interface (when reported)
+}
