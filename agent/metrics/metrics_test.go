@@ -1,0 +1,42 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestMetricsLint(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := New(reg)
+	m.Packets.WithLabelValues("default", "web").Add(3)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestForgetCaptureDeletesSeries(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := New(reg)
+	m.Packets.WithLabelValues("default", "web").Add(3)
+	m.Bytes.WithLabelValues("default", "web").Add(300)
+	m.Packets.WithLabelValues("other", "web").Add(1)
+	m.ForgetCapture("default", "web")
+	if n := testutil.CollectAndCount(m.Packets); n != 1 {
+		t.Fatalf("packets series after forget = %d, want 1", n)
+	}
+	want := `
+# HELP podcap_capture_packets_total Packets written to the capture files of a running capture.
+# TYPE podcap_capture_packets_total counter
+podcap_capture_packets_total{namespace="other",pod="web"} 1
+`
+	if err := testutil.CollectAndCompare(m.Packets, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+}
