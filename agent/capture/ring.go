@@ -1,0 +1,400 @@
+package capture
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+)
+
+// The ring's defaults.
+const (
+	// DefaultFlushInterval bounds how long written packets may sit in the ring's buffer
+	// before they are visible in the file.
+	DefaultFlushInterval = 100 * time.Millisecond
+	// DefaultRingBufferSize is the write buffer of a ring: one write syscall per 64 KiB
+	// under load (packets larger than the buffer are written directly).
+	DefaultRingBufferSize = 64 << 10
+	// DefaultRingFilePerm is the mode ring files are created with (before the umask).
+	DefaultRingFilePerm fs.FileMode = 0o600
+)
+
+// pcap file format constants: microsecond timestamps, version 2.4, little endian, as
+// tcpdump writes them on the machines we run on.
+const (
+	pcapMagicMicro      = 0xa1b2c3d4
+	pcapVersionMajor    = 2
+	pcapVersionMinor    = 4
+	pcapFileHeaderLen   = 24
+	pcapRecordHeaderLen = 16
+)
+
+// Errors returned by the Ring.
+var (
+	ErrRingClosed = errors.New("ring is closed")
+	ErrNoFormat   = errors.New("ring has no stream format yet (SetFormat)")
+)
+
+// RingOptions configure a Ring. Dir and Base are given by the caller; the Ring builds no
+// path from anything else.
+type RingOptions struct {
+	Dir           string        // existing directory the files are written in
+	Base          string        // file name without index, e.g. "capture-ns_pod.pcap"; no '/'
+	Files         int           // ring size N (tcpdump -W), at least 1
+	FileSize      int64         // rotate once a file exceeds this; 0 means DefaultFileSize
+	Start         int           // index of the first file written; tcpdump starts at 0
+	FlushInterval time.Duration // 0 means DefaultFlushInterval
+	BufferSize    int           // 0 means DefaultRingBufferSize
+	Perm          fs.FileMode   // 0 means DefaultRingFilePerm
+}
+
+// Ring writes a pcap stream to N files with tcpdump's `-C <size> -W N -w <base>` semantics
+// and names, byte for byte: before a packet is written, if the current file is already
+// larger than FileSize the next file is started (so a file passes the limit by at most one
+// packet); after N files the oldest is replaced. Unlike tcpdump, a file is replaced by
+// unlinking it and creating a new one, never by truncating it in place: ext4's
+// auto_da_alloc forces truncated files to disk, which costs a fast capture most of its
+// packets.
+//
+// Writes are buffered. A timer started by the first write into an empty buffer flushes it
+// FlushInterval later, so data is visible in the file within about that time while a busy
+// ring makes one write syscall per buffer, not per packet.
+//
+// A Ring is safe for concurrent use.
+type Ring struct {
+	root     *os.Root // the caller's directory; file operations never leave it
+	dir      string
+	base     string
+	files    int
+	fileSize int64
+	interval time.Duration
+	perm     fs.FileMode
+
+	// Running totals, read without mu by Counts.
+	packets, bytes, rotations atomic.Uint64
+
+	// mu protects the fields below. The flush timer's callback takes it too.
+	mu        sync.Mutex
+	f         *os.File // current file; nil before the first SetFormat or after a failed open
+	bw        *bufio.Writer
+	index     int   // index of the current file, or of the next one to create when pending
+	pending   bool  // file index is still to be created (before SetFormat, after a failed open)
+	size      int64 // logical size of the current file, buffered bytes included (tcpdump's ftell)
+	filePkts  int   // packets in the current file
+	linkType  layers.LinkType
+	snaplen   uint32
+	hasFormat bool
+	timer     *time.Timer
+	armed     bool  // timer is pending
+	err       error // first write error; the ring refuses further writes (sticky, like bufio)
+	closed    bool
+	hdr       [pcapRecordHeaderLen]byte
+}
+
+// NewRing validates o and returns a ring. No file is touched until SetFormat.
+func NewRing(o RingOptions) (*Ring, error) {
+	if o.Files < 1 {
+		return nil, fmt.Errorf("ring files %d: must be at least 1", o.Files)
+	}
+	if err := ValidateRingBase(o.Base, o.Files); err != nil {
+		return nil, err
+	}
+	if o.FileSize == 0 {
+		o.FileSize = DefaultFileSize
+	}
+	if o.FileSize < 0 {
+		return nil, fmt.Errorf("ring file size %d: must be positive", o.FileSize)
+	}
+	if o.Start < 0 || o.Start >= o.Files {
+		return nil, fmt.Errorf("ring start %d: must be in [0, %d)", o.Start, o.Files)
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = DefaultFlushInterval
+	}
+	if o.BufferSize <= 0 {
+		o.BufferSize = DefaultRingBufferSize
+	}
+	if o.Perm == 0 {
+		o.Perm = DefaultRingFilePerm
+	}
+	if o.Perm&^0o666 != 0 {
+		return nil, fmt.Errorf("ring file mode %v: only read/write bits allowed", o.Perm)
+	}
+	root, err := os.OpenRoot(o.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("open ring directory: %w", err)
+	}
+	return &Ring{
+		root:     root,
+		dir:      o.Dir,
+		base:     o.Base,
+		files:    o.Files,
+		fileSize: o.FileSize,
+		interval: o.FlushInterval,
+		perm:     o.Perm,
+		bw:       bufio.NewWriterSize(nil, o.BufferSize),
+		index:    o.Start,
+		pending:  true,
+	}, nil
+}
+
+// OpenRing is NewRing with the defaults for everything but the ring's place and size
+// (fileSize 0 means DefaultFileSize).
+func OpenRing(dir, base string, files int, fileSize int64) (*Ring, error) {
+	return NewRing(RingOptions{Dir: dir, Base: base, Files: files, FileSize: fileSize})
+}
+
+// Dir returns the ring's directory.
+func (r *Ring) Dir() string { return r.dir }
+
+// Files returns the paths of the ring's files that exist, oldest first, which is the order
+// the ring overwrites them in: those after the current file in ring order (from an earlier
+// lap, or left by an earlier capture with the same name), then the current file last.
+func (r *Ring) Files() []string {
+	r.mu.Lock()
+	cur := r.index
+	if r.pending {
+		cur = (r.index - 1 + r.files) % r.files
+	}
+	r.mu.Unlock()
+	var out []string
+	for i := 1; i <= r.files; i++ {
+		p := filepath.Join(r.dir, RingFileName(r.base, r.files, (cur+i)%r.files))
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Counts returns the ring's running totals: packet records written, bytes written to its
+// files (global headers, record headers and packet data: what the files grew by), and
+// rotations to a next file (the first file and a header rewritten in place are not
+// rotations).
+func (r *Ring) Counts() (packets, bytes, rotations uint64) {
+	return r.packets.Load(), r.bytes.Load(), r.rotations.Load()
+}
+
+// Pattern describes the ring's file names for people, in shell brace notation:
+// "/dir/capture-pod.pcap{0..2}" (one file: its path).
+func (r *Ring) Pattern() string {
+	p := filepath.Join(r.dir, r.base)
+	if r.files == 1 {
+		return p
+	}
+	return fmt.Sprintf("%s{%s..%s}", p, strings.TrimPrefix(RingFileName(r.base, r.files, 0), r.base),
+		strings.TrimPrefix(RingFileName(r.base, r.files, r.files-1), r.base))
+}
+
+// SetFormat sets the stream's link type and snaplen (its pcap global header); call it
+// before the first packet and whenever the stream's source changes. The first call opens
+// the first file. A format equal to the current file's continues that file; a different
+// one starts the next file, or rewrites the current file if it holds no packet yet.
+func (r *Ring) SetFormat(lt layers.LinkType, snaplen uint32) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.usableLocked(); err != nil {
+		return err
+	}
+	same := r.hasFormat && lt == r.linkType && snaplen == r.snaplen
+	r.linkType, r.snaplen, r.hasFormat = lt, snaplen, true
+	switch {
+	case r.f == nil:
+		return r.openLocked()
+	case same:
+		return nil
+	case r.filePkts == 0:
+		return r.reopenLocked(r.index)
+	default:
+		return r.rotateLocked()
+	}
+}
+
+// WritePacket appends one packet record. data must be ci.CaptureLength bytes; it is not
+// retained.
+func (r *Ring) WritePacket(ci gopacket.CaptureInfo, data []byte) error {
+	if ci.CaptureLength != len(data) {
+		return fmt.Errorf("write packet: capture length %d, data length %d", ci.CaptureLength, len(data))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.usableLocked(); err != nil {
+		return err
+	}
+	if !r.hasFormat {
+		return ErrNoFormat
+	}
+	if r.f == nil { // a previous open failed: try again
+		if err := r.openLocked(); err != nil {
+			return err
+		}
+	}
+	if r.size > r.fileSize {
+		if err := r.rotateLocked(); err != nil {
+			return err
+		}
+	}
+	ts := ci.Timestamp
+	binary.LittleEndian.PutUint32(r.hdr[0:4], uint32(ts.Unix()))
+	binary.LittleEndian.PutUint32(r.hdr[4:8], uint32(ts.Nanosecond()/1000))
+	binary.LittleEndian.PutUint32(r.hdr[8:12], uint32(ci.CaptureLength))
+	binary.LittleEndian.PutUint32(r.hdr[12:16], uint32(ci.Length))
+	if _, err := r.bw.Write(r.hdr[:]); err != nil {
+		return r.failLocked(err)
+	}
+	if _, err := r.bw.Write(data); err != nil {
+		return r.failLocked(err)
+	}
+	n := int64(pcapRecordHeaderLen + len(data))
+	r.size += n
+	r.filePkts++
+	r.packets.Add(1)
+	r.bytes.Add(uint64(n))
+	r.armLocked()
+	return nil
+}
+
+// Flush writes buffered data to the current file.
+func (r *Ring) Flush() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.usableLocked(); err != nil {
+		return err
+	}
+	return r.flushLocked()
+}
+
+// Close flushes and closes the current file. Further writes return ErrRingClosed; Close
+// returns the ring's first write error, if any.
+func (r *Ring) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return r.err
+	}
+	r.closed = true
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	err := r.closeFileLocked()
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	r.root.Close()
+	return r.err
+}
+
+func (r *Ring) usableLocked() error {
+	if r.closed {
+		return ErrRingClosed
+	}
+	return r.err
+}
+
+func (r *Ring) failLocked(err error) error {
+	if r.err == nil {
+		r.err = fmt.Errorf("write ring file %s: %w", RingFileName(r.base, r.files, r.index), err)
+	}
+	return r.err
+}
+
+func (r *Ring) flushLocked() error {
+	if r.f == nil || r.bw.Buffered() == 0 {
+		return nil
+	}
+	if err := r.bw.Flush(); err != nil {
+		return r.failLocked(err)
+	}
+	return nil
+}
+
+// armLocked makes sure buffered data is flushed within the flush interval.
+func (r *Ring) armLocked() {
+	if r.armed || r.bw.Buffered() == 0 {
+		return
+	}
+	r.armed = true
+	if r.timer == nil {
+		r.timer = time.AfterFunc(r.interval, r.timedFlush)
+		return
+	}
+	r.timer.Reset(r.interval)
+}
+
+func (r *Ring) timedFlush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.armed = false
+	if r.closed || r.err != nil {
+		return
+	}
+	_ = r.flushLocked() // a failure is kept in r.err and returned by the next call
+}
+
+// rotateLocked moves on to the next file of the ring.
+func (r *Ring) rotateLocked() error {
+	r.rotations.Add(1)
+	return r.reopenLocked((r.index + 1) % r.files)
+}
+
+// reopenLocked finishes the current file and starts file index.
+func (r *Ring) reopenLocked(index int) error {
+	if err := r.closeFileLocked(); err != nil {
+		return r.failLocked(err)
+	}
+	r.index = index
+	return r.openLocked()
+}
+
+func (r *Ring) closeFileLocked() error {
+	if r.f == nil {
+		return nil
+	}
+	ferr := r.bw.Flush()
+	cerr := r.f.Close()
+	r.f = nil
+	r.bw.Reset(nil)
+	return errors.Join(ferr, cerr)
+}
+
+// openLocked replaces file r.index with a new file holding only the global header. The old
+// file is unlinked and a new inode created (O_EXCL: nothing at that name is followed or
+// reused), so readers holding the old file keep its data and nothing is truncated in place.
+func (r *Ring) openLocked() error {
+	r.pending = true
+	name := RingFileName(r.base, r.files, r.index)
+	if err := r.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove ring file %s: %w", name, err)
+	}
+	f, err := r.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, r.perm)
+	if err != nil {
+		return fmt.Errorf("create ring file %s: %w", name, err)
+	}
+	r.f, r.pending = f, false
+	r.bw.Reset(f)
+	r.size, r.filePkts = pcapFileHeaderLen, 0
+
+	var h [pcapFileHeaderLen]byte
+	binary.LittleEndian.PutUint32(h[0:4], pcapMagicMicro)
+	binary.LittleEndian.PutUint16(h[4:6], pcapVersionMajor)
+	binary.LittleEndian.PutUint16(h[6:8], pcapVersionMinor)
+	// 8:12 thiszone and 12:16 sigfigs are 0, as libpcap writes them.
+	binary.LittleEndian.PutUint32(h[16:20], r.snaplen)
+	binary.LittleEndian.PutUint32(h[20:24], uint32(r.linkType))
+	if _, err := r.bw.Write(h[:]); err != nil {
+		return r.failLocked(err)
+	}
+	r.bytes.Add(pcapFileHeaderLen)
+	r.armLocked()
+	return nil
+}
