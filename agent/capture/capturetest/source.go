@@ -1,0 +1,171 @@
+// Package capturetest has hand-written fakes of the capture package's interfaces for unit
+// tests: a Source replaying packets from a slice, an Engine opening such sources and
+// recording its calls, and a Resolver backed by a map. All are safe for concurrent use.
+package capturetest
+
+import (
+	"io"
+	"sync"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/podcap/podcap/agent/capture"
+)
+
+// Packet is one packet of a fake Source.
+type Packet struct {
+	CI   gopacket.CaptureInfo
+	Data []byte
+}
+
+// NewPacket returns a packet of data captured whole at ci.Timestamp.
+func NewPacket(ci gopacket.CaptureInfo, data []byte) Packet {
+	ci.CaptureLength = len(data)
+	if ci.Length < len(data) {
+		ci.Length = len(data)
+	}
+	return Packet{CI: ci, Data: data}
+}
+
+var _ capture.Source = (*Source)(nil)
+
+// Source is a capture.Source that returns its packets in order, then ends with io.EOF (or
+// the error given to EndWith). A held source (Hold) instead blocks after its packets until
+// Close, as a live capture without traffic does.
+type Source struct {
+	linkType layers.LinkType
+	snaplen  uint32
+	closed   chan struct{}
+
+	// mu protects the fields below.
+	mu        sync.Mutex
+	packets   []Packet
+	next      int
+	hold      bool
+	endErr    error
+	closeErr  error
+	closes    int
+	statsReqs int
+	stats     capture.Stats
+}
+
+// NewSource returns a source of the given format replaying packets.
+func NewSource(lt layers.LinkType, snaplen uint32, packets ...Packet) *Source {
+	return &Source{linkType: lt, snaplen: snaplen, packets: packets, closed: make(chan struct{})}
+}
+
+// Hold makes ReadPacket block after the last packet until Close, and returns s.
+func (s *Source) Hold() *Source {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hold = true
+	return s
+}
+
+// EndWith makes ReadPacket return err instead of io.EOF after the last packet (or, when
+// held, after Close), and Close return closeErr; it returns s.
+func (s *Source) EndWith(err, closeErr error) *Source {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.endErr, s.closeErr = err, closeErr
+	return s
+}
+
+// SetStats sets what Stats returns.
+func (s *Source) SetStats(st capture.Stats) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats = st
+}
+
+// LinkType implements capture.Source.
+func (s *Source) LinkType() layers.LinkType { return s.linkType }
+
+// Snaplen implements capture.Source.
+func (s *Source) Snaplen() uint32 { return s.snaplen }
+
+// ReadPacket implements capture.Source.
+func (s *Source) ReadPacket() (gopacket.CaptureInfo, []byte, error) {
+	s.mu.Lock()
+	if s.isClosed() {
+		s.mu.Unlock()
+		return gopacket.CaptureInfo{}, nil, s.end()
+	}
+	if s.next < len(s.packets) {
+		p := s.packets[s.next]
+		s.next++
+		s.mu.Unlock()
+		return p.CI, p.Data, nil
+	}
+	hold := s.hold
+	s.mu.Unlock()
+	if hold {
+		<-s.closed
+	}
+	return gopacket.CaptureInfo{}, nil, s.end()
+}
+
+func (s *Source) end() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.endErr != nil {
+		return s.endErr
+	}
+	return io.EOF
+}
+
+func (s *Source) isClosed() bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// RequestStats implements capture.Source; it counts the calls.
+func (s *Source) RequestStats() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.statsReqs++
+}
+
+// Stats implements capture.Source.
+func (s *Source) Stats() capture.Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Close implements capture.Source: it ends the source (a blocked ReadPacket returns) and
+// returns the close error given to EndWith. It may be called more than once.
+func (s *Source) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closes++
+	if !s.isClosed() {
+		close(s.closed)
+	}
+	return s.closeErr
+}
+
+// Closed reports whether Close was called.
+func (s *Source) Closed() bool { return s.isClosed() }
+
+// Done is closed when Close is called.
+func (s *Source) Done() <-chan struct{} { return s.closed }
+
+// Read reports how many packets ReadPacket returned.
+func (s *Source) Read() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.next
+}
+
+// StatsRequests reports how many times RequestStats was called.
+func (s *Source) StatsRequests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.statsReqs
+}
