@@ -1,0 +1,318 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/podcap/podcap/agent/metrics"
+)
+
+// Event reasons on the pod, constant so that users can select on them.
+const (
+	ReasonStarted = "CaptureStarted"
+	ReasonStopped = "CaptureStopped"
+	ReasonFailed  = "CaptureFailed"
+	ReasonQueued  = "CaptureQueued"
+)
+
+// Event types, the same strings as Kubernetes' corev1.EventTypeNormal/Warning.
+const (
+	EventNormal  = "Normal"
+	EventWarning = "Warning"
+)
+
+// Notifier receives what a capture did, for Kubernetes Events on the pod.
+type Notifier interface {
+	Notify(s Spec, eventType, reason, message string)
+}
+
+// Config is what a Manager needs; zero durations take the defaults.
+type Config struct {
+	Dir           string // base capture directory; captures live in Dir/<namespace>/<pod>/
+	MaxConcurrent int    // captures running at once; the excess waits in a queue
+	Engine        Engine
+	Resolver      Resolver
+	Notifier      Notifier
+	Metrics       *metrics.Metrics
+	Clock         clock.WithTicker
+
+	StatsInterval   time.Duration // how often kernel counters are asked for (default 5s)
+	RecheckInterval time.Duration // how often a running capture checks the pod's PID (default 30s)
+	MinBackoff      time.Duration // first delay after a failure (default 1s)
+	MaxBackoff      time.Duration // delay cap, and the run time after which backoff resets (default 30s)
+}
+
+func (c *Config) setDefaults() {
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
+	}
+	if c.StatsInterval == 0 {
+		c.StatsInterval = 5 * time.Second
+	}
+	if c.RecheckInterval == 0 {
+		c.RecheckInterval = 30 * time.Second
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = time.Second
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.MaxConcurrent <= 0 {
+		c.MaxConcurrent = 1
+	}
+}
+
+// Manager converges the running captures to the desired ones. Ensure and Stop never block on
+// a capture process: each capture has its own goroutine that resolves the pod, runs the
+// engine, restarts it with backoff, and cleans up.
+type Manager struct {
+	cfg    Config
+	ctx    context.Context // parent of every capture goroutine; cancelled when Run returns
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu sync.Mutex
+	// mu protects the fields below.
+	runs     map[string]*run // desired captures by key: queued, starting, running, backing off
+	stopping map[string]*run // captures asked to stop whose goroutine has not finished
+	queue    []*run          // runs waiting for a slot, oldest first
+	active   int             // goroutines holding a slot (running or stopping)
+}
+
+// NewManager returns a Manager; call Run to serve it.
+func NewManager(cfg Config) (*Manager, error) {
+	cfg.setDefaults()
+	if cfg.Dir == "" || cfg.Engine == nil || cfg.Resolver == nil || cfg.Notifier == nil || cfg.Metrics == nil {
+		return nil, errors.New("capture manager: Dir, Engine, Resolver, Notifier and Metrics are required")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create capture dir: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{
+		cfg:      cfg,
+		ctx:      ctx,
+		cancel:   cancel,
+		runs:     map[string]*run{},
+		stopping: map[string]*run{},
+	}, nil
+}
+
+// ErrShutdown is returned by Ensure once the manager is shutting down.
+var ErrShutdown = errors.New("capture manager is shutting down")
+
+// Key is how captures are named: namespace/pod, like a workqueue key.
+func Key(namespace, pod string) string { return namespace + "/" + pod }
+
+// Ensure makes spec the desired capture of its pod. An identical running capture only checks
+// that it still follows the pod's container; a different one (ring size, pod UID, ...) is
+// stopped, its files deleted, and the new one started. It reports whether the capture had
+// to be queued by this call because --max-concurrent-captures captures already run.
+func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
+	dir, err := m.podDir(spec.Namespace, spec.Pod)
+	if err != nil {
+		return false, err
+	}
+	key := Key(spec.Namespace, spec.Pod)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx.Err() != nil {
+		return false, ErrShutdown
+	}
+	if r := m.runs[key]; r != nil {
+		if r.spec == spec {
+			r.poke()
+			return false, nil
+		}
+		m.stopLocked(r, true)
+	}
+	r := newRun(spec, dir, m.stopping[key])
+	m.runs[key] = r
+	if m.active < m.cfg.MaxConcurrent {
+		m.startLocked(r)
+		return false, nil
+	}
+	r.phase = PhaseQueued
+	m.queue = append(m.queue, r)
+	m.cfg.Metrics.CapturesQueued.Set(float64(len(m.queue)))
+	return true, nil
+}
+
+// Stop ends the capture of a pod, if any, and deletes its files if deleteFiles. Files of a
+// pod without a capture (left by an earlier agent) are deleted too.
+func (m *Manager) Stop(namespace, pod string, deleteFiles bool) {
+	key := Key(namespace, pod)
+	m.mu.Lock()
+	r := m.runs[key]
+	if r != nil {
+		m.stopLocked(r, deleteFiles)
+	}
+	busy := m.stopping[key] != nil
+	m.mu.Unlock()
+	if r == nil && !busy && deleteFiles {
+		if dir, err := m.podDir(namespace, pod); err == nil {
+			m.removeDir(dir)
+		}
+	}
+}
+
+// stopLocked takes r out of the desired set; its goroutine (if started) stops the capture.
+func (m *Manager) stopLocked(r *run, deleteFiles bool) {
+	key := Key(r.spec.Namespace, r.spec.Pod)
+	delete(m.runs, key)
+	r.deleteFiles = deleteFiles
+	r.stopRequested = true
+	if r.phase == PhaseQueued {
+		m.dequeueLocked(r)
+		if deleteFiles {
+			go m.removeDir(r.dir)
+		}
+		return
+	}
+	r.phase = PhaseStopping
+	m.stopping[key] = r
+	r.cancel()
+}
+
+func (m *Manager) dequeueLocked(r *run) {
+	for i, q := range m.queue {
+		if q == r {
+			m.queue = append(m.queue[:i], m.queue[i+1:]...)
+			break
+		}
+	}
+	m.cfg.Metrics.CapturesQueued.Set(float64(len(m.queue)))
+}
+
+func (m *Manager) startLocked(r *run) {
+	m.active++
+	r.phase = PhaseStarting
+	ctx, cancel := context.WithCancel(m.ctx)
+	r.cancel = cancel
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.runCapture(ctx, r)
+	}()
+}
+
+// finish is called by a capture goroutine when it ends: the slot goes to the oldest queued run.
+func (m *Manager) finish(r *run) {
+	key := Key(r.spec.Namespace, r.spec.Pod)
+	m.mu.Lock()
+	m.active--
+	if m.stopping[key] == r {
+		delete(m.stopping, key)
+	}
+	if m.runs[key] == r { // ended by shutdown
+		delete(m.runs, key)
+	}
+	r.phase = PhaseStopped
+	if len(m.queue) > 0 && m.ctx.Err() == nil {
+		next := m.queue[0]
+		m.dequeueLocked(next)
+		m.startLocked(next)
+	}
+	m.mu.Unlock()
+}
+
+// Run serves the manager until ctx ends: it refreshes kernel counters, and on return stops
+// every capture (keeping their files, so that the next agent adopts them) and waits for them.
+func (m *Manager) Run(ctx context.Context) error {
+	t := m.cfg.Clock.NewTicker(m.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			m.mu.Lock()
+			m.cancel() // under mu: no Ensure starts a capture after this
+			m.queue = nil
+			m.cfg.Metrics.CapturesQueued.Set(0)
+			m.mu.Unlock()
+			m.wg.Wait()
+			return nil
+		case <-t.C():
+			m.refreshStats()
+		}
+	}
+}
+
+func (m *Manager) refreshStats() {
+	m.mu.Lock()
+	var live []*run
+	for _, r := range m.runs {
+		live = append(live, r)
+	}
+	m.mu.Unlock()
+	for _, r := range live {
+		r.refreshStats(m.cfg.Metrics)
+	}
+}
+
+// Status is what the agent reports about one capture.
+type Status struct {
+	Spec        Spec
+	Phase       Phase
+	Dir         string
+	PID         int
+	Started     time.Time // first time the capture process ran
+	Packets     uint64
+	Bytes       uint64
+	KernelDrops uint64
+	Restarts    int
+	LastError   string
+}
+
+// Status reports the desired capture of a pod, if there is one.
+func (m *Manager) Status(namespace, pod string) (Status, bool) {
+	m.mu.Lock()
+	r := m.runs[Key(namespace, pod)]
+	m.mu.Unlock()
+	if r == nil {
+		return Status{}, false
+	}
+	return r.status(), true
+}
+
+// List reports every desired capture.
+func (m *Manager) List() []Status {
+	m.mu.Lock()
+	rs := make([]*run, 0, len(m.runs))
+	for _, r := range m.runs {
+		rs = append(rs, r)
+	}
+	m.mu.Unlock()
+	out := make([]Status, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.status())
+	}
+	return out
+}
+
+// podDir is Dir/<namespace>/<pod>, built only from names that are valid Kubernetes names.
+func (m *Manager) podDir(namespace, pod string) (string, error) {
+	if err := ValidatePathName(namespace); err != nil {
+		return "", fmt.Errorf("namespace: %w", err)
+	}
+	if err := ValidatePathName(pod); err != nil {
+		return "", fmt.Errorf("pod name: %w", err)
+	}
+	return filepath.Join(m.cfg.Dir, namespace, pod), nil
+}
+
+// removeDir deletes a pod's capture directory and its namespace directory once empty.
+func (m *Manager) removeDir(dir string) {
+	if err := os.RemoveAll(dir); err != nil {
+		klog.Background().Error(err, "Removing capture files", "dir", dir)
+	}
+	_ = os.Remove(filepath.Dir(dir)) // only succeeds when empty
+}

@@ -1,0 +1,104 @@
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// ValidatePathName accepts a name that may become one element of a path under the capture
+// directory: a Kubernetes DNS-1123 subdomain (what pod names and, stricter, namespaces are),
+// so it has no '/', no leading '.', and is at most 253 bytes.
+func ValidatePathName(name string) error {
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return fmt.Errorf("%q is not a valid name: %s", name, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// RingBase is the file name tcpdump would be given for a pod (`-w capture-<pod>.pcap`); the
+// ring's files are this name plus the ring index.
+func RingBase(pod string) string { return "capture-" + pod + ".pcap" }
+
+// CleanStale deletes what is under dir/<namespace>/<pod> for every pod for which keep returns
+// false, and anything else under dir that podcap did not write (stray files are left alone
+// and reported). It runs once at start, after the pod cache has synced, so that files of
+// pods that are gone or no longer captured do not outlive an agent restart.
+func (m *Manager) CleanStale(keep func(namespace, pod string) bool) (removed []string, err error) {
+	nss, err := os.ReadDir(m.cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("read capture dir: %w", err)
+	}
+	var errs []error
+	for _, ns := range nss {
+		if !ns.IsDir() || ValidatePathName(ns.Name()) != nil {
+			continue
+		}
+		pods, err := os.ReadDir(filepath.Join(m.cfg.Dir, ns.Name()))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, p := range pods {
+			if !p.IsDir() || ValidatePathName(p.Name()) != nil {
+				continue
+			}
+			key := Key(ns.Name(), p.Name())
+			m.mu.Lock()
+			busy := m.runs[key] != nil || m.stopping[key] != nil
+			m.mu.Unlock()
+			if busy || keep(ns.Name(), p.Name()) {
+				continue
+			}
+			dir := filepath.Join(m.cfg.Dir, ns.Name(), p.Name())
+			if err := os.RemoveAll(dir); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			removed = append(removed, key)
+		}
+		_ = os.Remove(filepath.Join(m.cfg.Dir, ns.Name())) // only when empty
+	}
+	return removed, errors.Join(errs...)
+}
+
+// adoptRing prepares dir for a ring of files named after base, left by an earlier agent or
+// capture: files that are not this ring's (another ring size) are removed, and the index
+// after the newest of the ring's own files is returned, so a restarted agent continues the
+// ring where it stopped instead of mixing a new lap into the old one.
+func adoptRing(dir, base string, files int) (start int, err error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("read capture directory: %w", err)
+	}
+	own := make(map[string]int, files)
+	for i := range files {
+		own[RingFileName(base, files, i)] = i
+	}
+	var newest time.Time
+	found := false
+	for _, e := range entries {
+		i, ok := own[e.Name()]
+		if !ok {
+			if e.Type().IsRegular() && strings.HasPrefix(e.Name(), base) {
+				if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+					return 0, fmt.Errorf("remove file of an earlier ring: %w", err)
+				}
+			}
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		if !found || info.ModTime().After(newest) {
+			newest, start, found = info.ModTime(), (i+1)%files, true
+		}
+	}
+	return start, nil
+}

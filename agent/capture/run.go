@@ -1,0 +1,345 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/podcap/podcap/agent/metrics"
+)
+
+// Phase is where a capture is in its life.
+type Phase string
+
+// The phases of a capture.
+const (
+	PhaseQueued   Phase = "Queued"   // waiting for a slot under --max-concurrent-captures
+	PhaseStarting Phase = "Starting" // resolving the pod's network namespace, starting the process
+	PhaseRunning  Phase = "Running"  // packets flow to the ring
+	PhaseBackoff  Phase = "Backoff"  // the last attempt failed; retrying after a delay
+	PhaseStopping Phase = "Stopping" // asked to stop; the process is being stopped
+	PhaseStopped  Phase = "Stopped"
+)
+
+// run is one desired capture and the goroutine that keeps it going.
+type run struct {
+	spec    Spec
+	dir     string
+	prev    *run          // the capture of the same pod being stopped; we start after it
+	done    chan struct{} // closed when the goroutine has cleaned up
+	recheck chan struct{} // poked by Ensure: check that the capture follows the pod's container
+	cancel  context.CancelFunc
+
+	mu sync.Mutex
+	// mu protects the fields below (the Manager's mu protects phase, deleteFiles and
+	// stopRequested; they are only read by the run's goroutine after it was cancelled).
+	target      Target
+	src         Source
+	ring        *Ring
+	started     time.Time
+	restarts    int
+	lastErr     string
+	drops       uint64 // kernel drops of the sources that ended
+	srcDrops    uint64 // kernel drops of the current source, last seen
+	pushed      ringCounts
+	phaseShadow Phase // phase as the goroutine sees it, for Status
+
+	phase         Phase
+	deleteFiles   bool
+	stopRequested bool
+}
+
+type ringCounts struct{ packets, bytes, rotations uint64 }
+
+func newRun(spec Spec, dir string, prev *run) *run {
+	return &run{
+		spec:    spec,
+		dir:     dir,
+		prev:    prev,
+		done:    make(chan struct{}),
+		recheck: make(chan struct{}, 1),
+	}
+}
+
+// poke asks the run to re-resolve the pod (its container may have restarted); never blocks.
+func (r *run) poke() {
+	select {
+	case r.recheck <- struct{}{}:
+	default:
+	}
+}
+
+func (r *run) setPhase(p Phase) {
+	r.mu.Lock()
+	r.phaseShadow = p
+	r.mu.Unlock()
+}
+
+func (r *run) status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := Status{
+		Spec:        r.spec,
+		Phase:       r.phaseShadow,
+		Dir:         r.dir,
+		PID:         r.target.PID,
+		Started:     r.started,
+		Restarts:    r.restarts,
+		LastError:   r.lastErr,
+		KernelDrops: r.drops + r.srcDrops,
+	}
+	if s.Phase == "" {
+		s.Phase = PhaseQueued
+	}
+	if r.ring != nil {
+		s.Packets, s.Bytes, _ = r.ring.Counts()
+	}
+	return s
+}
+
+// refreshStats asks the source for fresh kernel counters and moves the counters that grew
+// since the last refresh into the metrics.
+func (r *run) refreshStats(m *metrics.Metrics) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.src != nil {
+		r.src.RequestStats()
+		r.takeDropsLocked(m, r.src.Stats().Dropped)
+	}
+	if r.ring != nil {
+		p, b, rot := r.ring.Counts()
+		l := []string{r.spec.Namespace, r.spec.Pod}
+		m.Packets.WithLabelValues(l...).Add(float64(p - r.pushed.packets))
+		m.Bytes.WithLabelValues(l...).Add(float64(b - r.pushed.bytes))
+		m.FileRotations.WithLabelValues(l...).Add(float64(rot - r.pushed.rotations))
+		r.pushed = ringCounts{p, b, rot}
+	}
+}
+
+func (r *run) takeDropsLocked(m *metrics.Metrics, dropped uint64) {
+	if dropped > r.srcDrops {
+		m.KernelDrops.WithLabelValues(r.spec.Namespace, r.spec.Pod).Add(float64(dropped - r.srcDrops))
+		r.srcDrops = dropped
+	}
+}
+
+func (r *run) fail(err error) {
+	r.mu.Lock()
+	r.lastErr = err.Error()
+	r.mu.Unlock()
+}
+
+// runCapture is the goroutine of one capture: wait for the previous capture of the pod to be
+// cleaned up, open the ring, then resolve the pod and run the engine until ctx ends,
+// restarting with backoff when the process dies and re-attaching when the pod's container
+// changes. On the way out it stops the process, closes the ring and, if asked, deletes files.
+func (m *Manager) runCapture(ctx context.Context, r *run) {
+	log := klog.FromContext(ctx).WithValues("pod", Key(r.spec.Namespace, r.spec.Pod), "uid", r.spec.UID)
+	ctx = klog.NewContext(ctx, log)
+	started := false
+	defer func() {
+		m.cleanup(log, r, started)
+		m.finish(r)
+		close(r.done)
+	}()
+	if r.prev != nil {
+		select {
+		case <-r.prev.done:
+		case <-ctx.Done():
+			return
+		}
+	}
+	if err := os.MkdirAll(r.dir, 0o750); err != nil {
+		m.failed(r, metrics.FailureFiles, fmt.Errorf("create capture directory: %w", err))
+		return // permanent for this spec: a later Ensure with a new spec tries again
+	}
+	base := RingBase(r.spec.Pod)
+	start, err := adoptRing(r.dir, base, r.spec.Files)
+	if err != nil {
+		m.failed(r, metrics.FailureFiles, err)
+		return
+	}
+	ring, err := NewRing(RingOptions{Dir: r.dir, Base: base, Files: r.spec.Files, FileSize: r.spec.FileSize, Start: start})
+	if err != nil {
+		m.failed(r, metrics.FailureFiles, fmt.Errorf("open ring: %w", err))
+		return
+	}
+	r.mu.Lock()
+	r.ring = ring
+	r.mu.Unlock()
+
+	backoff := m.cfg.MinBackoff
+	for ctx.Err() == nil {
+		r.setPhase(PhaseStarting)
+		t0 := m.cfg.Clock.Now()
+		err := m.attempt(ctx, r, &started)
+		if ctx.Err() != nil {
+			return
+		}
+		if m.cfg.Clock.Since(t0) > m.cfg.MaxBackoff {
+			backoff = m.cfg.MinBackoff
+		}
+		if errors.Is(err, errReattach) {
+			continue // the pod's container changed: attach again at once
+		}
+		r.setPhase(PhaseBackoff)
+		log.V(2).Info("Capture attempt ended, retrying", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.cfg.Clock.After(backoff):
+		}
+		backoff = min(2*backoff, m.cfg.MaxBackoff)
+	}
+}
+
+var errReattach = errors.New("pod's container changed")
+
+// attempt resolves the pod and runs one capture process until it ends, ctx ends, or the
+// pod's container changed (errReattach).
+func (m *Manager) attempt(ctx context.Context, r *run, started *bool) error {
+	s := r.spec
+	target, err := m.cfg.Resolver.Resolve(ctx, s.Namespace, s.Pod, s.UID)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return m.failed(r, metrics.FailureResolve, fmt.Errorf("find the pod's network namespace: %w", err))
+	}
+	src, err := m.cfg.Engine.Open(ctx, target, SourceOptions{Snaplen: s.Snaplen, Filter: s.Filter})
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return m.failed(r, metrics.FailureStart, fmt.Errorf("start capture: %w", err))
+	}
+	r.mu.Lock()
+	r.target, r.src, r.srcDrops = target, src, 0
+	if !*started {
+		r.started = m.cfg.Clock.Now()
+	} else {
+		r.restarts++
+	}
+	r.lastErr = ""
+	r.phaseShadow = PhaseRunning
+	r.mu.Unlock()
+	m.cfg.Metrics.CapturesRunning.WithLabelValues(sourceLabel(s)).Inc()
+	if !*started {
+		*started = true
+		m.cfg.Metrics.CaptureStarts.WithLabelValues(sourceLabel(s)).Inc()
+		m.cfg.Notifier.Notify(s, EventNormal, ReasonStarted, fmt.Sprintf(
+			"capturing in the pod's network namespace (pid %d) into a ring of %d files of %d bytes: %s",
+			target.PID, s.Files, s.FileSize, r.ring.Pattern()))
+	} else {
+		m.cfg.Metrics.CaptureRestarts.Inc()
+		m.cfg.Notifier.Notify(s, EventNormal, ReasonStarted, fmt.Sprintf(
+			"capture restarted in the pod's network namespace (pid %d), same ring", target.PID))
+	}
+
+	pumped := make(chan error, 1)
+	go func() {
+		_, err := Pump(ctx, src, r.ring, PumpOptions{})
+		pumped <- err
+	}()
+	recheck := m.cfg.Clock.NewTicker(m.cfg.RecheckInterval)
+	defer recheck.Stop()
+	var result error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			result = ctx.Err()
+			break loop
+		case perr := <-pumped:
+			pumped = nil
+			result = perr
+			break loop
+		case <-r.recheck:
+		case <-recheck.C():
+		}
+		if moved(ctx, m.cfg.Resolver, s, target) {
+			result = errReattach
+			break loop
+		}
+	}
+	cerr := src.Close()
+	if pumped != nil {
+		<-pumped
+	}
+	m.cfg.Metrics.CapturesRunning.WithLabelValues(sourceLabel(s)).Dec()
+	r.mu.Lock()
+	r.takeDropsLocked(m.cfg.Metrics, src.Stats().Dropped)
+	r.drops += r.srcDrops
+	r.srcDrops = 0
+	r.src = nil
+	r.mu.Unlock()
+	if ctx.Err() != nil || errors.Is(result, errReattach) {
+		return result
+	}
+	// the process ended on its own: tcpdump died, or the pod's network namespace went away
+	if cerr == nil {
+		cerr = result
+	}
+	if cerr == nil {
+		cerr = errors.New("capture process exited")
+	}
+	return m.failed(r, metrics.FailureExited, fmt.Errorf("capture process ended: %w", cerr))
+}
+
+// moved reports whether the pod now runs in another process than target (its container
+// restarted). A pod that cannot be resolved right now (container restarting) has not moved:
+// the capture keeps its network namespace open meanwhile.
+func moved(ctx context.Context, res Resolver, s Spec, target Target) bool {
+	t, err := res.Resolve(ctx, s.Namespace, s.Pod, s.UID)
+	if err != nil {
+		return false
+	}
+	return t.PID != target.PID || t.SandboxID != target.SandboxID
+}
+
+// failed records a failed attempt: metric, last error, Warning Event. It returns err.
+func (m *Manager) failed(r *run, reason string, err error) error {
+	m.cfg.Metrics.CaptureFailures.WithLabelValues(reason).Inc()
+	r.fail(err)
+	m.cfg.Notifier.Notify(r.spec, EventWarning, ReasonFailed, err.Error())
+	return err
+}
+
+func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
+	r.mu.Lock()
+	ring := r.ring
+	r.mu.Unlock()
+	if ring != nil {
+		if err := ring.Close(); err != nil {
+			log.Error(err, "Closing capture ring")
+		}
+		r.refreshStats(m.cfg.Metrics)
+	}
+	m.cfg.Metrics.ForgetCapture(r.spec.Namespace, r.spec.Pod)
+	m.mu.Lock()
+	deleteFiles, requested := r.deleteFiles, r.stopRequested
+	m.mu.Unlock()
+	if deleteFiles {
+		m.removeDir(r.dir)
+	}
+	if started && requested {
+		msg := "capture stopped; files kept in " + r.dir
+		if deleteFiles {
+			msg = "capture stopped and its files deleted"
+		}
+		m.cfg.Notifier.Notify(r.spec, EventNormal, ReasonStopped, msg)
+	}
+	log.V(1).Info("Capture ended", "deletedFiles", deleteFiles)
+}
+
+func sourceLabel(s Spec) string {
+	if s.Source == "" {
+		return metrics.SourceManual
+	}
+	return s.Source
+}

@@ -1,0 +1,76 @@
+package agent
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/metrics"
+)
+
+// DefaultAnnotationKey is the original tool's annotation: `tcpdump.antrea.io: "N"`.
+const DefaultAnnotationKey = "tcpdump.antrea.io"
+
+// ReasonInvalidRequest is the Event reason of a capture request the agent refuses.
+const ReasonInvalidRequest = "InvalidCaptureRequest"
+
+// invalidRequest is a capture request that can never succeed as written: reported once with
+// a Warning Event and a metric, never retried.
+type invalidRequest struct {
+	reason  string // metrics.Invalid*
+	message string
+}
+
+var ringSize = regexp.MustCompile(`^[0-9]{1,9}$`)
+
+// parseRingSize reads the annotation's value: a decimal number of files from 1 to maxFiles.
+func parseRingSize(key, value string, maxFiles int) (int, *invalidRequest) {
+	n := 0
+	if ringSize.MatchString(value) {
+		n, _ = strconv.Atoi(value) // at most 9 digits: no overflow
+	}
+	if n < 1 || n > maxFiles {
+		return 0, &invalidRequest{
+			reason: metrics.InvalidValue,
+			message: fmt.Sprintf("annotation %s=%q is not a valid capture request: want the number of 1 MB files of the capture ring, a decimal integer from 1 to %d",
+				key, value, maxFiles),
+		}
+	}
+	return n, nil
+}
+
+// desiredCapture is the seed rule: the capture a pod asks for by annotation, nil for none.
+func (c *Controller) desiredCapture(pod *corev1.Pod) (*capture.Spec, *invalidRequest) {
+	value, ok := pod.Annotations[c.cfg.AnnotationKey]
+	if !ok || pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning {
+		return nil, nil
+	}
+	n, bad := parseRingSize(c.cfg.AnnotationKey, value, c.cfg.MaxFiles)
+	if bad != nil {
+		return nil, bad
+	}
+	if pod.Spec.HostNetwork && !c.cfg.AllowHostNetwork {
+		return nil, &invalidRequest{
+			reason: metrics.InvalidHostNetwork,
+			message: "the pod uses the host's network namespace: a capture would record the whole node's traffic; " +
+				"the agent refuses such captures unless started with --allow-host-network",
+		}
+	}
+	if err := capture.ValidatePathName(pod.Namespace); err != nil {
+		return nil, &invalidRequest{reason: metrics.InvalidName, message: err.Error()}
+	}
+	if err := capture.ValidatePathName(pod.Name); err != nil {
+		return nil, &invalidRequest{reason: metrics.InvalidName, message: err.Error()}
+	}
+	return &capture.Spec{
+		Namespace: pod.Namespace,
+		Pod:       pod.Name,
+		UID:       string(pod.UID),
+		Files:     n,
+		FileSize:  capture.DefaultFileSize,
+		Source:    metrics.SourceManual,
+	}, nil
+}
