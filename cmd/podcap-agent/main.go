@@ -1,12 +1,141 @@
-// Command podcap-agent is podcap's node agent: it captures the traffic of the pods on its node.
+// Command podcap-agent is podcap's node agent: it captures the traffic of the pods on its
+// node when they ask for it (annotation `tcpdump.antrea.io: "N"`), inside each pod's network
+// namespace, into a ring of N files of 1 MB.
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/podcap/podcap/agent"
+	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/tcpdump"
+	"github.com/podcap/podcap/agent/cri"
+	"github.com/podcap/podcap/agent/metrics"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "podcap-agent: not wired yet")
-	os.Exit(1)
+	var o Options
+	fs := flag.NewFlagSet("podcap-agent", flag.ExitOnError)
+	o.AddFlags(fs)
+	klog.InitFlags(fs)
+	_ = fs.Parse(os.Args[1:]) // ExitOnError
+	if err := o.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "podcap-agent: invalid flags:\n%v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ctx = klog.NewContext(ctx, klog.Background())
+	if err := run(ctx, &o); err != nil {
+		klog.FromContext(ctx).Error(err, "Agent failed")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+func criDefaults() []string { return cri.DefaultEndpoints }
+
+func run(ctx context.Context, o *Options) error {
+	log := klog.FromContext(ctx)
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.UserAgent = "podcap-agent"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+
+	endpoint := o.CRIEndpoint
+	if endpoint == "" {
+		if endpoint, err = cri.PickEndpoint(cri.DefaultEndpoints, os.Stat); err != nil {
+			return fmt.Errorf("find the CRI socket (set --cri-endpoint): %w", err)
+		}
+	}
+	runtime, err := cri.New(ctx, endpoint)
+	if err != nil {
+		return fmt.Errorf("CRI client for %s: %w", endpoint, err)
+	}
+	defer runtime.Close()
+	engine, err := tcpdump.New(tcpdump.Config{NsenterPath: o.NsenterPath, TcpdumpPath: o.TcpdumpPath})
+	if err != nil {
+		return fmt.Errorf("capture engine: %w", err)
+	}
+
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(3)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "podcap-agent", Host: o.NodeName})
+
+	captures, err := capture.NewManager(capture.Config{
+		Dir:           o.CaptureDir,
+		MaxConcurrent: o.MaxConcurrent,
+		Engine:        engine,
+		Resolver:      runtime,
+		Notifier:      agent.PodEvents{Recorder: recorder},
+		Metrics:       m,
+	})
+	if err != nil {
+		return err
+	}
+	ctrl, err := agent.NewController(client, captures, recorder, m, agent.Config{
+		NodeName:         o.NodeName,
+		AnnotationKey:    o.AnnotationKey,
+		MaxFiles:         o.MaxFiles,
+		AllowHostNetwork: o.AllowHostNetwork,
+	})
+	if err != nil {
+		return err
+	}
+	srv := agent.NewServer(o.ListenAddress, reg, ctrl.Synced)
+
+	log.Info("Starting podcap agent", "node", o.NodeName, "criEndpoint", endpoint, "captureDir", o.CaptureDir,
+		"annotationKey", o.AnnotationKey, "maxFiles", o.MaxFiles, "maxConcurrentCaptures", o.MaxConcurrent)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return captures.Run(gctx) })
+	g.Go(func() error { return ctrl.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	err = g.Wait()
+	log.Info("Agent stopped")
+	return err
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster config (or set --kubeconfig): %w", err)
+	}
+	return cfg, nil
 }

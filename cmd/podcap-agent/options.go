@@ -1,0 +1,74 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/podcap/podcap/agent"
+)
+
+// Options are the agent's flags.
+type Options struct {
+	NodeName         string
+	Kubeconfig       string
+	CRIEndpoint      string
+	CaptureDir       string
+	AnnotationKey    string
+	MaxFiles         int
+	MaxConcurrent    int
+	ListenAddress    string
+	AllowHostNetwork bool
+	NsenterPath      string
+	TcpdumpPath      string
+}
+
+// Limits on flag values: the ring files of every capture must fit a node's disk.
+const (
+	maxMaxFiles      = 1024
+	maxMaxConcurrent = 256
+)
+
+// AddFlags registers the options on fs with their defaults.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node; only its pods are watched (default: env NODE_NAME)")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster configuration")
+	fs.StringVar(&o.CRIEndpoint, "cri-endpoint", "", "CRI runtime socket (unix:///path or /path); empty means the first that exists of "+strings.Join(criDefaults(), ", "))
+	fs.StringVar(&o.CaptureDir, "capture-dir", "/var/lib/podcap/captures", "directory for capture files, one sub-directory per namespace/pod")
+	fs.StringVar(&o.AnnotationKey, "annotation-key", agent.DefaultAnnotationKey, `pod annotation that requests a capture: "N" keeps a ring of N files of 1 MB`)
+	fs.IntVar(&o.MaxFiles, "max-files", 64, fmt.Sprintf("largest ring size N a pod may ask for (at most %d)", maxMaxFiles))
+	fs.IntVar(&o.MaxConcurrent, "max-concurrent-captures", 16, "captures running at once on this node; more wait until one ends")
+	fs.StringVar(&o.ListenAddress, "listen-address", ":9695", "address of the HTTP server: /healthz, /readyz, /metrics")
+	fs.BoolVar(&o.AllowHostNetwork, "allow-host-network", false, "allow captures of hostNetwork pods (they see the whole node's traffic)")
+	fs.StringVar(&o.NsenterPath, "nsenter", "nsenter", "nsenter binary (path or name on PATH)")
+	fs.StringVar(&o.TcpdumpPath, "tcpdump", "tcpdump", "tcpdump binary (path or name on PATH)")
+}
+
+// Validate reports every invalid option at once.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.NodeName == "" {
+		errs = append(errs, errors.New("--node-name (or env NODE_NAME) is required"))
+	}
+	if !filepath.IsAbs(o.CaptureDir) {
+		errs = append(errs, fmt.Errorf("--capture-dir %q must be an absolute path", o.CaptureDir))
+	}
+	if msgs := validation.IsQualifiedName(o.AnnotationKey); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("--annotation-key %q: %s", o.AnnotationKey, strings.Join(msgs, "; ")))
+	}
+	if o.MaxFiles < 1 || o.MaxFiles > maxMaxFiles {
+		errs = append(errs, fmt.Errorf("--max-files %d must be from 1 to %d", o.MaxFiles, maxMaxFiles))
+	}
+	if o.MaxConcurrent < 1 || o.MaxConcurrent > maxMaxConcurrent {
+		errs = append(errs, fmt.Errorf("--max-concurrent-captures %d must be from 1 to %d", o.MaxConcurrent, maxMaxConcurrent))
+	}
+	if o.ListenAddress == "" {
+		errs = append(errs, errors.New("--listen-address is required"))
+	}
+	return errors.Join(errs...)
+}
