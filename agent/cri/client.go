@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -35,7 +36,10 @@ type Client struct {
 	timeout  time.Duration
 	conn     *grpc.ClientConn
 	rt       runtimeapi.RuntimeServiceClient
-	version  *runtimeapi.VersionResponse
+
+	mu sync.Mutex
+	// mu protects the field below.
+	version *runtimeapi.VersionResponse // from the last successful Check; nil before
 }
 
 // Option configures a Client.
@@ -52,9 +56,24 @@ func WithCallTimeout(d time.Duration) Option {
 }
 
 // New connects to the CRI runtime service at endpoint ("unix:///path" or "/path") and checks
-// that it answers Version on CRI v1, so a wrong endpoint fails at start rather than at the
-// first capture. Close the client when done.
+// that it answers Version on CRI v1, so a wrong endpoint fails at once. Close the client when
+// done.
 func New(ctx context.Context, endpoint string, opts ...Option) (*Client, error) {
+	c, err := Dial(endpoint, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Check(ctx); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Dial prepares a client for the CRI runtime service at endpoint without talking to it: a
+// runtime that is down (restarting) now is reached when it is back. The agent uses it so that
+// a dead CRI socket fails captures (with Events and metrics), not the agent.
+func Dial(endpoint string, opts ...Option) (*Client, error) {
 	path, err := SocketPath(endpoint)
 	if err != nil {
 		return nil, err
@@ -73,23 +92,28 @@ func New(ctx context.Context, endpoint string, opts ...Option) (*Client, error) 
 	}
 	c.conn = conn
 	c.rt = runtimeapi.NewRuntimeServiceClient(conn)
-
-	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	v, err := c.rt.Version(callCtx, &runtimeapi.VersionRequest{})
-	if err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("cri version at %s: %w", path, err)
-	}
-	c.version = v
-	klog.FromContext(ctx).Info("Connected to the container runtime", "endpoint", path,
-		"runtime", v.GetRuntimeName(), "runtimeVersion", v.GetRuntimeVersion(), "criVersion", v.GetRuntimeApiVersion())
 	return c, nil
 }
 
+// Check asks the runtime for its Version on CRI v1 and remembers it (see Runtime).
+func (c *Client) Check(ctx context.Context) error {
+	v, err := call(ctx, c, c.rt.Version, &runtimeapi.VersionRequest{})
+	if err != nil {
+		return fmt.Errorf("cri version at %s: %w", c.endpoint, err)
+	}
+	c.mu.Lock()
+	c.version = v
+	c.mu.Unlock()
+	klog.FromContext(ctx).Info("Connected to the container runtime", "endpoint", c.endpoint,
+		"runtime", v.GetRuntimeName(), "runtimeVersion", v.GetRuntimeVersion(), "criVersion", v.GetRuntimeApiVersion())
+	return nil
+}
+
 // Runtime returns the runtime's name and version as it reported them when the client
-// connected (e.g. "containerd", "1.6.20~ds1").
+// was last checked (e.g. "containerd", "1.6.20~ds1"); empty before a successful Check.
 func (c *Client) Runtime() (name, version string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.version.GetRuntimeName(), c.version.GetRuntimeVersion()
 }
 

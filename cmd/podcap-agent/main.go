@@ -76,11 +76,15 @@ func run(ctx context.Context, o *Options) error {
 			return fmt.Errorf("find the CRI socket (set --cri-endpoint): %w", err)
 		}
 	}
-	runtime, err := cri.New(ctx, endpoint)
+	runtime, err := cri.Dial(endpoint)
 	if err != nil {
 		return fmt.Errorf("CRI client for %s: %w", endpoint, err)
 	}
 	defer runtime.Close()
+	if err := runtime.Check(ctx); err != nil {
+		// not fatal: captures fail with Events and metrics and retry until the runtime answers
+		log.Error(err, "Container runtime not answering; captures will retry")
+	}
 	engine, err := tcpdump.New(tcpdump.Config{NsenterPath: o.NsenterPath, TcpdumpPath: o.TcpdumpPath})
 	if err != nil {
 		return fmt.Errorf("capture engine: %w", err)
