@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# render.sh: the per-run kustomize overlay for the local test cluster.
+#
+#   . test/deploy/local/render.sh
+#   render_local_overlay OUTDIR API_PORT CRI_DIR CAPTURE_DIR [CRI_SOCKET_NAME]
+#   kubectl apply -k OUTDIR
+#
+# or run it: test/deploy/local/render.sh OUTDIR API_PORT CRI_DIR CAPTURE_DIR [CRI_SOCKET_NAME]
+#
+# OUTDIR/kustomization.yaml builds on this directory's overlay (image, pull policy) and adds
+# what only the running cluster knows:
+# - the API server at 127.0.0.1:API_PORT: the local cluster has no kube-proxy, so the
+#   `kubernetes` Service VIP that in-cluster config uses is dead; the agent shares the node's
+#   network (hostNetwork) and reaches the API server on loopback (its cert has IP SAN 127.0.0.1);
+# - the CRI socket in CRI_DIR (containerd.sock unless CRI_SOCKET_NAME), mounted at the same
+#   path instead of /run/containerd, and --cri-endpoint;
+# - the capture dir CAPTURE_DIR on the node, mounted at the same path, and --capture-dir.
+# Plain heredocs, no envsubst; the values are checked first because they land in YAML.
+
+render_local_overlay() {
+  if [ "$#" -lt 4 ] || [ "$#" -gt 5 ]; then
+    echo "usage: render_local_overlay OUTDIR API_PORT CRI_DIR CAPTURE_DIR [CRI_SOCKET_NAME]" >&2
+    return 2
+  fi
+  local out=$1 port=$2 cri=$3 cap=$4 sock=${5:-containerd.sock} here base p
+  case $port in '' | *[!0-9]*) echo "render_local_overlay: bad API port '$port'" >&2; return 2 ;; esac
+  for p in "$out" "$cri" "$cap"; do
+    case $p in
+      /*) ;;
+      *) echo "render_local_overlay: not an absolute path: '$p'" >&2; return 2 ;;
+    esac
+  done
+  for p in "$cri" "$cap" "$sock"; do
+    case $p in
+      *[!A-Za-z0-9._/-]*) echo "render_local_overlay: unsupported character in '$p'" >&2; return 2 ;;
+    esac
+  done
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  mkdir -p "$out"
+  # kustomize takes a base only by a path relative to the kustomization
+  base=$(realpath --relative-to="$out" "$here")
+  cat >"$out/kustomization.yaml" <<EOF_K
+# Rendered by $here/render.sh; do not edit.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+
+resources:
+- $base
+
+patches:
+- path: agent-run.yaml
+# args is a plain list (a strategic merge would replace it): append, and the later flag wins
+- target: {group: apps, version: v1, kind: DaemonSet, name: podcap-agent, namespace: podcap-system}
+  patch: |-
+    - op: test
+      path: /spec/template/spec/containers/0/name
+      value: agent
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: --cri-endpoint=unix://$cri/$sock
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: --capture-dir=$cap
+EOF_K
+  cat >"$out/agent-run.yaml" <<EOF_P
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: podcap-agent
+  namespace: podcap-system
+spec:
+  template:
+    spec:
+      containers:
+      - name: agent
+        env:
+        - name: KUBERNETES_SERVICE_HOST
+          value: "127.0.0.1"
+        - name: KUBERNETES_SERVICE_PORT
+          value: "$port"
+        volumeMounts:
+        - mountPath: /run/containerd
+          \$patch: delete
+        - mountPath: /var/lib/podcap/captures
+          \$patch: delete
+        - name: cri-socket
+          mountPath: $cri
+        - name: captures
+          mountPath: $cap
+      volumes:
+      - name: cri-socket
+        hostPath:
+          path: $cri
+      - name: captures
+        hostPath:
+          path: $cap
+EOF_P
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  render_local_overlay "$@"
+fi
