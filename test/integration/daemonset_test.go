@@ -1,0 +1,94 @@
+package integration
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podcap/podcap/test/testbed"
+)
+
+// TestDaemonSetEndToEnd runs podcap as the real DaemonSet from deploy/ (through the local
+// overlay: image, API address, the test node's CRI socket and capture dir), from an image
+// assembled from the built binary plus Debian's tcpdump and nsenter, and drives the seed flow
+// through it: annotate → ring files on the node with the pod's packets → remove → gone.
+func TestDaemonSetEndToEnd(t *testing.T) {
+	c := testBed(t)
+	ctx := t.Context()
+	bin := c.BuildAgent(t)
+	if err := c.ImportAgentImage(ctx, bin); err != nil {
+		t.Fatalf("agent image: %v", err)
+	}
+	api, err := url.Parse(c.APIServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	criSock, err := url.Parse(c.CRIEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	captureDir := filepath.Join(c.CaptureDirRoot, "daemonset")
+	overlay := filepath.Join(t.TempDir(), "overlay")
+	render := exec.CommandContext(ctx, filepath.Join(c.RepoRoot, "test/deploy/local/render.sh"),
+		overlay, api.Port(), filepath.Dir(criSock.Path), captureDir, filepath.Base(criSock.Path))
+	if out, err := render.CombinedOutput(); err != nil {
+		t.Fatalf("render overlay: %v\n%s", err, out)
+	}
+	if out, err := c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
+		t.Fatalf("kubectl apply -k: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if out, err := c.Kubectl(ctx, "delete", "-k", overlay, "--wait=true", "--timeout=90s"); err != nil {
+			t.Errorf("kubectl delete -k: %v\n%s", err, out)
+		}
+		_ = os.RemoveAll(captureDir)
+	})
+	if out, err := c.Kubectl(ctx, "-n", "podcap-system", "rollout", "status", "ds/podcap-agent", "--timeout=120s"); err != nil {
+		logs, _ := c.Kubectl(context.Background(), "-n", "podcap-system", "logs", "ds/podcap-agent", "--tail=50")
+		desc, _ := c.Kubectl(context.Background(), "-n", "podcap-system", "describe", "pods")
+		t.Fatalf("rollout: %v\n%s\n%s\n%s", err, out, logs, desc)
+	}
+
+	pod := runningPod(t, c, "ds-e2e", "test-pod", testbed.PodOptions{})
+	annotate(t, c, pod, "3")
+	dir := filepath.Join(captureDir, pod.Namespace, pod.Name)
+	first := filepath.Join(dir, "capture-test-pod.pcap0")
+	waitFor(t, 60*time.Second, "a packet in "+first, func() (bool, error) { return fileSize(first) > 24, nil })
+	waitFor(t, 30*time.Second, "5 packets", func() (bool, error) { return readPcap(t, first).packets >= 5, nil })
+	if s := readPcap(t, first); s.ips[pod.Status.PodIP] == 0 {
+		t.Errorf("no packet with the pod's IP %s: %v", pod.Status.PodIP, s.ips)
+	}
+	e := waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStarted", "ring of 3 files")
+	if e.Source.Host != c.NodeName {
+		t.Errorf("event source host %q, want %q", e.Source.Host, c.NodeName)
+	}
+	// the files are visible from inside the agent's pod, as users copy them out
+	out, err := c.Kubectl(ctx, "-n", "podcap-system", "exec", "ds/podcap-agent", "--", "ls", dir)
+	if err != nil || !slices.Contains(splitLines(out), "capture-test-pod.pcap0") {
+		t.Errorf("ls in the agent pod: %v\n%s", err, out)
+	}
+	agents, err := c.Admin().CoreV1().Pods("podcap-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podcap"})
+	if err != nil || len(agents.Items) != 1 {
+		t.Fatalf("agent pods: %v, %d", err, len(agents.Items))
+	}
+	if sc := agents.Items[0].Spec.Containers[0].SecurityContext; sc == nil || sc.Privileged != nil && *sc.Privileged {
+		t.Errorf("agent runs privileged: %+v", sc)
+	}
+
+	unannotate(t, c, pod)
+	waitFor(t, 30*time.Second, "files deleted", func() (bool, error) { return gone(dir), nil })
+	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "deleted")
+}
+
+func splitLines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
