@@ -17,6 +17,15 @@
 # - the capture dir CAPTURE_DIR on the node, mounted at the same path, and --capture-dir.
 # Plain heredocs, no envsubst; the values are checked first because they land in YAML.
 
+# _render_move_mount VOLUME BASE_PATH PATH: strategic-merge list items (each line led by a
+# newline) that move VOLUME's mount from BASE_PATH to PATH; nothing if they are the same
+_render_move_mount() {
+  [ "$2" = "$3" ] && return 0
+  # shellcheck disable=SC2016  # $patch is a literal kustomize directive
+  printf '\n        - mountPath: %s\n          $patch: delete' "$2"
+  printf '\n        - name: %s\n          mountPath: %s' "$1" "$3"
+}
+
 render_local_overlay() {
   if [ "$#" -lt 4 ] || [ "$#" -gt 5 ]; then
     echo "usage: render_local_overlay OUTDIR API_PORT CRI_DIR CAPTURE_DIR [CRI_SOCKET_NAME]" >&2
@@ -62,6 +71,11 @@ patches:
       path: /spec/template/spec/containers/0/args/-
       value: --capture-dir=$cap
 EOF_K
+  # a mount moves only where the path differs from the base's: a strategic-merge delete and an
+  # add of the same mountPath (the merge key) would leave no mount at all
+  local mounts
+  mounts=$(_render_move_mount cri-socket /run/containerd "$cri"
+           _render_move_mount captures /var/lib/podcap/captures "$cap")
   cat >"$out/agent-run.yaml" <<EOF_P
 apiVersion: apps/v1
 kind: DaemonSet
@@ -78,15 +92,7 @@ spec:
           value: "127.0.0.1"
         - name: KUBERNETES_SERVICE_PORT
           value: "$port"
-        volumeMounts:
-        - mountPath: /run/containerd
-          \$patch: delete
-        - mountPath: /var/lib/podcap/captures
-          \$patch: delete
-        - name: cri-socket
-          mountPath: $cri
-        - name: captures
-          mountPath: $cap
+        volumeMounts:${mounts:- []}
       volumes:
       - name: cri-socket
         hostPath:
