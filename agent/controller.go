@@ -31,8 +31,8 @@ type CaptureManager interface {
 	// Ensure makes spec the pod's desired capture without blocking; queued reports that the
 	// node's concurrency cap made it wait.
 	Ensure(spec capture.Spec) (queued bool, err error)
-	// Stop ends the pod's capture, if any, and deletes its files if deleteFiles.
-	Stop(namespace, pod string, deleteFiles bool)
+	// Stop ends the pod's capture, if any (a manual capture's files are deleted).
+	Stop(namespace, pod string)
 	// CleanStale deletes the files of every pod for which keep returns false.
 	CleanStale(keep func(namespace, pod string) bool) ([]string, error)
 }
@@ -193,7 +193,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	pod, err := c.pods.Pods(namespace).Get(name)
 	if apierrors.IsNotFound(err) {
-		c.captures.Stop(namespace, name, true)
+		c.captures.Stop(namespace, name)
 		c.forgetReported(key)
 		return nil
 	}
@@ -202,13 +202,13 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	spec, bad := c.desiredCapture(pod)
 	if bad != nil {
-		c.captures.Stop(namespace, name, true)
+		c.captures.Stop(namespace, name)
 		c.reportInvalid(ctx, pod, bad) // permanent until the pod changes: not retried
 		return nil
 	}
 	c.forgetReported(key)
 	if spec == nil {
-		c.captures.Stop(namespace, name, true)
+		c.captures.Stop(namespace, name)
 		return nil
 	}
 	queued, err := c.captures.Ensure(*spec)

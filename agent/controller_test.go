@@ -63,13 +63,11 @@ func (f *fakeCaptures) Ensure(s capture.Spec) (bool, error) {
 	return f.queue, nil
 }
 
-func (f *fakeCaptures) Stop(ns, pod string, deleteFiles bool) {
+func (f *fakeCaptures) Stop(ns, pod string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.ensured, capture.Key(ns, pod))
-	if deleteFiles {
-		f.stopped = append(f.stopped, capture.Key(ns, pod))
-	}
+	f.stopped = append(f.stopped, capture.Key(ns, pod))
 }
 
 func (f *fakeCaptures) CleanStale(func(string, string) bool) ([]string, error) { return nil, nil }

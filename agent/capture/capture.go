@@ -10,6 +10,7 @@ package capture
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -30,7 +31,28 @@ type Spec struct {
 	FileSize  int64  // bytes per file before rotation (tcpdump -C 1 = 1,000,000)
 	Snaplen   int    // bytes kept of each packet; 0 means DefaultSnaplen
 	Filter    string // validated BPF expression; "" captures everything
-	Source    string // who asked: "manual" (annotation); later "policy", "alert"
+	Source    string // who asked: SourceManual (annotation) or SourcePolicy
+
+	// MaxDuration ends the capture that long after it started (0: until it is no longer
+	// desired). A later Ensure may move the deadline without restarting the capture.
+	MaxDuration time.Duration
+	// Reason says why the capture runs (the policy's reason); informative only.
+	Reason string
+}
+
+// Capture sources. A manual capture's ring lives directly in the pod's directory and is
+// deleted when it stops; any other capture writes a directory of its own under the pod's
+// (<source>-<start time>/) that is kept after it stops, under the retention rules.
+const (
+	SourceManual = "manual"
+	SourcePolicy = "policy"
+)
+
+// sameCapture reports whether o asks for the capture s describes: everything but the
+// deadline and the reason must match.
+func (s Spec) sameCapture(o Spec) bool {
+	s.MaxDuration, s.Reason = o.MaxDuration, o.Reason
+	return s == o
 }
 
 // Target is where to capture: a process in the pod's network namespace, as found through the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +45,7 @@ type Config struct {
 	Metrics       *metrics.Metrics
 	Clock         clock.WithTicker
 
+	Retention       Retention     // what finished non-manual captures keep
 	StatsInterval   time.Duration // how often kernel counters are asked for (default 5s)
 	RecheckInterval time.Duration // how often a running capture checks the pod's PID (default 30s)
 	MinBackoff      time.Duration // first delay after a failure (default 1s)
@@ -69,6 +71,7 @@ func (c *Config) setDefaults() {
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = 1
 	}
+	c.Retention.setDefaults()
 }
 
 // Manager converges the running captures to the desired ones. Ensure and Stop never block on
@@ -86,6 +89,8 @@ type Manager struct {
 	stopping map[string]*run // captures asked to stop whose goroutine has not finished
 	queue    []*run          // runs waiting for a slot, oldest first
 	active   int             // goroutines holding a slot (running or stopping)
+
+	sweepNow chan struct{} // kickSweep asks Run for a retention sweep
 }
 
 // NewManager returns a Manager; call Run to serve it.
@@ -104,6 +109,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		cancel:   cancel,
 		runs:     map[string]*run{},
 		stopping: map[string]*run{},
+		sweepNow: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -114,28 +120,39 @@ var ErrShutdown = errors.New("capture manager is shutting down")
 func Key(namespace, pod string) string { return namespace + "/" + pod }
 
 // Ensure makes spec the desired capture of its pod. An identical running capture only checks
-// that it still follows the pod's container; a different one (ring size, pod UID, ...) is
-// stopped, its files deleted, and the new one started. It reports whether the capture had
-// to be queued by this call because --max-concurrent-captures captures already run.
+// that it still follows the pod's container and takes the new deadline; a different one
+// (ring size, pod UID, filter, ...) is stopped (a manual one's files deleted) and the new one
+// started. A capture that reached its MaxDuration is not started again for the same spec
+// until Stop. It reports whether the capture had to be queued by this call because
+// --max-concurrent-captures captures already run.
 func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
-	dir, err := m.podDir(spec.Namespace, spec.Pod)
+	podDir, err := m.podDir(spec.Namespace, spec.Pod)
 	if err != nil {
 		return false, err
 	}
+	if spec.Files < 1 {
+		return false, fmt.Errorf("ring of %d files", spec.Files)
+	}
 	key := Key(spec.Namespace, spec.Pod)
+	now := m.cfg.Clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.ctx.Err() != nil {
 		return false, ErrShutdown
 	}
 	if r := m.runs[key]; r != nil {
-		if r.spec == spec {
+		if r.spec.sameCapture(spec) {
+			r.update(spec, now)
 			r.poke()
 			return false, nil
 		}
-		m.stopLocked(r, true)
+		m.stopLocked(r)
 	}
-	r := newRun(spec, dir, m.stopping[key])
+	dir := podDir
+	if spec.Source != SourceManual {
+		dir = filepath.Join(podDir, spec.Source+"-"+now.UTC().Format(sessionTimeFormat))
+	}
+	r := newRun(spec, dir, m.stopping[key], now)
 	m.runs[key] = r
 	if m.active < m.cfg.MaxConcurrent {
 		m.startLocked(r)
@@ -147,35 +164,38 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	return true, nil
 }
 
-// Stop ends the capture of a pod, if any, and deletes its files if deleteFiles. Files of a
-// pod without a capture (left by an earlier agent) are deleted too.
-func (m *Manager) Stop(namespace, pod string, deleteFiles bool) {
+// sessionTimeFormat names the directory of a non-manual capture after its start time.
+const sessionTimeFormat = "20060102T150405.000Z"
+
+// Stop ends the capture of a pod, if any. A manual capture's files are deleted; other
+// captures keep theirs under the retention rules. A pod without a capture loses the files of
+// a manual ring an earlier agent left.
+func (m *Manager) Stop(namespace, pod string) {
 	key := Key(namespace, pod)
 	m.mu.Lock()
 	r := m.runs[key]
 	if r != nil {
-		m.stopLocked(r, deleteFiles)
+		m.stopLocked(r)
 	}
 	busy := m.stopping[key] != nil
 	m.mu.Unlock()
-	if r == nil && !busy && deleteFiles {
+	if r == nil && !busy {
 		if dir, err := m.podDir(namespace, pod); err == nil {
-			m.removeDir(dir)
+			m.removeManualRing(dir, pod)
 		}
 	}
 }
 
 // stopLocked takes r out of the desired set; its goroutine (if started) stops the capture.
-func (m *Manager) stopLocked(r *run, deleteFiles bool) {
+func (m *Manager) stopLocked(r *run) {
 	key := Key(r.spec.Namespace, r.spec.Pod)
 	delete(m.runs, key)
-	r.deleteFiles = deleteFiles
 	r.stopRequested = true
-	if r.phase == PhaseQueued {
+	switch r.phase {
+	case PhaseQueued:
 		m.dequeueLocked(r)
-		if deleteFiles {
-			go m.removeDir(r.dir)
-		}
+		return
+	case PhaseExpired: // its goroutine is gone; its files stay under retention
 		return
 	}
 	r.phase = PhaseStopping
@@ -213,10 +233,17 @@ func (m *Manager) finish(r *run) {
 	if m.stopping[key] == r {
 		delete(m.stopping, key)
 	}
-	if m.runs[key] == r { // ended by shutdown
+	if m.runs[key] == r { // ended by shutdown, by a permanent failure, or expired
 		delete(m.runs, key)
 	}
-	r.phase = PhaseStopped
+	if r.expired && m.runs[key] == nil && !r.stopRequested {
+		// max_duration passed: remembered so that the same decision does not restart it
+		r.phase = PhaseExpired
+		m.runs[key] = r
+	} else {
+		r.phase = PhaseStopped
+	}
+	r.setPhase(r.phase)
 	if len(m.queue) > 0 && m.ctx.Err() == nil {
 		next := m.queue[0]
 		m.dequeueLocked(next)
@@ -230,6 +257,9 @@ func (m *Manager) finish(r *run) {
 func (m *Manager) Run(ctx context.Context) error {
 	t := m.cfg.Clock.NewTicker(m.cfg.StatsInterval)
 	defer t.Stop()
+	sweep := m.cfg.Clock.NewTicker(m.cfg.Retention.Interval)
+	defer sweep.Stop()
+	m.sweep()
 	for {
 		select {
 		case <-ctx.Done():
@@ -242,6 +272,10 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		case <-t.C():
 			m.refreshStats()
+		case <-sweep.C():
+			m.sweep()
+		case <-m.sweepNow:
+			m.sweep()
 		}
 	}
 }
@@ -309,10 +343,30 @@ func (m *Manager) podDir(namespace, pod string) (string, error) {
 	return filepath.Join(m.cfg.Dir, namespace, pod), nil
 }
 
-// removeDir deletes a pod's capture directory and its namespace directory once empty.
-func (m *Manager) removeDir(dir string) {
-	if err := os.RemoveAll(dir); err != nil {
-		klog.Background().Error(err, "Removing capture files", "dir", dir)
+// removeManualRing deletes the manual ring files of a pod (capture-<pod>.pcap*, directly in
+// its directory), then the pod's and the namespace's directories if that left them empty.
+// The directories of other captures stay: retention removes them.
+func (m *Manager) removeManualRing(dir, pod string) {
+	base := RingBase(pod)
+	ents, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		klog.Background().Error(err, "Reading capture directory", "dir", dir)
 	}
-	_ = os.Remove(filepath.Dir(dir)) // only succeeds when empty
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), base) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				klog.Background().Error(err, "Removing capture file", "dir", dir, "file", e.Name())
+			}
+		}
+	}
+	removeEmptyDirs(dir)
 }
+
+// removeEmptyDirs removes a pod directory and its namespace directory when they are empty.
+func removeEmptyDirs(podDir string) {
+	if os.Remove(podDir) == nil || errors.Is(statErr(podDir), os.ErrNotExist) {
+		_ = os.Remove(filepath.Dir(podDir)) // only succeeds when empty
+	}
+}
+
+func statErr(p string) error { _, err := os.Stat(p); return err }

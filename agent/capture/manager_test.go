@@ -63,7 +63,7 @@ type fixture struct {
 	dir     string
 }
 
-func newFixture(t *testing.T, maxConcurrent int, newSource func(capture.Target, capture.SourceOptions) *capturetest.Source) *fixture {
+func newFixture(t *testing.T, maxConcurrent int, newSource func(capture.Target, capture.SourceOptions) *capturetest.Source, before ...func(dir string)) *fixture {
 	t.Helper()
 	f := &fixture{
 		engine:  capturetest.NewEngine(newSource),
@@ -71,6 +71,9 @@ func newFixture(t *testing.T, maxConcurrent int, newSource func(capture.Target, 
 		events:  &events{},
 		metrics: metrics.New(prometheus.NewRegistry()),
 		dir:     t.TempDir(),
+	}
+	for _, b := range before {
+		b(f.dir)
 	}
 	m, err := capture.NewManager(capture.Config{
 		Dir:             f.dir,
@@ -82,6 +85,7 @@ func newFixture(t *testing.T, maxConcurrent int, newSource func(capture.Target, 
 		StatsInterval:   10 * time.Millisecond,
 		RecheckInterval: time.Hour, // rechecks are poked by Ensure in these tests
 		MinBackoff:      5 * time.Millisecond,
+		Retention:       capture.Retention{MaxAge: 24 * time.Hour, MaxBytes: 4000, Interval: 10 * time.Millisecond},
 		MaxBackoff:      20 * time.Millisecond,
 	})
 	if err != nil {
@@ -110,7 +114,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
+			t.Fatalf("timed out waiting for: %s", what) // see the test's log for events
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -147,7 +151,7 @@ func TestEnsureStartsAndStopDeletesFiles(t *testing.T) {
 	if _, err := f.m.Ensure(spec("default", "web", 3)); err != nil {
 		t.Fatal(err)
 	}
-	f.m.Stop("default", "web", true)
+	f.m.Stop("default", "web")
 	eventually(t, "files deleted", func() bool {
 		_, err := os.Stat(filepath.Join(f.dir, "default"))
 		return errors.Is(err, os.ErrNotExist)
@@ -195,7 +199,7 @@ func TestConcurrencyCapQueuesAndStartsWhenASlotFrees(t *testing.T) {
 	if p := phase(f.m, "default", "b"); p != capture.PhaseQueued {
 		t.Fatalf("b phase = %q, want Queued", p)
 	}
-	f.m.Stop("default", "a", true)
+	f.m.Stop("default", "a")
 	eventually(t, "b running", func() bool { return phase(f.m, "default", "b") == capture.PhaseRunning })
 	if got := testutil.ToFloat64(f.metrics.CapturesQueued); got != 0 {
 		t.Fatalf("podcap_captures_queued = %v, want 0", got)
@@ -304,8 +308,15 @@ func TestAdoptsFilesOfAnEarlierAgent(t *testing.T) {
 
 func TestCleanStaleKeepsOnlyWantedPods(t *testing.T) {
 	f := newFixture(t, 4, nil)
-	for _, d := range []string{"default/keep", "default/gone", "other/gone", "not_a_valid_name/x"} {
-		if err := os.MkdirAll(filepath.Join(f.dir, d), 0o750); err != nil {
+	for _, file := range []string{
+		"default/keep/capture-keep.pcap0", "default/gone/capture-gone.pcap0", "other/gone/capture-gone.pcap1",
+		"other/gone/policy-20261128T000000.000Z/capture-gone.pcap0", "not_a_valid_name/x/capture-x.pcap0",
+	} {
+		p := filepath.Join(f.dir, file)
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -319,13 +330,16 @@ func TestCleanStaleKeepsOnlyWantedPods(t *testing.T) {
 	if want := []string{"default/gone", "other/gone"}; !slices.Equal(removed, want) {
 		t.Fatalf("removed %v, want %v", removed, want)
 	}
-	for _, d := range []string{"default/keep", "default/running", "not_a_valid_name/x"} {
-		if !exists(filepath.Join(f.dir, d)) {
-			t.Fatalf("%s was removed", d)
+	for _, p := range []string{"default/keep/capture-keep.pcap0", "default/running", "not_a_valid_name/x",
+		"other/gone/policy-20261128T000000.000Z/capture-gone.pcap0"} {
+		if !exists(filepath.Join(f.dir, p)) {
+			t.Errorf("%s was removed", p)
 		}
 	}
-	if exists(filepath.Join(f.dir, "other")) {
-		t.Fatal("empty namespace directory kept")
+	for _, p := range []string{"default/gone", "other/gone/capture-gone.pcap1"} {
+		if exists(filepath.Join(f.dir, p)) {
+			t.Errorf("%s was kept", p)
+		}
 	}
 }
 

@@ -25,10 +25,10 @@ func ValidatePathName(name string) error {
 // ring's files are this name plus the ring index.
 func RingBase(pod string) string { return "capture-" + pod + ".pcap" }
 
-// CleanStale deletes what is under dir/<namespace>/<pod> for every pod for which keep returns
-// false, and anything else under dir that podcap did not write (stray files are left alone
-// and reported). It runs once at start, after the pod cache has synced, so that files of
-// pods that are gone or no longer captured do not outlive an agent restart.
+// CleanStale deletes the manual ring of every pod under dir for which keep returns false (the
+// directories of finished policy captures stay, under retention). It runs once at start,
+// after the pod cache has synced, so that the files of pods that are gone or no longer
+// annotated do not outlive an agent restart.
 func (m *Manager) CleanStale(keep func(namespace, pod string) bool) (removed []string, err error) {
 	nss, err := os.ReadDir(m.cfg.Dir)
 	if err != nil {
@@ -56,11 +56,10 @@ func (m *Manager) CleanStale(keep func(namespace, pod string) bool) (removed []s
 				continue
 			}
 			dir := filepath.Join(m.cfg.Dir, ns.Name(), p.Name())
-			if err := os.RemoveAll(dir); err != nil {
-				errs = append(errs, err)
-				continue
+			if hasManualRing(dir, p.Name()) {
+				m.removeManualRing(dir, p.Name())
+				removed = append(removed, key)
 			}
-			removed = append(removed, key)
 		}
 		_ = os.Remove(filepath.Join(m.cfg.Dir, ns.Name())) // only when empty
 	}
@@ -101,4 +100,15 @@ func adoptRing(dir, base string, files int) (start int, err error) {
 		}
 	}
 	return start, nil
+}
+
+// hasManualRing reports whether dir holds files of the pod's manual ring.
+func hasManualRing(dir, pod string) bool {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), RingBase(pod)) {
+			return true
+		}
+	}
+	return false
 }

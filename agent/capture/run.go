@@ -24,6 +24,7 @@ const (
 	PhaseBackoff  Phase = "Backoff"  // the last attempt failed; retrying after a delay
 	PhaseStopping Phase = "Stopping" // asked to stop; the process is being stopped
 	PhaseStopped  Phase = "Stopped"
+	PhaseExpired  Phase = "Expired" // ran for its MaxDuration; not restarted for the same spec
 )
 
 // run is one desired capture and the goroutine that keeps it going.
@@ -36,8 +37,8 @@ type run struct {
 	cancel  context.CancelFunc
 
 	mu sync.Mutex
-	// mu protects the fields below (the Manager's mu protects phase, deleteFiles and
-	// stopRequested; they are only read by the run's goroutine after it was cancelled).
+	// mu protects the fields below (the Manager's mu protects phase, stopRequested and
+	// expired; the run's goroutine reads them only after it was cancelled).
 	target      Target
 	src         Source
 	ring        *Ring
@@ -48,21 +49,83 @@ type run struct {
 	srcDrops    uint64 // kernel drops of the current source, last seen
 	pushed      ringCounts
 	phaseShadow Phase // phase as the goroutine sees it, for Status
+	deadline    time.Time
+	reason      string
 
 	phase         Phase
-	deleteFiles   bool
 	stopRequested bool
+	expired       bool
+
+	deadlineMoved chan struct{} // poked by update when the deadline changes
 }
 
 type ringCounts struct{ packets, bytes, rotations uint64 }
 
-func newRun(spec Spec, dir string, prev *run) *run {
-	return &run{
-		spec:    spec,
-		dir:     dir,
-		prev:    prev,
-		done:    make(chan struct{}),
-		recheck: make(chan struct{}, 1),
+func newRun(spec Spec, dir string, prev *run, now time.Time) *run {
+	r := &run{
+		spec:          spec,
+		dir:           dir,
+		prev:          prev,
+		done:          make(chan struct{}),
+		recheck:       make(chan struct{}, 1),
+		deadlineMoved: make(chan struct{}, 1),
+		reason:        spec.Reason,
+	}
+	if spec.MaxDuration > 0 {
+		r.deadline = now.Add(spec.MaxDuration)
+	}
+	return r
+}
+
+// update takes the deadline and reason of a later Ensure of the same capture: the deadline
+// becomes now + MaxDuration (a policy that says "the next 10 minutes" keeps saying so).
+func (r *run) update(spec Spec, now time.Time) {
+	var deadline time.Time
+	if spec.MaxDuration > 0 {
+		deadline = now.Add(spec.MaxDuration)
+	}
+	r.mu.Lock()
+	moved := !deadline.Equal(r.deadline) && (deadline.IsZero() || r.deadline.IsZero() || deadline.Sub(r.deadline).Abs() > time.Second)
+	if moved {
+		r.deadline = deadline
+	}
+	r.reason = spec.Reason
+	r.mu.Unlock()
+	if moved {
+		select {
+		case r.deadlineMoved <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// watchDeadline cancels the capture (through cancel) when its deadline passes and marks it
+// expired; it returns when ctx ends.
+func (m *Manager) watchDeadline(ctx context.Context, r *run, cancel context.CancelFunc) {
+	for {
+		r.mu.Lock()
+		deadline := r.deadline
+		r.mu.Unlock()
+		var fire <-chan time.Time
+		stop := func() {}
+		if !deadline.IsZero() {
+			t := time.NewTimer(deadline.Sub(m.cfg.Clock.Now()))
+			fire, stop = t.C, func() { t.Stop() }
+		}
+		select {
+		case <-ctx.Done():
+			stop()
+			return
+		case <-r.deadlineMoved:
+			stop()
+			continue
+		case <-fire:
+			m.mu.Lock()
+			r.expired = true
+			m.mu.Unlock()
+			cancel()
+			return
+		}
 	}
 }
 
@@ -139,8 +202,10 @@ func (r *run) fail(err error) {
 // restarting with backoff when the process dies and re-attaching when the pod's container
 // changes. On the way out it stops the process, closes the ring and, if asked, deletes files.
 func (m *Manager) runCapture(ctx context.Context, r *run) {
-	log := klog.FromContext(ctx).WithValues("pod", Key(r.spec.Namespace, r.spec.Pod), "uid", r.spec.UID)
-	ctx = klog.NewContext(ctx, log)
+	log := klog.FromContext(ctx).WithValues("pod", Key(r.spec.Namespace, r.spec.Pod), "uid", r.spec.UID, "source", r.spec.Source)
+	ctx, cancel := context.WithCancel(klog.NewContext(ctx, log))
+	defer cancel()
+	go m.watchDeadline(ctx, r, cancel)
 	started := false
 	defer func() {
 		m.cleanup(log, r, started)
@@ -159,8 +224,14 @@ func (m *Manager) runCapture(ctx context.Context, r *run) {
 		return // permanent for this spec: a later Ensure with a new spec tries again
 	}
 	base := RingBase(r.spec.Pod)
-	start, err := adoptRing(r.dir, base, r.spec.Files)
-	if err != nil {
+	start := 0
+	if r.spec.Source == SourceManual {
+		var err error
+		if start, err = adoptRing(r.dir, base, r.spec.Files); err != nil {
+			m.failed(r, metrics.FailureFiles, err)
+			return
+		}
+	} else if err := writeSessionMeta(r, m.cfg.Clock.Now(), time.Time{}, ""); err != nil {
 		m.failed(r, metrics.FailureFiles, err)
 		return
 	}
@@ -322,19 +393,44 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 	}
 	m.cfg.Metrics.ForgetCapture(r.spec.Namespace, r.spec.Pod)
 	m.mu.Lock()
-	deleteFiles, requested := r.deleteFiles, r.stopRequested
+	requested, expired := r.stopRequested, r.expired
 	m.mu.Unlock()
-	if deleteFiles {
-		m.removeDir(r.dir)
+	manual := r.spec.Source == SourceManual
+	deleteFiles := manual && requested
+	var why string
+	switch {
+	case expired:
+		why = fmt.Sprintf("max_duration %s reached", r.spec.MaxDuration)
+	case requested && manual:
+		why = "annotation removed or pod gone"
+	case requested:
+		why = "no longer decided"
+	default:
+		why = "agent stopping"
 	}
-	if started && requested {
-		msg := "capture stopped; files kept in " + r.dir
+	if deleteFiles {
+		m.removeManualRing(r.dir, r.spec.Pod)
+	}
+	if !manual && started {
+		if err := writeSessionMeta(r, r.startedAt(), m.cfg.Clock.Now(), why); err != nil {
+			log.Error(err, "Writing capture metadata")
+		}
+		m.kickSweep()
+	}
+	if started && (requested || expired) {
+		msg := fmt.Sprintf("capture stopped (%s); files kept in %s", why, r.dir)
 		if deleteFiles {
 			msg = "capture stopped and its files deleted"
 		}
 		m.cfg.Notifier.Notify(r.spec, EventNormal, ReasonStopped, msg)
 	}
-	log.V(1).Info("Capture ended", "deletedFiles", deleteFiles)
+	log.V(1).Info("Capture ended", "why", why, "deletedFiles", deleteFiles)
+}
+
+func (r *run) startedAt() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.started
 }
 
 func sourceLabel(s Spec) string {

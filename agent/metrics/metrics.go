@@ -11,6 +11,7 @@ import (
 // Capture sources, the values of the "source" label.
 const (
 	SourceManual = "manual"
+	SourcePolicy = "policy"
 )
 
 // Reasons of podcap_capture_failures_total.
@@ -30,19 +31,20 @@ const (
 
 // Metrics are the agent's collectors.
 type Metrics struct {
-	CapturesRunning  *prometheus.GaugeVec   // source
-	CapturesQueued   prometheus.Gauge       //
-	CaptureStarts    *prometheus.CounterVec // source
-	CaptureFailures  *prometheus.CounterVec // reason
-	CaptureRestarts  prometheus.Counter     //
-	InvalidRequests  *prometheus.CounterVec // reason
-	Packets          *prometheus.CounterVec // namespace, pod
-	Bytes            *prometheus.CounterVec // namespace, pod
-	KernelDrops      *prometheus.CounterVec // namespace, pod
-	FileRotations    *prometheus.CounterVec // namespace, pod
-	SyncErrors       prometheus.Counter     //
-	SyncDuration     prometheus.Histogram   //
-	CaptureFileBytes prometheus.Gauge       // bytes of ring files on disk, all captures
+	CapturesRunning    *prometheus.GaugeVec   // source
+	CapturesQueued     prometheus.Gauge       //
+	CaptureStarts      *prometheus.CounterVec // source
+	CaptureFailures    *prometheus.CounterVec // reason
+	CaptureRestarts    prometheus.Counter     //
+	InvalidRequests    *prometheus.CounterVec // reason
+	Packets            *prometheus.CounterVec // namespace, pod
+	Bytes              *prometheus.CounterVec // namespace, pod
+	KernelDrops        *prometheus.CounterVec // namespace, pod
+	FileRotations      *prometheus.CounterVec // namespace, pod
+	SyncErrors         prometheus.Counter     //
+	SyncDuration       prometheus.Histogram   //
+	CaptureFileBytes   prometheus.Gauge       // bytes of ring files on disk, all captures
+	RetentionEvictions *prometheus.CounterVec // reason
 }
 
 // New builds the collectors and registers them on reg.
@@ -103,12 +105,21 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Bytes of capture files on disk under the capture directory.",
 		}),
 	}
+	m.RetentionEvictions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podcap_retention_evictions_total",
+		Help: "Finished capture directories removed by retention, by reason (age, budget).",
+	}, []string{"reason"})
+	reg.MustRegister(m.RetentionEvictions)
+	m.RetentionEvictions.WithLabelValues("age")
+	m.RetentionEvictions.WithLabelValues("budget")
 	reg.MustRegister(m.CapturesRunning, m.CapturesQueued, m.CaptureStarts, m.CaptureFailures,
 		m.CaptureRestarts, m.InvalidRequests, m.Packets, m.Bytes, m.KernelDrops, m.FileRotations,
 		m.SyncErrors, m.SyncDuration, m.CaptureFileBytes)
 	// label values known up front are initialised so that rate() works from the first scrape
-	m.CapturesRunning.WithLabelValues(SourceManual)
-	m.CaptureStarts.WithLabelValues(SourceManual)
+	for _, s := range []string{SourceManual, SourcePolicy} {
+		m.CapturesRunning.WithLabelValues(s)
+		m.CaptureStarts.WithLabelValues(s)
+	}
 	for _, r := range []string{FailureResolve, FailureStart, FailureExited, FailureFiles} {
 		m.CaptureFailures.WithLabelValues(r)
 	}

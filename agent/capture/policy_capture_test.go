@@ -1,0 +1,149 @@
+package capture_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/podcap/podcap/agent/capture"
+)
+
+func policySpec(pod string, maxDuration time.Duration) capture.Spec {
+	s := spec("default", pod, 2)
+	s.Source, s.Reason, s.MaxDuration, s.Filter, s.Snaplen = capture.SourcePolicy, "label podcap.io/capture=true", maxDuration, "udp port 53", 128
+	return s
+}
+
+// sessionDir returns the one policy capture directory of a pod.
+func sessionDir(t *testing.T, f *fixture, pod string) string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(f.dir, "default", pod, "policy-*"))
+	if len(m) != 1 {
+		return ""
+	}
+	return m[0]
+}
+
+func TestPolicyCaptureKeepsFilesWithMetadata(t *testing.T) {
+	f := newFixture(t, 4, nil)
+	f.res.Set("default", "web", capture.Target{PID: 42})
+	ensure(t, f.m, policySpec("web", 0))
+	eventually(t, "running", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
+	if o := f.engine.Opens()[0].Options; o.Filter != "udp port 53" || o.Snaplen != 128 {
+		t.Fatalf("engine options %+v", o)
+	}
+	var dir string
+	eventually(t, "session dir with its ring", func() bool {
+		dir = sessionDir(t, f, "web")
+		return dir != "" && exists(filepath.Join(dir, "capture-web.pcap0"))
+	})
+	f.m.Stop("default", "web")
+	eventually(t, "stopped", func() bool { return f.events.count("CaptureStopped") == 1 })
+	if !exists(filepath.Join(dir, "capture-web.pcap0")) {
+		t.Fatal("a policy capture's files were deleted at stop")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "capture.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]any
+	if err := json.Unmarshal(b, &meta); err != nil {
+		t.Fatal(err)
+	}
+	if meta["reason"] != "label podcap.io/capture=true" || meta["filter"] != "udp port 53" || meta["stop_reason"] != "no longer decided" || meta["stopped"] == nil {
+		t.Fatalf("capture.json = %s", b)
+	}
+}
+
+func TestPolicyCaptureExpiresAfterMaxDuration(t *testing.T) {
+	f := newFixture(t, 4, nil)
+	f.res.Set("default", "web", capture.Target{PID: 42})
+	ensure(t, f.m, policySpec("web", 100*time.Millisecond))
+	eventually(t, "expired", func() bool { return phase(f.m, "default", "web") == capture.PhaseExpired })
+	if !strings.Contains(f.events.String(), "max_duration 100ms reached") {
+		t.Fatalf("events:\n%s", f.events)
+	}
+	// the same decision again does not restart it ...
+	ensure(t, f.m, policySpec("web", 100*time.Millisecond))
+	if n := len(f.engine.Opens()); n != 1 || phase(f.m, "default", "web") != capture.PhaseExpired {
+		t.Fatalf("expired capture restarted: opens %d, phase %s", n, phase(f.m, "default", "web"))
+	}
+	// ... until the decision turned false once
+	f.m.Stop("default", "web")
+	ensure(t, f.m, policySpec("web", time.Hour))
+	eventually(t, "running again", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
+}
+
+func TestPolicyDeadlineMovesWithoutRestart(t *testing.T) {
+	f := newFixture(t, 4, nil)
+	f.res.Set("default", "web", capture.Target{PID: 42})
+	ensure(t, f.m, policySpec("web", 300*time.Millisecond))
+	eventually(t, "running", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
+	ensure(t, f.m, policySpec("web", time.Hour)) // the policy now says: an hour from now
+	eventually(t, "the first deadline to pass", func() bool { return time.Since(f.startedAt(t, "web")) > 600*time.Millisecond })
+	if p := phase(f.m, "default", "web"); p != capture.PhaseRunning || len(f.engine.Opens()) != 1 {
+		t.Fatalf("phase %s, opens %d: the moved deadline was not kept", p, len(f.engine.Opens()))
+	}
+}
+
+func (f *fixture) startedAt(t *testing.T, pod string) time.Time {
+	st, ok := f.m.Status("default", pod)
+	if !ok {
+		t.Fatal("no status")
+	}
+	return st.Started
+}
+
+func TestRetentionEvictsByAgeAndBudget(t *testing.T) {
+	now := time.Now()
+	var root string
+	mk := func(rel string, size int, age time.Duration) string {
+		p := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, make([]byte, size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, now.Add(-age), now.Add(-age)); err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Dir(p)
+	}
+	var ancient, older, newer, manual string
+	f := newFixture(t, 4, nil, func(dir string) { // the files exist before the first sweep
+		root = dir
+		ancient = mk("default/a/policy-1/capture-a.pcap0", 10, 48*time.Hour)
+		older = mk("default/b/policy-2/capture-b.pcap0", 2500, 2*time.Hour)
+		newer = mk("default/b/policy-3/capture-b.pcap0", 2500, time.Hour)
+		manual = mk("default/c/capture-c.pcap0", 10, 72*time.Hour)
+		for _, d := range []string{"default/a/policy-1", "default/b/policy-2", "default/b/policy-3"} {
+			age := map[string]time.Duration{"default/a/policy-1": 48 * time.Hour, "default/b/policy-2": 2 * time.Hour, "default/b/policy-3": time.Hour}[d]
+			if err := os.Chtimes(filepath.Join(dir, d), now.Add(-age), now.Add(-age)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	eventually(t, "evictions", func() bool {
+		return testutil.ToFloat64(f.metrics.RetentionEvictions.WithLabelValues("age")) == 1 &&
+			testutil.ToFloat64(f.metrics.RetentionEvictions.WithLabelValues("budget")) == 1
+	})
+	for _, d := range []string{ancient, older} {
+		if exists(d) {
+			t.Errorf("%s kept", d)
+		}
+	}
+	for _, d := range []string{newer, manual} {
+		if !exists(d) {
+			t.Errorf("%s evicted", d)
+		}
+	}
+	if exists(filepath.Join(f.dir, "default", "a")) {
+		t.Error("empty pod directory kept")
+	}
+}

@@ -1,0 +1,205 @@
+package capture
+
+import (
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+)
+
+// Retention bounds what finished non-manual captures keep on the node: directories older than
+// MaxAge are removed, and while all capture files together exceed MaxBytes the oldest finished
+// directories are removed first. Running captures and manual rings are never evicted (they are
+// bounded by their ring size); they do count towards MaxBytes.
+type Retention struct {
+	MaxAge   time.Duration // default 24h
+	MaxBytes int64         // node byte budget; default 1 GiB
+	Interval time.Duration // how often to sweep; default 1m (and after each capture ends)
+}
+
+func (r *Retention) setDefaults() {
+	if r.MaxAge <= 0 {
+		r.MaxAge = 24 * time.Hour
+	}
+	if r.MaxBytes <= 0 {
+		r.MaxBytes = 1 << 30
+	}
+	if r.Interval <= 0 {
+		r.Interval = time.Minute
+	}
+}
+
+// sessionMeta is written beside the ring of a non-manual capture (capture.json), so that
+// someone who finds the files later knows why they exist.
+type sessionMeta struct {
+	Namespace     string    `json:"namespace"`
+	Pod           string    `json:"pod"`
+	UID           string    `json:"uid"`
+	Source        string    `json:"source"`
+	Reason        string    `json:"reason,omitempty"`
+	Files         int       `json:"files"`
+	FileSizeBytes int64     `json:"file_size_bytes"`
+	Snaplen       int       `json:"snaplen,omitempty"`
+	Filter        string    `json:"filter,omitempty"`
+	MaxDuration   string    `json:"max_duration,omitempty"`
+	Started       time.Time `json:"started"`
+	Stopped       time.Time `json:"stopped,omitzero"`
+	StopReason    string    `json:"stop_reason,omitempty"`
+}
+
+const sessionMetaFile = "capture.json"
+
+// writeSessionMeta writes dir/capture.json atomically (temp file + rename).
+func writeSessionMeta(r *run, started, stopped time.Time, why string) error {
+	r.mu.Lock()
+	reason := r.reason
+	r.mu.Unlock()
+	meta := sessionMeta{
+		Namespace: r.spec.Namespace, Pod: r.spec.Pod, UID: r.spec.UID, Source: r.spec.Source, Reason: reason,
+		Files: r.spec.Files, FileSizeBytes: r.spec.FileSize, Snaplen: r.spec.Snaplen, Filter: r.spec.Filter,
+		Started: started.UTC(), Stopped: stopped.UTC(), StopReason: why,
+	}
+	if r.spec.MaxDuration > 0 {
+		meta.MaxDuration = r.spec.MaxDuration.String()
+	}
+	if stopped.IsZero() {
+		meta.Stopped = time.Time{}
+	}
+	b, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(r.dir, "."+sessionMetaFile+".*")
+	if err != nil {
+		return fmt.Errorf("write capture metadata: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write capture metadata: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write capture metadata: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(r.dir, sessionMetaFile)); err != nil {
+		return fmt.Errorf("write capture metadata: %w", err)
+	}
+	return nil
+}
+
+// kickSweep asks Run for a retention sweep soon; never blocks.
+func (m *Manager) kickSweep() {
+	select {
+	case m.sweepNow <- struct{}{}:
+	default:
+	}
+}
+
+type session struct {
+	dir   string
+	mtime time.Time // newest file in it
+	bytes int64
+}
+
+// sweep applies the retention rules and updates the disk usage gauge.
+func (m *Manager) sweep() {
+	log := klog.Background().WithName("retention")
+	now := m.cfg.Clock.Now()
+	m.mu.Lock()
+	live := m.liveDirsLocked()
+	m.mu.Unlock()
+
+	var total int64
+	var finished []session
+	_ = filepath.WalkDir(m.cfg.Dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // vanished meanwhile
+		}
+		if d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				total += fi.Size()
+			}
+			return nil
+		}
+		rel, _ := filepath.Rel(m.cfg.Dir, p)
+		if !d.IsDir() || strings.Count(rel, string(filepath.Separator)) != 2 {
+			return nil
+		}
+		// <namespace>/<pod>/<source>-<start>: a non-manual capture's directory
+		if live[p] || !strings.Contains(d.Name(), "-") {
+			return nil
+		}
+		s := session{dir: p}
+		if fi, err := d.Info(); err == nil {
+			s.mtime = fi.ModTime() // a capture that has not written yet is new, not old
+		}
+		_ = filepath.WalkDir(p, func(_ string, f fs.DirEntry, err error) error {
+			if err == nil && f.Type().IsRegular() {
+				if fi, err := f.Info(); err == nil {
+					s.bytes += fi.Size()
+					if fi.ModTime().After(s.mtime) {
+						s.mtime = fi.ModTime()
+					}
+				}
+			}
+			return nil
+		})
+		total += s.bytes
+		finished = append(finished, s)
+		return fs.SkipDir
+	})
+	slices.SortFunc(finished, func(a, b session) int { return a.mtime.Compare(b.mtime) })
+	ret := m.cfg.Retention
+	for _, s := range finished {
+		why := ""
+		switch {
+		case now.Sub(s.mtime) > ret.MaxAge:
+			why = "age"
+		case total > ret.MaxBytes:
+			why = "budget"
+		default:
+			continue
+		}
+		if m.isLive(s.dir) { // started since the scan
+			continue
+		}
+		if err := os.RemoveAll(s.dir); err != nil {
+			log.Error(err, "Evicting capture files", "dir", s.dir)
+			continue
+		}
+		total -= s.bytes
+		m.cfg.Metrics.RetentionEvictions.WithLabelValues(why).Inc()
+		log.Info("Evicted capture files", "dir", s.dir, "reason", why, "bytes", s.bytes)
+		removeEmptyDirs(filepath.Dir(s.dir))
+	}
+	m.cfg.Metrics.CaptureFileBytes.Set(float64(total))
+	if total > ret.MaxBytes {
+		log.Info("Capture files exceed the node's byte budget; only running captures and manual rings are left", "bytes", total, "budget", ret.MaxBytes)
+	}
+}
+
+// liveDirsLocked returns the directories of captures that run or are being stopped.
+func (m *Manager) liveDirsLocked() map[string]bool {
+	live := map[string]bool{}
+	for _, r := range m.runs {
+		if r.phase != PhaseExpired {
+			live[r.dir] = true
+		}
+	}
+	for _, r := range m.stopping {
+		live[r.dir] = true
+	}
+	return live
+}
+
+func (m *Manager) isLive(dir string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.liveDirsLocked()[dir]
+}
