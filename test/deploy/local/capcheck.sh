@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# capcheck.sh: prove on a real local cluster that the agent container's securityContext in
+# deploy/ (as `kubectl kustomize deploy/` renders it) is enough for the capture command and
+# that every capability it adds is needed. For the manifest's set, and for the set less each
+# capability in turn, a pod with that securityContext (hostPID, hostNetwork, the CRI socket dir
+# and a capture dir mounted, the agent image) runs what the agent runs:
+#   nsenter -n -t <pid> tcpdump -i any -U --immediate-mode -Z root -c 5 -w - > /captures/<v>.pcap
+# against a root workload with the runtime's default capabilities, and opens the network
+# namespace of a uid-1000 workload. The full set must capture 5 packets; each reduced set must
+# fail (the error it gives is printed: deploy/daemonset.yaml quotes them).
+#
+#   test/deploy/local/capcheck.sh          (root; its own cluster instance "capchk", torn down
+#                                           at exit; KEEP=1 leaves it running)
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+cd "$ROOT"
+export PODCAP_CLUSTER=${PODCAP_CLUSTER:-capchk}
+CLUSTER=$ROOT/test/cluster/cluster.sh
+# shellcheck source=../../cluster/common.sh
+. "$ROOT/test/cluster/common.sh"
+KEEP=${KEEP:-0}
+WORK=$CLUSTER_DIR/capcheck
+CAPS=$CAPTURE_DIR/capcheck
+k() { "${KUBECTL[@]}" "$@"; }
+fail() { echo "capcheck: FAIL: $*" >&2; exit 1; }
+
+finish() {
+  local rc=$?
+  trap - EXIT
+  if [ "${STARTED:-0}" = 1 ] && [ "$KEEP" != 1 ]; then "$CLUSTER" down >&2 || rc=1; fi
+  exit "$rc"
+}
+trap finish EXIT
+
+[ "$(id -u)" = 0 ] || fail "run as root"
+CGO_ENABLED=0 go build -o bin/podcap-agent ./cmd/podcap-agent
+"$CLUSTER" build
+STARTED=1
+"$CLUSTER" up
+"$CLUSTER" agent-image bin/podcap-agent >/dev/null
+mkdir -p "$WORK"
+
+# the agent container's securityContext as deploy/ renders it (JSON is YAML)
+k kustomize deploy | awk 'BEGIN {RS = "\n---\n"} /\nkind: DaemonSet\n/ {print}' >"$WORK/daemonset.yaml"
+ds() { k create --dry-run=client -f "$WORK/daemonset.yaml" -o jsonpath="{.spec.template.spec.containers[0].$1}"; }
+SC=$(ds securityContext)
+[ -n "$SC" ] || fail "no DaemonSet securityContext in deploy/"
+read -r -a ADD <<<"$(ds 'securityContext.capabilities.add[*]')"
+[ "${#ADD[@]}" -gt 0 ] || fail "the DaemonSet adds no capability: nothing to check"
+echo "deploy/ securityContext: $SC"
+
+k apply -f - >/dev/null <<EOF_W
+apiVersion: v1
+kind: Pod
+metadata: {name: target-root, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: app, image: $WORKLOAD_IMAGE, imagePullPolicy: Never}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: target-user, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsUser: 1000, runAsGroup: 1000}
+  containers:
+  - name: app
+    image: $WORKLOAD_IMAGE
+    imagePullPolicy: Never
+    command: [/bin/sh, -c, 'trap "exit 0" TERM; while :; do sleep 1; done']
+    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+EOF_W
+
+# variants: "all" (the manifest's set), then "no-<cap>" for each
+variants=(all)
+for c in "${ADD[@]}"; do variants+=("no-$c"); done
+caps_of() { # variant -> JSON list of the capabilities it adds
+  local v=$1 c out=()
+  for c in "${ADD[@]}"; do [ "$v" = "no-$c" ] || out+=("\"$c\""); done
+  local IFS=,; echo "[${out[*]}]"
+}
+podname() { echo "cap-$1" | tr 'A-Z_' 'a-z-'; }
+for v in "${variants[@]}"; do
+  sc=$(sed -E "s/\"add\":\[[^]]*\]/\"add\":$(caps_of "$v")/" <<<"$SC")
+  k apply -f - >/dev/null <<EOF_P
+apiVersion: v1
+kind: Pod
+metadata: {name: $(podname "$v"), namespace: default}
+spec:
+  hostPID: true
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: agent
+    image: $AGENT_IMAGE
+    imagePullPolicy: Never
+    command: [/bin/sh, -c, 'trap "exit 0" TERM; while :; do sleep 1; done']
+    securityContext: $sc
+    volumeMounts:
+    - {name: cri, mountPath: $CRI_DIR}
+    - {name: captures, mountPath: /captures}
+  volumes:
+  - {name: cri, hostPath: {path: $CRI_DIR, type: Directory}}
+  - {name: captures, hostPath: {path: $CAPS, type: DirectoryOrCreate}}
+EOF_P
+done
+k wait pods --all --for=condition=Ready --timeout=120s >/dev/null
+
+pid_of() {
+  local cid
+  cid=$("${CRICTL[@]}" ps -q --state running --label "io.kubernetes.pod.name=$1" --name '^app$' 2>/dev/null)
+  "${CRICTL[@]}" inspect -o go-template --template '{{.info.pid}}' "$cid" 2>/dev/null
+}
+PID=$(pid_of target-root)
+PID2=$(pid_of target-user)
+if [ -z "$PID" ] || [ -z "$PID2" ]; then fail "no workload PIDs"; fi
+
+bad=0
+for v in "${variants[@]}"; do
+  pod=$(podname "$v")
+  echo "=== $v: adds $(caps_of "$v") ($(k exec "$pod" -- grep -E '^(CapEff|Seccomp):' /proc/self/status | tr -s '\t\n' '  '))"
+  rm -f "$CAPS/$pod.pcap"
+  rc=0
+  # /usr/bin/nsenter: util-linux, as the agent runs it (busybox's sh would prefer its own applet)
+  k exec "$pod" -- sh -c "timeout 20 /usr/bin/nsenter -n -t $PID tcpdump -i any -U --immediate-mode -Z root -c 5 -w - >/captures/$pod.pcap" \
+    >"$WORK/$pod.log" 2>&1 || rc=$?
+  n=$( { tcpdump -nn -r "$CAPS/$pod.pcap" 2>/dev/null || true; } | wc -l)
+  ns=0
+  k exec "$pod" -- /usr/bin/nsenter -n -t "$PID2" true >>"$WORK/$pod.log" 2>&1 || ns=$?
+  grep -vE '^(tcpdump: (data link type|listening on)|[0-9]+ packets (captured|received|dropped))' "$WORK/$pod.log" | sed 's/^/    /' || true
+  echo "    capture rc=$rc packets=$n; netns of the uid-1000 pod rc=$ns"
+  if [ "$v" = all ]; then
+    if [ "$rc" != 0 ] || [ "$n" -lt 5 ] || [ "$ns" != 0 ]; then
+      echo "    FAIL: the manifest's set does not capture"; bad=1
+    fi
+  else
+    [ "$rc" != 0 ] || [ "$ns" != 0 ] || { echo "    FAIL: ${v#no-} is not needed"; bad=1; }
+  fi
+done
+[ "$bad" = 0 ] || fail "see above"
+echo "capcheck OK: ${ADD[*]} are enough, and each is needed"
