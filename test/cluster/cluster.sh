@@ -453,11 +453,13 @@ host_dirs_down() {
   local d
   rm -f "/var/lib/cni/results/$CNI_NET"-*
   [ -f "$HOST_DIRS_NOTE" ] || return 0
-  # in use while any kubelet runs or another instance is in the middle of up/down
-  local busy="" l
+  # in use while any kubelet runs or any component of another instance does (up creates the
+  # dirs only once its control plane runs; down checks only after stopping everything, so
+  # of two instances going down together the second one removes them)
+  local busy="" f
   pgrep -x kubelet >/dev/null && busy="a kubelet runs"
-  for l in /tmp/podcap-*.lock; do
-    [ -f "$l" ] && [ "$l" != "$LOCK" ] && ! flock -n "$l" true && busy="$l is held"
+  for f in /tmp/podcap-*/run/*.pid; do
+    [ -f "$f" ] && [ "${f#"$RUN/"}" = "$f" ] && pid_running "$(cat "$f")" && busy="$f runs"
   done
   if [ -n "$busy" ]; then
     log "$busy: keeping the shared host dirs listed in $HOST_DIRS_NOTE"
@@ -797,7 +799,6 @@ up() {
   : >"$LOG/timings.txt"
   mark start
   build; mark build_checked
-  host_dirs_up
   gen_pki; mark pki
   net_up; cgroups_up
   start_etcd
@@ -805,6 +806,7 @@ up() {
   agent_rbac
   start_kcm
   start_scheduler
+  host_dirs_up
   start_containerd
   start_kubelet
   start_sink

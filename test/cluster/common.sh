@@ -44,7 +44,7 @@ SRC=$CACHE/src
 IMAGES=$CACHE/images
 
 # instance state
-CLUSTER_DIR=${PODCAP_CLUSTER_DIR:-/tmp/podcap-$INSTANCE}
+CLUSTER_DIR=/tmp/podcap-$INSTANCE
 RUN=$CLUSTER_DIR/run
 PKI=$RUN/pki
 LOG=$CLUSTER_DIR/logs
