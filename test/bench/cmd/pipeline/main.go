@@ -1,0 +1,253 @@
+// Command pipeline runs the agent's capture pipeline on one network namespace for
+// test/bench: the project's tcpdump engine (`nsenter -t PID -n tcpdump -i any -U
+// --immediate-mode -Z root -s S -w -`), capture.Pump and a capture.Ring of -files files of
+// -size bytes — the same code the agent runs for a pod, without the Kubernetes parts.
+//
+//	pipeline -pid 1234 -dir /tmp/cap [-files 5] [-size 1000000] [-snaplen 128] [-filter EXPR]
+//
+// Once tcpdump runs it prints "pipeline: ready pid=P tcpdump_pid=T" on stderr. On SIGINT or
+// SIGTERM it drains: it asks tcpdump for its counters (SIGUSR1) every -drain-poll until every
+// packet tcpdump received is captured or dropped and the ring holds every captured packet (or
+// -drain-timeout passed; see drain), reads the CPU ticks of itself and of tcpdump from /proc,
+// then stops the capture and prints one JSON object (see result) on stdout. It exits 1 if the
+// capture failed (tcpdump ended on its own, or the ring could not be written).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/tcpdump"
+)
+
+type options struct {
+	pid          int
+	netns        string
+	dir          string
+	base         string
+	files        int
+	size         int64
+	snaplen      int
+	filter       string
+	drainPoll    time.Duration
+	drainQuiet   time.Duration
+	drainTimeout time.Duration
+}
+
+// result is what one pipeline run reports. Ticks are /proc/PID/stat utime+stime in clock
+// ticks (getconf CLK_TCK), read after the drain and before the capture is stopped.
+type result struct {
+	PID            int     `json:"pid"`
+	TcpdumpPID     int     `json:"tcpdump_pid"`
+	LinkType       string  `json:"link_type"`
+	Snaplen        uint32  `json:"snaplen"` // of the stream (the pcap header)
+	PipelineTicks  uint64  `json:"pipeline_ticks"`
+	TcpdumpTicks   uint64  `json:"tcpdump_ticks"`
+	Drained        bool    `json:"drained"`
+	DrainMillis    int64   `json:"drain_ms"`
+	CaptureSeconds float64 `json:"capture_s"` // from Open to the stop
+	Captured       uint64  `json:"captured"`  // tcpdump's final counters
+	Received       uint64  `json:"received"`
+	Dropped        uint64  `json:"dropped"`
+	IfDropped      uint64  `json:"if_dropped"`
+	PumpPackets    uint64  `json:"pump_packets"`
+	PumpBytes      uint64  `json:"pump_bytes"`
+	RingPackets    uint64  `json:"ring_packets"`
+	RingBytes      uint64  `json:"ring_bytes"` // all bytes written to the ring's files, headers included
+	RingRotations  uint64  `json:"ring_rotations"`
+	Files          int     `json:"files"`
+	FileBytes      int64   `json:"file_bytes"` // what the files left at the end hold
+	EndedOnItsOwn  bool    `json:"ended_on_its_own"`
+	Error          string  `json:"error,omitempty"`
+	SourceCloseErr string  `json:"source_close_error,omitempty"`
+	RingCloseErr   string  `json:"ring_close_error,omitempty"`
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.pid, "pid", 0, "a process in the network namespace to capture (nsenter -t PID -n)")
+	flag.StringVar(&o.netns, "netns", "", "network namespace file, when -pid is not given (nsenter --net=PATH)")
+	flag.StringVar(&o.dir, "dir", "", "existing directory for the ring's files")
+	flag.StringVar(&o.base, "base", capture.RingBase("bench"), "ring file name without index")
+	flag.IntVar(&o.files, "files", 5, "ring size N")
+	flag.Int64Var(&o.size, "size", capture.DefaultFileSize, "bytes per ring file")
+	flag.IntVar(&o.snaplen, "snaplen", 0, "tcpdump -s; 0 means the agent's default (262144)")
+	flag.StringVar(&o.filter, "filter", "", "BPF filter")
+	flag.DurationVar(&o.drainPoll, "drain-poll", 100*time.Millisecond, "counter poll interval while draining")
+	flag.DurationVar(&o.drainQuiet, "drain-quiet", 1500*time.Millisecond, "counters unchanged this long also end the drain")
+	flag.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "longest drain")
+	klog.InitFlags(nil)
+	flag.Parse()
+	if o.dir == "" || (o.pid == 0 && o.netns == "") {
+		fmt.Fprintln(os.Stderr, "pipeline: -dir and one of -pid, -netns are required")
+		os.Exit(2)
+	}
+	r, err := run(o)
+	if err != nil {
+		r.Error = err.Error()
+	}
+	if jerr := json.NewEncoder(os.Stdout).Encode(r); jerr != nil {
+		fmt.Fprintln(os.Stderr, "pipeline:", jerr)
+		os.Exit(1)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pipeline:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) (result, error) {
+	r := result{PID: os.Getpid()}
+	sig, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+
+	eng, err := tcpdump.New(tcpdump.Config{})
+	if err != nil {
+		return r, err
+	}
+	ring, err := capture.NewRing(capture.RingOptions{Dir: o.dir, Base: o.base, Files: o.files, FileSize: o.size})
+	if err != nil {
+		return r, err
+	}
+	// The capture's own context: a signal starts the drain, not the stop.
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), klog.Background()))
+	defer cancel()
+	t0 := time.Now()
+	src, err := eng.Open(ctx, capture.Target{PID: o.pid, NetNSPath: o.netns},
+		capture.SourceOptions{Snaplen: o.snaplen, Filter: o.filter})
+	if err != nil {
+		_ = ring.Close()
+		return r, err
+	}
+	if p, ok := src.(interface{ PID() int }); ok {
+		r.TcpdumpPID = p.PID()
+	}
+	r.LinkType, r.Snaplen = src.LinkType().String(), src.Snaplen()
+	fmt.Fprintf(os.Stderr, "pipeline: ready pid=%d tcpdump_pid=%d\n", r.PID, r.TcpdumpPID)
+
+	type pumped struct {
+		st  capture.PumpStats
+		err error
+	}
+	done := make(chan pumped, 1)
+	ended := make(chan struct{})
+	go func() {
+		st, err := capture.Pump(ctx, src, ring, capture.PumpOptions{})
+		done <- pumped{st, err}
+		close(ended)
+	}()
+
+	var runErr error
+	var p pumped
+	select {
+	case p = <-done: // tcpdump ended or the ring failed before we were asked to stop
+		r.EndedOnItsOwn = true
+		runErr = errors.New("capture ended before the stop signal")
+		if p.err != nil {
+			runErr = p.err
+		}
+	case <-sig.Done():
+		d0 := time.Now()
+		r.Drained = drain(src, ring, o.drainPoll, o.drainQuiet, o.drainTimeout, ended)
+		r.DrainMillis = time.Since(d0).Milliseconds()
+		r.PipelineTicks, _ = procTicks(r.PID)
+		r.TcpdumpTicks, _ = procTicks(r.TcpdumpPID)
+		cancel()
+		p = <-done
+		runErr = p.err
+	}
+	r.CaptureSeconds = time.Since(t0).Seconds()
+	if err := src.Close(); err != nil { // nil when we stopped a running tcpdump
+		r.SourceCloseErr = err.Error()
+		if runErr == nil {
+			runErr = err
+		}
+	}
+	st := src.Stats()
+	r.Captured, r.Received, r.Dropped, r.IfDropped = st.Captured, st.Received, st.Dropped, st.IfDropped
+	r.PumpPackets, r.PumpBytes = p.st.Packets, p.st.Bytes
+	files := ring.Files()
+	if err := ring.Close(); err != nil {
+		r.RingCloseErr = err.Error()
+		if runErr == nil {
+			runErr = err
+		}
+	}
+	r.RingPackets, r.RingBytes, r.RingRotations = ring.Counts()
+	r.Files = len(files)
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			r.FileBytes += fi.Size()
+		}
+	}
+	return r, runErr
+}
+
+// drain waits until the capture has caught up with the traffic that was sent: every packet
+// tcpdump's socket received is either captured or counted as dropped (captured+dropped >=
+// received), or the counters did not move for quiet (packets left in a socket buffer block
+// that the kernel never hands on), and the ring holds every packet tcpdump captured. It
+// returns false if that did not happen within timeout or the capture ended meanwhile.
+func drain(src capture.Source, ring *capture.Ring, poll, quiet, timeout time.Duration, ended <-chan struct{}) bool {
+	deadline := time.Now().Add(timeout)
+	var last capture.Stats
+	lastChange := time.Now()
+	for time.Now().Before(deadline) {
+		src.RequestStats()
+		select {
+		case <-ended:
+			return false
+		case <-time.After(poll):
+		}
+		st := src.Stats()
+		if st != last {
+			last, lastChange = st, time.Now()
+		}
+		written, _, _ := ring.Counts()
+		accounted := st.Captured+st.Dropped >= st.Received || time.Since(lastChange) >= quiet
+		if st.Received > 0 && accounted && written >= st.Captured {
+			return true
+		}
+	}
+	return false
+}
+
+// procTicks returns utime+stime of pid from /proc/PID/stat, in clock ticks.
+func procTicks(pid int) (uint64, error) {
+	if pid <= 0 {
+		return 0, fmt.Errorf("pid %d", pid)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// the command name (field 2) may contain spaces and parentheses: split after the last ')'
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state): utime and stime are fields 14 and 15
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return u + st, nil
+}

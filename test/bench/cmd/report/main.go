@@ -1,0 +1,505 @@
+// Command report summarises a test/bench run: it reads capture.jsonl (one object per load
+// run, from capture.sh), latency.jsonl (one object per capture, from cmd/latency) and
+// meta.json from -dir, prints the summary tables (Markdown) on stdout and writes them with
+// the numbers behind them to -dir/summary.md and -dir/summary.json.
+//
+// Capture rows are medians across rounds. The throughput ratio of a capture is computed per
+// round against the baseline (no capture) of the same round and load, then the median of
+// those ratios is taken. Latency percentiles are nearest-rank (p99 of fewer than 100 samples
+// is the maximum).
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// run is one line of capture.jsonl (the fields the report uses).
+type run struct {
+	Round           int      `json:"round"`
+	Load            string   `json:"load"`
+	Config          string   `json:"config"`
+	Snaplen         *int     `json:"snaplen"`
+	Window          float64  `json:"window_s"`
+	Loadavg         float64  `json:"loadavg1"`
+	Throughput      *float64 `json:"throughput"`
+	Unit            string   `json:"throughput_unit"`
+	RxPPS           float64  `json:"rx_pps"`
+	SentPPS         *float64 `json:"sent_pps"`
+	Captured        *float64 `json:"captured"`
+	Received        *float64 `json:"received"`
+	Dropped         *float64 `json:"dropped"`
+	DropPct         *float64 `json:"drop_pct"`
+	Unaccounted     *float64 `json:"unaccounted"`
+	Drained         *bool    `json:"drained"`
+	CPUPct          *float64 `json:"cpu_pct"`
+	CPUPctGo        *float64 `json:"cpu_pct_go"`
+	FileBytes       *float64 `json:"file_bytes"`
+	RingBytes       *float64 `json:"ring_bytes"`
+	DevWrittenBytes *float64 `json:"dev_written_bytes"`
+	Dev             string   `json:"dev"`
+	Error           string   `json:"error"`
+}
+
+// sample is one line of latency.jsonl.
+type sample struct {
+	PatchMS  float64 `json:"patch_ms"`
+	FileMS   float64 `json:"file_ms"`
+	PacketMS float64 `json:"packet_ms"`
+	StopMS   float64 `json:"stop_ms"`
+	Error    string  `json:"error"`
+}
+
+// row is one line of the capture table: medians across rounds.
+type row struct {
+	Load             string   `json:"load"`
+	Config           string   `json:"config"`
+	Snaplen          int      `json:"snaplen,omitempty"`
+	Runs             int      `json:"runs"`
+	Unit             string   `json:"throughput_unit"`
+	Throughput       *float64 `json:"throughput"`
+	Ratio            *float64 `json:"throughput_ratio_vs_baseline"`
+	RatioMin         *float64 `json:"throughput_ratio_min"`
+	RatioMax         *float64 `json:"throughput_ratio_max"`
+	PPS              *float64 `json:"rx_pps"`
+	DropPct          *float64 `json:"kernel_drop_pct"`
+	DropPctMax       *float64 `json:"kernel_drop_pct_max"`
+	Captured         *float64 `json:"captured"`
+	Received         *float64 `json:"received"`
+	Dropped          *float64 `json:"dropped"`
+	CPUPct           *float64 `json:"capture_cpu_pct"`
+	CPUPctGo         *float64 `json:"capture_cpu_pct_go"`
+	DevWrittenMB     *float64 `json:"dev_written_mb"`
+	DevWrittenRatio  *float64 `json:"dev_written_vs_baseline_mb"`
+	FileBytes        *float64 `json:"ring_file_bytes"`
+	RingBytesWritten *float64 `json:"ring_bytes_written"`
+	NotDrained       int      `json:"not_drained"`
+	Errors           []string `json:"errors,omitempty"`
+}
+
+type latency struct {
+	N        int      `json:"n"`
+	Failed   int      `json:"failed"`
+	PacketMS pct      `json:"first_packet_ms"`
+	FileMS   pct      `json:"file_ms"`
+	PatchMS  pct      `json:"patch_ms"`
+	StopMS   pct      `json:"stop_ms"`
+	Errors   []string `json:"errors,omitempty"`
+}
+
+type pct struct {
+	Min float64 `json:"min"`
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+type summary struct {
+	Meta    json.RawMessage `json:"meta,omitempty"`
+	Capture []row           `json:"capture"`
+	Loadavg *pct            `json:"loadavg1_at_run_start,omitempty"` // of the capture runs
+	Latency *latency        `json:"latency,omitempty"`
+}
+
+func main() {
+	dir := flag.String("dir", "", "the bench run's results directory")
+	flag.Parse()
+	if *dir == "" {
+		fmt.Fprintln(os.Stderr, "report: -dir is required")
+		os.Exit(2)
+	}
+	if err := report(*dir, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+}
+
+func report(dir string, w io.Writer) error {
+	var s summary
+	if b, err := os.ReadFile(filepath.Join(dir, "meta.json")); err == nil {
+		s.Meta = b
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	runs, err := readLines[run](filepath.Join(dir, "capture.jsonl"))
+	if err != nil {
+		return err
+	}
+	s.Capture = captureRows(runs)
+	if len(runs) > 0 {
+		la := make([]float64, len(runs))
+		for i, r := range runs {
+			la[i] = r.Loadavg
+		}
+		p := stats(la)
+		s.Loadavg = &p
+	}
+	samples, err := readLines[sample](filepath.Join(dir, "latency.jsonl"))
+	if err != nil {
+		return err
+	}
+	if len(samples) > 0 {
+		s.Latency = latencyStats(samples)
+	}
+	var md bytes.Buffer
+	writeMarkdown(&md, s)
+	if _, err := w.Write(md.Bytes()); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "summary.md"), md.Bytes(), 0o644); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "summary.json"), append(js, '\n'), 0o644)
+}
+
+// readLines decodes one JSON object per line; a missing file is no lines.
+func readLines[T any](path string) ([]T, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []T
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var v T
+		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+		out = append(out, v)
+	}
+	return out, sc.Err()
+}
+
+func key(r run) string {
+	sl := 0
+	if r.Snaplen != nil {
+		sl = *r.Snaplen
+	}
+	return fmt.Sprintf("%s/%s/%d", r.Load, r.Config, sl)
+}
+
+func captureRows(runs []run) []row {
+	baseline := map[string]run{} // load/round -> baseline run
+	for _, r := range runs {
+		if r.Config == "none" {
+			baseline[fmt.Sprintf("%s/%d", r.Load, r.Round)] = r
+		}
+	}
+	groups := map[string][]run{}
+	var order []string
+	for _, r := range runs {
+		k := key(r)
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	slices.SortStableFunc(order, func(a, b string) int { return rank(groups[a][0]) - rank(groups[b][0]) })
+	var rows []row
+	for _, k := range order {
+		g := groups[k]
+		first := g[0]
+		rw := row{Load: first.Load, Config: first.Config, Runs: len(g), Unit: first.Unit}
+		if first.Snaplen != nil {
+			rw.Snaplen = *first.Snaplen
+		}
+		var tp, ratio, pps, drop, capd, recv, dropped, cpu, cpuGo, dev, devBase, files, ring []float64
+		for _, r := range g {
+			if r.Error != "" {
+				rw.Errors = append(rw.Errors, fmt.Sprintf("round %d: %s", r.Round, r.Error))
+			}
+			if r.Drained != nil && !*r.Drained {
+				rw.NotDrained++
+			}
+			add(&tp, r.Throughput)
+			pps = append(pps, r.RxPPS)
+			add(&drop, r.DropPct)
+			add(&capd, r.Captured)
+			add(&recv, r.Received)
+			add(&dropped, r.Dropped)
+			add(&cpu, r.CPUPct)
+			add(&cpuGo, r.CPUPctGo)
+			add(&dev, r.DevWrittenBytes)
+			add(&files, r.FileBytes)
+			add(&ring, r.RingBytes)
+			b, ok := baseline[fmt.Sprintf("%s/%d", r.Load, r.Round)]
+			if ok && b.Throughput != nil && r.Throughput != nil && *b.Throughput > 0 {
+				ratio = append(ratio, *r.Throughput / *b.Throughput)
+			}
+			if ok && b.DevWrittenBytes != nil {
+				devBase = append(devBase, *b.DevWrittenBytes)
+			}
+		}
+		rw.Throughput, rw.PPS = median(tp), median(pps)
+		if first.Config != "none" {
+			rw.Ratio = median(ratio)
+			if len(ratio) > 0 {
+				rw.RatioMin, rw.RatioMax = ptr(slices.Min(ratio)), ptr(slices.Max(ratio))
+			}
+			rw.DevWrittenRatio = scale(median(devBase), 1e-6)
+		}
+		rw.DropPct = median(drop)
+		if len(drop) > 0 {
+			rw.DropPctMax = ptr(slices.Max(drop))
+		}
+		rw.Captured, rw.Received, rw.Dropped = median(capd), median(recv), median(dropped)
+		rw.CPUPct, rw.CPUPctGo = median(cpu), median(cpuGo)
+		rw.DevWrittenMB = scale(median(dev), 1e-6)
+		rw.FileBytes, rw.RingBytesWritten = median(files), median(ring)
+		rows = append(rows, rw)
+	}
+	return rows
+}
+
+// rank orders the table: loads as run, then baseline, tcpdump-ring, pipeline; full snaplen first.
+func rank(r run) int {
+	n := 0
+	if r.Load == "tcp1" {
+		n += 100
+	}
+	switch r.Config {
+	case "tcpdump-ring":
+		n += 10
+	case "pipeline":
+		n += 20
+	}
+	if r.Snaplen != nil && *r.Snaplen < 262144 {
+		n += 50
+	}
+	return n
+}
+
+func add(xs *[]float64, v *float64) {
+	if v != nil && !math.IsNaN(*v) {
+		*xs = append(*xs, *v)
+	}
+}
+
+func ptr(v float64) *float64 { return &v }
+
+func scale(v *float64, f float64) *float64 {
+	if v == nil {
+		return nil
+	}
+	return ptr(*v * f)
+}
+
+func median(xs []float64) *float64 {
+	if len(xs) == 0 {
+		return nil
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return ptr(s[n/2])
+	}
+	return ptr((s[n/2-1] + s[n/2]) / 2)
+}
+
+// nearest-rank percentile of sorted s
+func percentile(s []float64, p float64) float64 {
+	i := int(math.Ceil(p*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func stats(xs []float64) pct {
+	if len(xs) == 0 {
+		return pct{}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return pct{Min: s[0], P50: percentile(s, 0.5), P90: percentile(s, 0.9), P99: percentile(s, 0.99), Max: s[len(s)-1]}
+}
+
+func latencyStats(samples []sample) *latency {
+	l := &latency{N: len(samples)}
+	var packet, file, patch, stop []float64
+	for _, s := range samples {
+		if s.Error != "" {
+			l.Failed++
+			l.Errors = append(l.Errors, s.Error)
+		}
+		if s.PacketMS >= 0 {
+			packet = append(packet, s.PacketMS)
+		}
+		if s.FileMS >= 0 {
+			file = append(file, s.FileMS)
+		}
+		patch = append(patch, s.PatchMS)
+		if s.StopMS >= 0 {
+			stop = append(stop, s.StopMS)
+		}
+	}
+	l.PacketMS, l.FileMS, l.PatchMS, l.StopMS = stats(packet), stats(file), stats(patch), stats(stop)
+	return l
+}
+
+func writeMarkdown(w *bytes.Buffer, s summary) {
+	var meta map[string]any
+	_ = json.Unmarshal(s.Meta, &meta)
+	fmt.Fprintf(w, "## podcap bench\n\n")
+	if meta != nil {
+		keys := make([]string, 0, len(meta))
+		for k := range meta {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fmt.Fprintf(w, "- %s: %v\n", k, meta[k])
+		}
+		fmt.Fprintln(w)
+	}
+	if len(s.Capture) > 0 {
+		fmt.Fprintf(w, "### A. Capture cost (medians over rounds; ratio = capture / no-capture baseline of the same round)\n\n")
+		fmt.Fprintln(w, "| load | capture | -s | delivered | vs baseline (min–max) | kernel drops (max) | captured / received | capture CPU (Go part) | block dev written (baseline) | ring files / written |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+		for _, r := range s.Capture {
+			sl := "–"
+			if r.Config != "none" {
+				sl = fmt.Sprint(r.Snaplen)
+				if r.Snaplen == 262144 {
+					sl = "full"
+				}
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				r.Load, r.Config, sl, delivered(r), ratioCell(r), dropCell(r), capturedCell(r), cpuCell(r), devCell(r), ringCell(r))
+		}
+		fmt.Fprintln(w)
+		if s.Loadavg != nil {
+			fmt.Fprintf(w, "- 1-min load average when the runs started: median %.1f (%.1f–%.1f) on %s: background load moves the baselines\n",
+				s.Loadavg.P50, s.Loadavg.Min, s.Loadavg.Max, cpus(meta))
+		}
+		for _, r := range s.Capture {
+			for _, e := range r.Errors {
+				fmt.Fprintf(w, "- error %s %s -s %d: %s\n", r.Load, r.Config, r.Snaplen, e)
+			}
+			if r.NotDrained > 0 {
+				fmt.Fprintf(w, "- %s %s -s %d: %d run(s) not drained within the deadline\n", r.Load, r.Config, r.Snaplen, r.NotDrained)
+			}
+		}
+	}
+	if l := s.Latency; l != nil {
+		fmt.Fprintf(w, "\n### B. Annotation patch → first packet on disk (%d captures, %d failed; ms; nearest-rank percentiles)\n\n", l.N, l.Failed)
+		fmt.Fprintln(w, "| step (from the PATCH being sent) | min | p50 | p90 | p99 | max |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|")
+		line := func(name string, p pct) {
+			fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", name, p.Min, p.P50, p.P90, p.P99, p.Max)
+		}
+		line("PATCH answered", l.PatchMS)
+		line("capture file created (tcpdump running)", l.FileMS)
+		line("**first packet on disk (file > 24 B)**", l.PacketMS)
+		line("annotation removed → directory gone", l.StopMS)
+		for _, e := range l.Errors {
+			fmt.Fprintf(w, "- error: %s\n", e)
+		}
+	}
+}
+
+func cpus(meta map[string]any) string {
+	if c, ok := meta["cpus"].(string); ok {
+		return c
+	}
+	return "this machine"
+}
+
+func f(v *float64, format string) string {
+	if v == nil {
+		return "–"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+func delivered(r row) string {
+	if r.Unit == "Gbit/s" {
+		return f(r.Throughput, "%.2f Gbit/s") + " (" + f(scale(r.PPS, 1e-3), "%.0fk pps") + ")"
+	}
+	return f(scale(r.Throughput, 1e-3), "%.0fk pps")
+}
+
+func ratioCell(r row) string {
+	if r.Config == "none" {
+		return "1"
+	}
+	return f(r.Ratio, "%.2f") + " (" + f(r.RatioMin, "%.2f") + "–" + f(r.RatioMax, "%.2f") + ")"
+}
+
+func dropCell(r row) string {
+	if r.Config == "none" {
+		return "–"
+	}
+	return f(r.DropPct, "%.1f%%") + " (" + f(r.DropPctMax, "%.1f%%") + ")"
+}
+
+func capturedCell(r row) string {
+	if r.Config == "none" {
+		return "–"
+	}
+	return count(r.Captured) + " / " + count(r.Received)
+}
+
+func count(v *float64) string {
+	switch {
+	case v == nil:
+		return "–"
+	case *v >= 1e6:
+		return fmt.Sprintf("%.2fM", *v/1e6)
+	case *v >= 1e3:
+		return fmt.Sprintf("%.0fk", *v/1e3)
+	}
+	return fmt.Sprintf("%.0f", *v)
+}
+
+func cpuCell(r row) string {
+	if r.Config == "none" {
+		return "–"
+	}
+	s := f(r.CPUPct, "%.0f%%")
+	if r.CPUPctGo != nil {
+		s += " (" + f(r.CPUPctGo, "%.0f%%") + ")"
+	}
+	return s
+}
+
+func devCell(r row) string {
+	s := f(r.DevWrittenMB, "%.1f MB")
+	if r.Config != "none" {
+		s += " (" + f(r.DevWrittenRatio, "%.1f") + ")"
+	}
+	return s
+}
+
+func ringCell(r row) string {
+	if r.Config == "none" {
+		return "–"
+	}
+	s := f(scale(r.FileBytes, 1e-6), "%.1f MB")
+	if r.RingBytesWritten != nil {
+		s += " / " + f(scale(r.RingBytesWritten, 1e-6), "%.0f MB")
+	}
+	return strings.TrimSpace(s)
+}
