@@ -1,0 +1,265 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"sort"
+	"time"
+)
+
+// Decision is data.podcap.decision, decoded strictly: a field the type does not have, or a
+// value of the wrong type, is an error naming the field. When Capture is true, absent fields
+// take the defaults below; when it is false, the other fields may be absent and are ignored
+// (zero), but they must still have the right types.
+type Decision struct {
+	// Capture says whether the pod's traffic is captured.
+	Capture bool `json:"capture"`
+	// Reason says why, for Events, the API and logs. Default "policy".
+	Reason string `json:"reason"`
+	// Files is the number of files of the ring. Default DefaultFiles.
+	Files int `json:"files"`
+	// FileSizeBytes is the size of one ring file. Default DefaultFileSizeBytes.
+	FileSizeBytes int64 `json:"file_size_bytes"`
+	// Snaplen is how many bytes of each packet are kept. Default DefaultSnaplen.
+	Snaplen int `json:"snaplen"`
+	// Filter is a BPF expression (tcpdump's syntax), "" for all traffic. Default "".
+	Filter string `json:"filter"`
+	// MaxDuration ends the capture that long after it started, a Go duration string such as
+	// "10m" or "1h30m" in Rego; 0 (the default) captures until the decision turns false.
+	MaxDuration Duration `json:"max_duration"`
+	// AlertFingerprints are the alerts that caused the capture, if any. Default empty.
+	AlertFingerprints []string `json:"alert_fingerprints"`
+}
+
+// Defaults of a decision that captures.
+const (
+	DefaultReason        = "policy"
+	DefaultFiles         = 5
+	DefaultFileSizeBytes = 1_000_000 // tcpdump -C 1, the manual annotation's file size
+	DefaultSnaplen       = 262144    // tcpdump's default, whole packets
+)
+
+// NoDecision is the reason of the decision of a policy that defines none for the pod.
+const NoDecision = "no decision"
+
+// noDecision is what an undefined data.podcap.decision means.
+func noDecision() Decision { return Decision{Reason: NoDecision, AlertFingerprints: []string{}} }
+
+// DecodeDecision decodes the value of data.podcap.decision as OPA returns it (encoding/json's
+// generic types with json.Number, or float64), strictly, and applies the defaults.
+func DecodeDecision(v any) (Decision, error) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return Decision{}, fmt.Errorf("decision: want an object, got %s", describe(v))
+	}
+	d := Decision{AlertFingerprints: []string{}}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // report the first bad field deterministically
+	hasCapture := false
+	var errs []error
+	for _, k := range keys {
+		var err error
+		switch val := obj[k]; k {
+		case "capture":
+			hasCapture = true
+			d.Capture, err = decodeBool(val)
+		case "reason":
+			d.Reason, err = decodeString(val)
+		case "files":
+			var n int64
+			n, err = decodeInt(val)
+			d.Files = int(n)
+		case "file_size_bytes":
+			d.FileSizeBytes, err = decodeInt(val)
+		case "snaplen":
+			var n int64
+			n, err = decodeInt(val)
+			d.Snaplen = int(n)
+		case "filter":
+			d.Filter, err = decodeString(val)
+		case "max_duration":
+			var s string
+			if s, err = decodeString(val); err == nil {
+				d.MaxDuration, err = ParseDuration(s)
+			}
+		case "alert_fingerprints":
+			d.AlertFingerprints, err = decodeStrings(val)
+		default:
+			err = errors.New("unknown field (known: " + decisionFields + ")")
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("decision.%s: %w", k, err))
+		}
+	}
+	if !hasCapture {
+		errs = append(errs, errors.New("decision.capture: missing: want true or false"))
+	}
+	if len(errs) > 0 {
+		return Decision{}, errors.Join(errs...)
+	}
+	if !d.Capture {
+		return Decision{Reason: d.Reason, AlertFingerprints: []string{}}, nil
+	}
+	d.applyDefaults(obj)
+	return d, nil
+}
+
+const decisionFields = "capture, reason, files, file_size_bytes, snaplen, filter, max_duration, alert_fingerprints"
+
+// applyDefaults fills the fields the policy left out.
+func (d *Decision) applyDefaults(set map[string]any) {
+	if _, ok := set["reason"]; !ok {
+		d.Reason = DefaultReason
+	}
+	if _, ok := set["files"]; !ok {
+		d.Files = DefaultFiles
+	}
+	if _, ok := set["file_size_bytes"]; !ok {
+		d.FileSizeBytes = DefaultFileSizeBytes
+	}
+	if _, ok := set["snaplen"]; !ok {
+		d.Snaplen = DefaultSnaplen
+	}
+}
+
+// UnmarshalJSON decodes a decision as strictly as DecodeDecision, with its defaults.
+func (d *Decision) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("decision: %w", err)
+	}
+	x, err := DecodeDecision(v)
+	if err != nil {
+		return err
+	}
+	*d = x
+	return nil
+}
+
+func decodeBool(v any) (bool, error) {
+	b, ok := v.(bool)
+	if !ok {
+		return false, fmt.Errorf("want true or false, got %s", describe(v))
+	}
+	return b, nil
+}
+
+func decodeString(v any) (string, error) {
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("want a string, got %s", describe(v))
+	}
+	return s, nil
+}
+
+func decodeStrings(v any) ([]string, error) {
+	a, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("want a list of strings, got %s", describe(v))
+	}
+	out := make([]string, len(a))
+	for i, e := range a {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("element %d: want a string, got %s", i, describe(e))
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// decodeInt accepts a number with an integral value (3, 3.0, 1e6) that fits in 32 bits, so
+// that it fits an int everywhere; sizes bigger than that are out of every limit anyway.
+func decodeInt(v any) (int64, error) {
+	var f *big.Float
+	switch n := v.(type) {
+	case json.Number:
+		var ok bool
+		if f, ok = new(big.Float).SetString(n.String()); !ok {
+			return 0, fmt.Errorf("want an integer, got %s", describe(v))
+		}
+	case float64:
+		f = big.NewFloat(n)
+	default:
+		return 0, fmt.Errorf("want an integer, got %s", describe(v))
+	}
+	if !f.IsInt() {
+		return 0, fmt.Errorf("want an integer, got %s", describe(v))
+	}
+	i, acc := f.Int64()
+	if acc != big.Exact || i > math.MaxInt32 || i < math.MinInt32 {
+		return 0, fmt.Errorf("%s is out of range", f.Text('g', 20))
+	}
+	return i, nil
+}
+
+// describe names a JSON value's type and shows it, shortened, for error messages.
+func describe(v any) string {
+	kind := "null"
+	switch v.(type) {
+	case bool:
+		kind = "boolean"
+	case string:
+		kind = "string"
+	case json.Number, float64:
+		kind = "number"
+	case []any:
+		kind = "list"
+	case map[string]any:
+		kind = "object"
+	}
+	if v == nil {
+		return kind
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return kind
+	}
+	s := string(b)
+	if len(s) > 40 {
+		s = s[:37] + "..."
+	}
+	return kind + " " + s
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s", "10m", "1h30m") in
+// JSON and in Rego. Its JSON decoding accepts nothing else: no numbers, no "".
+type Duration time.Duration
+
+// ParseDuration parses a Go duration string, with a message for policy authors.
+func ParseDuration(s string) (Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a Go duration (want e.g. \"90s\", \"10m\", \"1h30m\"; \"0\" for none)", s)
+	}
+	return Duration(d), nil
+}
+
+// String is the Go duration string.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a Go duration string, strictly.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string like \"10m\", got %s", b)
+	}
+	x, err := ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = x
+	return nil
+}

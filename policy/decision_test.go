@@ -1,0 +1,123 @@
+package policy
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecodeDecision(t *testing.T) {
+	tests := []struct {
+		name    string
+		json    string
+		want    Decision
+		wantErr string // substring; "" for success
+	}{
+		{
+			name: "capture with defaults",
+			json: `{"capture": true}`,
+			want: Decision{Capture: true, Reason: DefaultReason, Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes,
+				Snaplen: DefaultSnaplen, AlertFingerprints: []string{}},
+		},
+		{
+			name: "every field",
+			json: `{"capture": true, "reason": "r", "files": 3, "file_size_bytes": 2e6, "snaplen": 128.0,
+				"filter": "udp port 53", "max_duration": "1h30m", "alert_fingerprints": ["a", "b"]}`,
+			want: Decision{Capture: true, Reason: "r", Files: 3, FileSizeBytes: 2_000_000, Snaplen: 128,
+				Filter: "udp port 53", MaxDuration: Duration(90 * time.Minute), AlertFingerprints: []string{"a", "b"}},
+		},
+		{
+			name: "no capture ignores the rest",
+			json: `{"capture": false, "reason": "denied", "files": 3, "filter": "-z x"}`,
+			want: Decision{Reason: "denied", AlertFingerprints: []string{}},
+		},
+		{name: "empty filter and zero duration", json: `{"capture": true, "filter": "", "max_duration": "0"}`,
+			want: Decision{Capture: true, Reason: DefaultReason, Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes, Snaplen: DefaultSnaplen, AlertFingerprints: []string{}}},
+
+		{name: "not an object", json: `true`, wantErr: "decision: want an object, got boolean true"},
+		{name: "a list", json: `[{"capture": true}]`, wantErr: "decision: want an object, got list"},
+		{name: "capture missing", json: `{"files": 3}`, wantErr: "decision.capture: missing"},
+		{name: "capture as string", json: `{"capture": "yes"}`, wantErr: `decision.capture: want true or false, got string "yes"`},
+		{name: "capture as number", json: `{"capture": 1}`, wantErr: `decision.capture: want true or false, got number 1`},
+		{name: "capture null", json: `{"capture": null}`, wantErr: `decision.capture: want true or false, got null`},
+		{name: "unknown field", json: `{"capture": true, "file": 3}`, wantErr: "decision.file: unknown field (known: capture, reason"},
+		{name: "files as string", json: `{"capture": true, "files": "3"}`, wantErr: `decision.files: want an integer, got string "3"`},
+		{name: "fractional files", json: `{"capture": true, "files": 2.5}`, wantErr: "decision.files: want an integer, got number 2.5"},
+		{name: "huge files", json: `{"capture": true, "files": 1e300}`, wantErr: "decision.files: 1e+300 is out of range"},
+		{name: "snaplen bool", json: `{"capture": true, "snaplen": true}`, wantErr: "decision.snaplen: want an integer, got boolean"},
+		{name: "file size object", json: `{"capture": true, "file_size_bytes": {}}`, wantErr: "decision.file_size_bytes: want an integer, got object"},
+		{name: "filter as list", json: `{"capture": true, "filter": ["udp"]}`, wantErr: `decision.filter: want a string, got list ["udp"]`},
+		{name: "reason number", json: `{"capture": true, "reason": 7}`, wantErr: "decision.reason: want a string, got number 7"},
+		{name: "duration number", json: `{"capture": true, "max_duration": 600}`, wantErr: "decision.max_duration: want a string, got number 600"},
+		{name: "duration without unit", json: `{"capture": true, "max_duration": "600"}`, wantErr: `decision.max_duration: "600" is not a Go duration`},
+		{name: "duration empty", json: `{"capture": true, "max_duration": ""}`, wantErr: `decision.max_duration: "" is not a Go duration`},
+		{name: "duration days", json: `{"capture": true, "max_duration": "1d"}`, wantErr: `"1d" is not a Go duration`},
+		{name: "duration words", json: `{"capture": true, "max_duration": "ten minutes"}`, wantErr: `"ten minutes" is not a Go duration`},
+		{name: "fingerprints string", json: `{"capture": true, "alert_fingerprints": "a"}`, wantErr: "decision.alert_fingerprints: want a list of strings"},
+		{name: "fingerprints numbers", json: `{"capture": true, "alert_fingerprints": ["a", 1]}`, wantErr: "decision.alert_fingerprints: element 1: want a string, got number 1"},
+		{name: "wrong types even without capture", json: `{"capture": false, "files": "3"}`, wantErr: "decision.files: want an integer"},
+		{name: "every error at once", json: `{"capture": "yes", "files": "3", "x": 1}`, wantErr: "decision.capture: want true or false, got string \"yes\"\ndecision.files: want an integer, got string \"3\"\ndecision.x: unknown field"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got Decision
+			err := json.Unmarshal([]byte(tt.json), &got)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("decision = %+v\nwant       %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestDecodeDecisionFloat covers the float64 numbers of a plain json.Unmarshal into any.
+func TestDecodeDecisionFloat(t *testing.T) {
+	d, err := DecodeDecision(map[string]any{"capture": true, "files": float64(3)})
+	if err != nil || d.Files != 3 {
+		t.Fatalf("decision %+v, %v", d, err)
+	}
+	if _, err := DecodeDecision(map[string]any{"capture": true, "files": 3}); err == nil {
+		t.Error("an int is not a JSON value: want an error")
+	}
+}
+
+func TestDecisionJSONRoundTrip(t *testing.T) {
+	d := Decision{Capture: true, Reason: "r", Files: 2, FileSizeBytes: 1 << 20, Snaplen: 96,
+		Filter: "tcp", MaxDuration: Duration(10 * time.Minute), AlertFingerprints: []string{"f"}}
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"max_duration":"10m0s"`) {
+		t.Errorf("json = %s", b)
+	}
+	var back Decision
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, d) {
+		t.Errorf("round trip = %+v, want %+v", back, d)
+	}
+}
+
+func TestDurationJSON(t *testing.T) {
+	var d Duration
+	for _, bad := range []string{`600`, `""`, `"10"`, `null`, `"-"`} {
+		if err := json.Unmarshal([]byte(bad), &d); err == nil {
+			t.Errorf("Duration %s: no error", bad)
+		}
+	}
+	if err := json.Unmarshal([]byte(`"1h2m3s"`), &d); err != nil || time.Duration(d) != time.Hour+2*time.Minute+3*time.Second {
+		t.Errorf("Duration = %v, %v", d, err)
+	}
+}
