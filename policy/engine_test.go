@@ -1,0 +1,211 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/klog/v2/ktesting"
+)
+
+func newTestEngine(t *testing.T, dir string) *Engine {
+	t.Helper()
+	logger, _ := ktesting.NewTestContext(t)
+	e, err := New(Options{Dir: dir, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// podInput is the input of testPod in namespace ns with the given labels and annotations, at
+// testNow.
+func podInput(ns string, labels, annotations map[string]string) Input {
+	pod := testPod()
+	pod.Namespace, pod.Labels, pod.Annotations = ns, labels, annotations
+	return BuildInput(pod, "node-1", testNow, Manual{}, nil)
+}
+
+func TestDecideShippedRules(t *testing.T) {
+	e := newTestEngine(t, rulesDir)
+	if st := e.Status(); !st.LastReloadSuccessful || len(st.Files) != 5 || st.Version == "" {
+		t.Fatalf("status = %+v", st)
+	}
+	ring := func(reason string) Decision {
+		return Decision{Capture: true, Reason: reason, Files: 5, FileSizeBytes: 1_000_000, Snaplen: DefaultSnaplen, AlertFingerprints: []string{}}
+	}
+	dns := ring("label podcap.io/capture-dns=true")
+	dns.Snaplen, dns.Filter = 1500, "udp port 53"
+	debug := ring("annotation podcap.io/debug-until=2026-03-01T12:30:00Z") // testNow is 12:00:00.0000005Z
+	debug.MaxDuration = Duration(30 * time.Minute)
+	tests := []struct {
+		name        string
+		in          Input
+		want        Decision
+		wantAllowed bool
+	}{
+		{"nothing", podInput("shop", map[string]string{"app": "web"}, nil), Decision{Reason: NoDecision, AlertFingerprints: []string{}}, true},
+		{"label", podInput("shop", map[string]string{"podcap.io/capture": "true"}, nil), ring("label podcap.io/capture=true"), true},
+		{"dns", podInput("shop", map[string]string{"podcap.io/capture-dns": "true"}, nil), dns, true},
+		{"debug until", podInput("shop", nil, map[string]string{"podcap.io/debug-until": "2026-03-01T12:30:00Z"}), debug, true},
+		{"debug until past", podInput("shop", nil, map[string]string{"podcap.io/debug-until": "2026-03-01T11:30:00Z"}), Decision{Reason: NoDecision, AlertFingerprints: []string{}}, true},
+		{"kube-system", podInput("kube-system", map[string]string{"podcap.io/capture": "true"}, nil),
+			Decision{Reason: "denied: namespace kube-system is on the deny list of namespace-deny.rego", AlertFingerprints: []string{}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := e.Decide(context.Background(), tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(r.Decision, tt.want) || r.ManualAllowed != tt.wantAllowed || r.Version != e.Version() {
+				t.Errorf("result = %+v\nwant     %+v, manual allowed %v, version %s", r, tt.want, tt.wantAllowed, e.Version())
+			}
+			if err := r.Decision.Validate(DefaultLimits()); err != nil {
+				t.Errorf("shipped rules decided an invalid capture: %v", err)
+			}
+		})
+	}
+}
+
+func TestNoPolicy(t *testing.T) {
+	for name, dir := range map[string]string{
+		"no dir":      "",
+		"missing dir": filepath.Join(t.TempDir(), "missing"),
+		"empty dir":   t.TempDir(),
+		"only tests":  newConfigMapDir(t, map[string]string{"a_test.rego": "package podcap_test\n"}).dir,
+		"not rego":    newConfigMapDir(t, map[string]string{"README.md": "hi"}).dir,
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newTestEngine(t, dir)
+			r, err := e.Decide(context.Background(), podInput("kube-system", nil, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Decision.Capture || r.Decision.Reason != NoPolicy || !r.ManualAllowed || r.Version != version(nil) {
+				t.Errorf("result = %+v", r)
+			}
+			if st := e.Status(); !st.LastReloadSuccessful || st.Version != version(nil) || len(st.Files) != 0 {
+				t.Errorf("status = %+v", st)
+			}
+		})
+	}
+}
+
+// TestLoadsConfigMapLayout: top-level files only, through the kubelet's links; not the
+// ..data and ..<ts> entries, dotfiles, directories or tests.
+func TestLoadsConfigMapLayout(t *testing.T) {
+	c := newConfigMapDir(t, map[string]string{
+		"a.rego":      "package podcap\n\ndecision := {\"capture\": true}\n",
+		"a_test.rego": "package podcap_test\n\nthis is not Rego\n",
+	})
+	writeFiles(t, c.dir, map[string]string{".hidden.rego": "not Rego"})
+	must(t, mkdir(filepath.Join(c.dir, "sub.rego")))
+	writeFiles(t, filepath.Join(c.dir, "sub.rego"), map[string]string{"b.rego": "not Rego"})
+	e := newTestEngine(t, c.dir)
+	if st := e.Status(); !st.LastReloadSuccessful || !reflect.DeepEqual(st.Files, []string{"a.rego"}) {
+		t.Fatalf("status = %+v", st)
+	}
+}
+
+func TestPolicyErrors(t *testing.T) {
+	tests := []struct {
+		name        string
+		policy      string
+		wantErr     string
+		wantAllowed bool
+		wantCapture bool
+	}{
+		{name: "undefined decision", policy: "package podcap\n\nx := 1\n", wantAllowed: true},
+		{name: "wrong type", policy: `package podcap
+
+decision := {"capture": "yes", "files": "3"}
+`, wantErr: `decision.capture: want true or false, got string "yes"`, wantAllowed: true},
+		{name: "unknown field", policy: `package podcap
+
+decision := {"capture": true, "file": 3}
+`, wantErr: "decision.file: unknown field", wantAllowed: true},
+		{name: "not an object", policy: "package podcap\n\ndecision := true\n", wantErr: "decision: want an object, got boolean true", wantAllowed: true},
+		{name: "manual_allowed not a boolean", policy: `package podcap
+
+manual_allowed := "no"
+
+decision := {"capture": true}
+`, wantErr: `manual_allowed: want true or false, got string "no"`, wantAllowed: true, wantCapture: true},
+		{name: "manual veto, bad decision", policy: `package podcap
+
+manual_allowed := false
+
+decision := {"capture": 1}
+`, wantErr: "decision.capture", wantAllowed: false},
+		{name: "conflict", policy: `package podcap
+
+decision := {"capture": true} if input.pod.namespace == "shop"
+
+decision := {"capture": false} if input.pod.name == "web-0"
+`, wantErr: "eval_conflict_error", wantAllowed: true},
+		{name: "builtin error is undefined", policy: `package podcap
+
+decision := {"capture": true} if time.parse_rfc3339_ns(input.pod.name) > 0
+`, wantAllowed: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEngine(t, newConfigMapDir(t, map[string]string{"p.rego": tt.policy}).dir)
+			if st := e.Status(); !st.LastReloadSuccessful {
+				t.Fatalf("compile: %s", st.LastError)
+			}
+			r, err := e.Decide(context.Background(), podInput("shop", nil, nil))
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("error = %v, want %q", err, tt.wantErr)
+			}
+			if r.ManualAllowed != tt.wantAllowed || r.Decision.Capture != tt.wantCapture || r.Version == "" {
+				t.Errorf("result = %+v, want manual allowed %v, capture %v", r, tt.wantAllowed, tt.wantCapture)
+			}
+		})
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	tests := []struct {
+		name, policy, wantErr string
+	}{
+		{"parse error", "package podcap\n\ndecision := {\n", "rego_parse_error"},
+		{"Rego v0", "package podcap\n\ndecision = {\"capture\": true} { true }\n", "rego_parse_error"},
+		{"strict: unused variable", "package podcap\n\ndecision := {\"capture\": true} if {\n\tx := 1\n\ttrue\n}\n", "assigned var x unused"},
+		{"strict: unused import", "package podcap\n\nimport data.foo\n\ndecision := {\"capture\": true}\n", "import data.foo unused"},
+		{"other package", "package podcapture\n\ndecision := {\"capture\": true}\n", "p.rego: package podcapture: a policy file must be in package podcap"},
+		{"http.send", "package podcap\n\nx := http.send({\"method\": \"get\", \"url\": \"http://169.254.169.254/\"})\n", "undefined function http.send"},
+		{"opa.runtime", "package podcap\n\nenv := opa.runtime().env\n", "undefined function opa.runtime"},
+		{"type error", "package podcap\n\ndecision := {\"capture\": true, \"files\": \"3\" + 1}\n", "rego_type_error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEngine(t, newConfigMapDir(t, map[string]string{"p.rego": tt.policy}).dir)
+			st := e.Status()
+			if st.LastReloadSuccessful || !strings.Contains(st.LastError, tt.wantErr) || st.Version != "" {
+				t.Fatalf("status = %+v\nwant a failed reload with %q", st, tt.wantErr)
+			}
+			r, err := e.Decide(context.Background(), podInput("shop", nil, nil))
+			if !errors.Is(err, ErrNotLoaded) || !r.ManualAllowed || r.Decision.Capture {
+				t.Errorf("Decide = %+v, %v; want ErrNotLoaded, manual allowed", r, err)
+			}
+		})
+	}
+}
+
+func TestSubPackage(t *testing.T) {
+	e := newTestEngine(t, newConfigMapDir(t, map[string]string{
+		"lib.rego": "package podcap.lib\n\nteam(pod) := pod.labels.team\n",
+		"p.rego":   "package podcap\n\nimport data.podcap.lib\n\ndecision := {\"capture\": true, \"reason\": lib.team(input.pod)}\n",
+	}).dir)
+	in := podInput("shop", map[string]string{"team": "payments"}, nil)
+	r, err := e.Decide(context.Background(), in)
+	if err != nil || r.Decision.Reason != "payments" {
+		t.Fatalf("Decide = %+v, %v", r, err)
+	}
+}
