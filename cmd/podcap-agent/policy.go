@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/podcap/podcap/agent"
+	"github.com/podcap/podcap/policy"
+)
+
+const policyUsage = `usage: podcap-agent policy eval --pod FILE --policy-dir DIR [flags]
+
+Evaluates the policy of DIR for one pod, offline, as the agent would, and prints the input, the
+decision (validated against the node's limits) and data.podcap.manual_allowed as JSON.
+Exit status: 0 evaluated; 1 the policy failed (compile, evaluation, decision shape or limits:
+"error" says why); 2 bad usage or unreadable input files.
+
+flags:
+`
+
+// policyExplanation is what `policy eval` prints.
+type policyExplanation struct {
+	Version       string           `json:"version"`
+	Files         []string         `json:"files"`
+	Input         *policy.Input    `json:"input"`
+	Decision      *policy.Decision `json:"decision"`
+	ManualAllowed bool             `json:"manual_allowed"`
+	Error         *string          `json:"error"` // null when the policy decided validly
+}
+
+// runPolicy runs `podcap-agent policy ARGS...` and returns the exit status.
+func runPolicy(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "eval" {
+		fmt.Fprint(stderr, policyUsage)
+		fmt.Fprintln(stderr, "  (run 'podcap-agent policy eval -h' for the flags)")
+		return 2
+	}
+	fs := flag.NewFlagSet("podcap-agent policy eval", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, policyUsage); fs.PrintDefaults() }
+	var podFile, alertsFile, dir, node, nowFlag, key string
+	limits := policy.DefaultLimits()
+	fs.StringVar(&podFile, "pod", "", "`FILE` of the pod, as 'kubectl get pod -o json' (or -o yaml) prints it; - for stdin")
+	fs.StringVar(&alertsFile, "alerts", "", "`FILE` of the active alerts: a JSON list of alerts, or an Alertmanager webhook payload")
+	fs.StringVar(&dir, "policy-dir", "", "`DIR` of the policy files (*.rego, not *_test.rego)")
+	fs.StringVar(&node, "node", "", "node name of the input (default: the pod's spec.nodeName)")
+	fs.StringVar(&nowFlag, "now", "", "time of the evaluation, RFC 3339 (default: now)")
+	fs.StringVar(&key, "annotation-key", agent.DefaultAnnotationKey, "the agent's manual capture annotation")
+	fs.IntVar(&limits.MaxFiles, "max-files", 64, "the agent's --max-files")
+	fs.Int64Var(&limits.MaxFileSizeBytes, "max-file-size-bytes", limits.MaxFileSizeBytes, "the agent's --max-file-size-bytes")
+	fs.DurationVar(&limits.MaxDuration, "max-capture-duration", limits.MaxDuration, "the agent's --max-capture-duration")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	in, err := policyEvalInput(podFile, alertsFile, node, nowFlag, key, limits.MaxFiles)
+	if err == nil && dir == "" {
+		err = errors.New("--policy-dir is required")
+	}
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "podcap-agent policy eval: %v\n", err)
+		return 2
+	}
+	if _, err := os.Stat(dir); err != nil {
+		fmt.Fprintf(stderr, "podcap-agent policy eval: %v\n", err) // the agent reads a missing dir as no policy; here it is a typo
+		return 2
+	}
+
+	out, err := explainPolicy(context.Background(), dir, in, limits)
+	if err != nil {
+		msg := err.Error()
+		out.Error = &msg
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if werr := enc.Encode(out); werr != nil {
+		fmt.Fprintf(stderr, "podcap-agent policy eval: %v\n", werr)
+		return 2
+	}
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+// explainPolicy loads the policy of dir and decides for in, with the agent's engine.
+func explainPolicy(ctx context.Context, dir string, in policy.Input, limits policy.Limits) (policyExplanation, error) {
+	out := policyExplanation{Input: &in, ManualAllowed: true, Files: []string{}}
+	e, err := policy.New(policy.Options{Dir: dir, Logger: logr.Discard()})
+	if err != nil {
+		return out, err
+	}
+	st := e.Status()
+	if !st.LastReloadSuccessful {
+		return out, fmt.Errorf("load policy: %s", st.LastError)
+	}
+	out.Version, out.Files = st.Version, st.Files
+	r, err := e.Decide(ctx, in)
+	out.ManualAllowed = r.ManualAllowed
+	if err != nil {
+		return out, err
+	}
+	out.Decision = &r.Decision
+	return out, r.Decision.Validate(limits)
+}
+
+// policyEvalInput builds the input from the files, with policy.BuildInput as the agent does.
+func policyEvalInput(podFile, alertsFile, node, nowFlag, key string, maxFiles int) (policy.Input, error) {
+	if podFile == "" {
+		return policy.Input{}, errors.New("--pod is required")
+	}
+	var pod corev1.Pod
+	if err := readPolicyFile(podFile, &pod); err != nil {
+		return policy.Input{}, fmt.Errorf("--pod: %w", err)
+	}
+	if pod.Kind != "" && pod.Kind != "Pod" {
+		return policy.Input{}, fmt.Errorf("--pod %s: kind %s, want one Pod", podFile, pod.Kind)
+	}
+	var alerts []policy.Alert
+	if alertsFile != "" {
+		var err error
+		if alerts, err = readAlerts(alertsFile); err != nil {
+			return policy.Input{}, fmt.Errorf("--alerts: %w", err)
+		}
+	}
+	now := time.Now()
+	if nowFlag != "" {
+		var err error
+		if now, err = time.Parse(time.RFC3339, nowFlag); err != nil {
+			return policy.Input{}, fmt.Errorf("--now %q: want an RFC 3339 time such as 2026-03-01T12:00:00Z", nowFlag)
+		}
+	}
+	if node == "" {
+		node = pod.Spec.NodeName
+	}
+	return policy.BuildInput(&pod, node, now, manualRequest(&pod, key, maxFiles), alerts), nil
+}
+
+// readAlerts reads a JSON list of alerts or an Alertmanager webhook payload ({"alerts": [...]}).
+func readAlerts(path string) ([]policy.Alert, error) {
+	var raw json.RawMessage
+	if err := readPolicyFile(path, &raw); err != nil {
+		return nil, err
+	}
+	var alerts []policy.Alert
+	if bytes.HasPrefix(bytes.TrimSpace(raw), []byte("[")) {
+		if err := json.Unmarshal(raw, &alerts); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return alerts, nil
+	}
+	var payload struct {
+		Alerts *[]policy.Alert `json:"alerts"`
+	}
+	if err := json.Unmarshal(raw, &payload); err != nil || payload.Alerts == nil {
+		return nil, fmt.Errorf("%s: want a list of alerts or an Alertmanager webhook payload (%v)", path, err)
+	}
+	return *payload.Alerts, nil
+}
+
+// readPolicyFile decodes a JSON or YAML file ("-": stdin) into v.
+func readPolicyFile(path string, v any) error {
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(os.Stdin)
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return err
+	}
+	if err := yaml.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+var ringSizeValue = regexp.MustCompile(`^[0-9]{1,9}$`)
+
+// manualRequest is the pod's manual annotation request as the policy sees it.
+// TODO(lead): use the agent's parser (Controller.manualInput / parseRingSize) once exported,
+// so that the two cannot drift; this repeats its rule: a decimal from 1 to maxFiles.
+func manualRequest(pod *corev1.Pod, key string, maxFiles int) policy.Manual {
+	value, ok := pod.Annotations[key]
+	if !ok {
+		return policy.Manual{}
+	}
+	n := 0
+	if ringSizeValue.MatchString(value) {
+		n, _ = strconv.Atoi(value)
+	}
+	if n < 1 || n > maxFiles {
+		return policy.Manual{Requested: true, Error: fmt.Sprintf(
+			"annotation %s=%q is not a valid capture request: want the number of 1 MB files of the capture ring, a decimal integer from 1 to %d",
+			key, value, maxFiles)}
+	}
+	return policy.Manual{Requested: true, Files: n}
+}
