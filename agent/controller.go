@@ -21,9 +21,11 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/podcap/podcap/agent/capture"
 	"github.com/podcap/podcap/agent/metrics"
+	"github.com/podcap/podcap/policy"
 )
 
 // CaptureManager is what the controller needs of the capture manager.
@@ -35,17 +37,30 @@ type CaptureManager interface {
 	Stop(namespace, pod string)
 	// CleanStale deletes the files of every pod for which keep returns false.
 	CleanStale(keep func(namespace, pod string) bool) ([]string, error)
+	// Status reports the pod's capture, if there is one.
+	Status(namespace, pod string) (capture.Status, bool)
 }
 
 var _ CaptureManager = (*capture.Manager)(nil)
 
-// Config is the controller's part of the agent's configuration.
+// Config is the controller's part of the agent's configuration and its optional parts.
 type Config struct {
 	NodeName         string
 	AnnotationKey    string
 	MaxFiles         int
 	AllowHostNetwork bool
 	Workers          int
+
+	// Policy decides automatic captures; nil: only the manual annotation.
+	Policy Policy
+	// Limits bound what a policy decision may ask for.
+	Limits policy.Limits
+	// Filters validates a decision's BPF filter; required with Policy.
+	Filters FilterChecker
+	// PolicyResync re-evaluates every pod this often (rules may read input.now); default 30s.
+	PolicyResync time.Duration
+	// Clock is injected for tests; default the real clock.
+	Clock clock.Clock
 }
 
 // Controller watches the pods bound to this node and converges their captures: one
@@ -61,9 +76,14 @@ type Controller struct {
 	metrics  *metrics.Metrics
 	synced   atomic.Bool
 
+	policy    Policy // nil without a policy
+	filters   FilterChecker
+	clock     clock.Clock
+	decisions *decisionCache
+
 	mu sync.Mutex
 	// mu protects the field below.
-	reported map[string]string // pod key → the invalid request last reported for it
+	reported map[string]map[string]bool // pod key → the problems last reported for it
 }
 
 // NewController builds the controller; Run starts it.
@@ -76,6 +96,15 @@ func NewController(client kubernetes.Interface, captures CaptureManager, recorde
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 2
+	}
+	if cfg.PolicyResync <= 0 {
+		cfg.PolicyResync = 30 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Policy != nil && cfg.Filters == nil {
+		return nil, errors.New("a policy needs a filter checker")
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -94,7 +123,12 @@ func NewController(client kubernetes.Interface, captures CaptureManager, recorde
 		captures: captures,
 		recorder: recorder,
 		metrics:  m,
-		reported: map[string]string{},
+		reported: map[string]map[string]bool{},
+
+		policy:    cfg.Policy,
+		filters:   cfg.Filters,
+		clock:     cfg.Clock,
+		decisions: &decisionCache{ttl: cfg.PolicyResync, entries: map[types.UID]cachedDecision{}},
 	}
 	_, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueue,
@@ -114,6 +148,13 @@ func (c *Controller) enqueue(obj any) {
 		return
 	}
 	c.queue.Add(key)
+}
+
+// EnqueueAll queues every pod of the node, e.g. after the policy changed.
+func (c *Controller) EnqueueAll() {
+	for _, obj := range c.informer.GetStore().List() {
+		c.enqueue(obj)
+	}
 }
 
 // Synced reports whether the pod cache has synced and stale captures were cleaned (readiness).
@@ -142,6 +183,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	for range c.cfg.Workers {
 		wg.Go(func() { wait.UntilWithContext(ctx, c.runWorker, time.Second) })
 	}
+	if c.policy != nil {
+		// rules may read input.now: re-evaluate every pod now and then (cached otherwise)
+		wg.Go(func() {
+			wait.UntilWithContext(ctx, func(context.Context) { c.EnqueueAll() }, c.cfg.PolicyResync)
+		})
+	}
 	<-ctx.Done()
 	c.queue.ShutDown()
 	wg.Wait()
@@ -155,7 +202,7 @@ func (c *Controller) keepFiles(namespace, name string) bool {
 	if err != nil {
 		return false
 	}
-	spec, _ := c.desiredCapture(pod)
+	spec, _ := c.desiredCapture(pod) // manual rings only: policy captures are under retention
 	return spec != nil
 }
 
@@ -200,13 +247,11 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	spec, bad := c.desiredCapture(pod)
-	if bad != nil {
-		c.captures.Stop(namespace, name)
-		c.reportInvalid(ctx, pod, bad) // permanent until the pod changes: not retried
-		return nil
+	spec, problems, err := c.desired(ctx, pod)
+	if err != nil {
+		return err // transient (e.g. tcpdump could not check a filter): retried
 	}
-	c.forgetReported(key)
+	c.report(ctx, pod, problems) // permanent until the pod or the policy changes: not retried
 	if spec == nil {
 		c.captures.Stop(namespace, name)
 		return nil
@@ -216,7 +261,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		return nil // the agent is stopping
 	}
 	if err != nil {
-		c.reportInvalid(ctx, pod, &invalidRequest{reason: metrics.InvalidName, message: err.Error()})
+		c.report(ctx, pod, append(problems, &invalidRequest{reason: metrics.InvalidName, message: err.Error()}))
 		return nil
 	}
 	if queued {
@@ -226,20 +271,36 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	return nil
 }
 
-// reportInvalid sends the Warning Event and counts the metric once per distinct problem.
-func (c *Controller) reportInvalid(ctx context.Context, pod *corev1.Pod, bad *invalidRequest) {
+// report sends a Warning Event and counts the metric once for each problem of the pod that
+// was not reported at its last sync.
+func (c *Controller) report(ctx context.Context, pod *corev1.Pod, problems []*invalidRequest) {
 	key := pod.Namespace + "/" + pod.Name
-	id := string(pod.UID) + "|" + bad.message
+	now := make(map[string]bool, len(problems))
 	c.mu.Lock()
-	seen := c.reported[key] == id
-	c.reported[key] = id
-	c.mu.Unlock()
-	if seen {
-		return
+	before := c.reported[key]
+	for _, p := range problems {
+		now[string(pod.UID)+"|"+p.message] = true
 	}
-	c.metrics.InvalidRequests.WithLabelValues(bad.reason).Inc()
-	c.recorder.Event(pod, corev1.EventTypeWarning, ReasonInvalidRequest, bad.message)
-	klog.FromContext(ctx).Info("Refused capture request", "pod", klog.KObj(pod), "reason", bad.reason, "message", bad.message)
+	if len(now) == 0 {
+		delete(c.reported, key)
+	} else {
+		c.reported[key] = now
+	}
+	c.mu.Unlock()
+	for _, p := range problems {
+		if before[string(pod.UID)+"|"+p.message] {
+			continue
+		}
+		reason := p.eventReason
+		if reason == "" {
+			reason = ReasonInvalidRequest
+			c.metrics.InvalidRequests.WithLabelValues(p.reason).Inc()
+		} else {
+			c.metrics.PolicyErrors.WithLabelValues(p.reason).Inc()
+		}
+		c.recorder.Event(pod, corev1.EventTypeWarning, reason, p.message)
+		klog.FromContext(ctx).Info("Refused capture request", "pod", klog.KObj(pod), "reason", reason, "message", p.message)
+	}
 }
 
 func (c *Controller) forgetReported(key string) {

@@ -72,6 +72,11 @@ func (f *fakeCaptures) Stop(ns, pod string) {
 
 func (f *fakeCaptures) CleanStale(func(string, string) bool) ([]string, error) { return nil, nil }
 
+func (f *fakeCaptures) Status(ns, pod string) (capture.Status, bool) {
+	s, ok := f.spec(capture.Key(ns, pod))
+	return capture.Status{Spec: s, Phase: capture.PhaseRunning}, ok
+}
+
 func (f *fakeCaptures) spec(key string) (capture.Spec, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

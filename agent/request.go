@@ -20,9 +20,13 @@ const ReasonInvalidRequest = "InvalidCaptureRequest"
 // invalidRequest is a capture request that can never succeed as written: reported once with
 // a Warning Event and a metric, never retried.
 type invalidRequest struct {
-	reason  string // metrics.Invalid*
-	message string
+	reason      string // metric label: metrics.Invalid* or metrics.PolicyError*
+	eventReason string // "" means ReasonInvalidRequest
+	message     string
 }
+
+const hostNetworkRefusal = "the pod uses the host's network namespace: a capture would record the whole node's traffic; " +
+	"the agent refuses such captures unless started with --allow-host-network"
 
 var ringSize = regexp.MustCompile(`^[0-9]{1,9}$`)
 
@@ -53,11 +57,7 @@ func (c *Controller) desiredCapture(pod *corev1.Pod) (*capture.Spec, *invalidReq
 		return nil, bad
 	}
 	if pod.Spec.HostNetwork && !c.cfg.AllowHostNetwork {
-		return nil, &invalidRequest{
-			reason: metrics.InvalidHostNetwork,
-			message: "the pod uses the host's network namespace: a capture would record the whole node's traffic; " +
-				"the agent refuses such captures unless started with --allow-host-network",
-		}
+		return nil, &invalidRequest{reason: metrics.InvalidHostNetwork, message: hostNetworkRefusal}
 	}
 	if err := capture.ValidatePathName(pod.Namespace); err != nil {
 		return nil, &invalidRequest{reason: metrics.InvalidName, message: err.Error()}

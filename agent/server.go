@@ -13,8 +13,8 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Server serves the agent's health and metrics endpoints:
-// /healthz (the process serves), /readyz (the pod cache synced), /metrics (Prometheus).
+// Server serves the agent's HTTP endpoints: /healthz (the process serves), /readyz (the pod
+// cache synced), /metrics (Prometheus), and the API routes added with Handle.
 type Server struct {
 	addr  string
 	ready func() bool
@@ -38,6 +38,9 @@ func NewServer(addr string, gatherer prometheus.Gatherer, ready func() bool) *Se
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	return &Server{addr: addr, ready: ready, mux: mux}
 }
+
+// Handle adds a route (a net/http ServeMux pattern).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Handler is the server's routes, for tests.
 func (s *Server) Handler() http.Handler { return s.mux }

@@ -5,6 +5,8 @@
 package metrics
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -29,6 +31,13 @@ const (
 	InvalidName        = "invalid_name"  // namespace or pod name unusable as a path element
 )
 
+// Reasons of podcap_policy_errors_total.
+const (
+	PolicyErrorEval    = "eval"             // the policy could not be evaluated (or decoded) for a pod
+	PolicyErrorInvalid = "invalid_decision" // a decision failed validation (filter, sizes, ...)
+	PolicyErrorVeto    = "manual_veto"      // a manual request vetoed by data.podcap.manual_allowed
+)
+
 // Metrics are the agent's collectors.
 type Metrics struct {
 	CapturesRunning    *prometheus.GaugeVec   // source
@@ -45,6 +54,8 @@ type Metrics struct {
 	SyncDuration       prometheus.Histogram   //
 	CaptureFileBytes   prometheus.Gauge       // bytes of ring files on disk, all captures
 	RetentionEvictions *prometheus.CounterVec // reason
+	PolicyEvaluations  *prometheus.CounterVec // result
+	PolicyErrors       *prometheus.CounterVec // reason
 }
 
 // New builds the collectors and registers them on reg.
@@ -109,7 +120,21 @@ func New(reg prometheus.Registerer) *Metrics {
 		Name: "podcap_retention_evictions_total",
 		Help: "Finished capture directories removed by retention, by reason (age, budget).",
 	}, []string{"reason"})
-	reg.MustRegister(m.RetentionEvictions)
+	m.PolicyEvaluations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podcap_policy_evaluations_total",
+		Help: "Policy decisions for pods, by result (capture, no_capture, error, cached).",
+	}, []string{"result"})
+	m.PolicyErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podcap_policy_errors_total",
+		Help: "Policy problems reported on pods, by reason (eval, invalid_decision, manual_veto).",
+	}, []string{"reason"})
+	for _, r := range []string{"capture", "no_capture", "error", "cached"} {
+		m.PolicyEvaluations.WithLabelValues(r)
+	}
+	for _, r := range []string{PolicyErrorEval, PolicyErrorInvalid, PolicyErrorVeto} {
+		m.PolicyErrors.WithLabelValues(r)
+	}
+	reg.MustRegister(m.RetentionEvictions, m.PolicyEvaluations, m.PolicyErrors)
 	m.RetentionEvictions.WithLabelValues("age")
 	m.RetentionEvictions.WithLabelValues("budget")
 	reg.MustRegister(m.CapturesRunning, m.CapturesQueued, m.CaptureStarts, m.CaptureFailures,
@@ -136,4 +161,30 @@ func (m *Metrics) ForgetCapture(namespace, pod string) {
 	m.Bytes.Delete(l)
 	m.KernelDrops.Delete(l)
 	m.FileRotations.Delete(l)
+}
+
+// RegisterPolicyStatus registers the policy reload gauges, read from status at scrape time:
+// podcap_policy_last_reload_successful and podcap_policy_last_reload_success_timestamp_seconds.
+func RegisterPolicyStatus(reg prometheus.Registerer, status func() (ok bool, lastSuccess time.Time)) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "podcap_policy_last_reload_successful",
+			Help: "Whether the last policy reload compiled (1) or failed and the previous policy stays (0).",
+		}, func() float64 {
+			if ok, _ := status(); ok {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "podcap_policy_last_reload_success_timestamp_seconds",
+			Help: "Time of the last successful policy reload, in seconds since the epoch (0: never).",
+		}, func() float64 {
+			_, t := status()
+			if t.IsZero() {
+				return 0
+			}
+			return float64(t.UnixNano()) / 1e9
+		}),
+	)
 }

@@ -1,0 +1,116 @@
+package agent
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/policy"
+)
+
+// Explanation is what GET /api/v1/decisions/{namespace}/{pod} returns: the policy input the
+// agent builds for the pod now, the policy's result, and the pod's capture if one runs.
+type Explanation struct {
+	Namespace     string           `json:"namespace"`
+	Pod           string           `json:"pod"`
+	PolicyVersion string           `json:"policy_version,omitempty"`
+	Input         *policy.Input    `json:"input,omitempty"`
+	Decision      *policy.Decision `json:"decision,omitempty"`
+	ManualAllowed *bool            `json:"manual_allowed,omitempty"`
+	Error         string           `json:"error,omitempty"`
+	Capture       *CaptureStatus   `json:"capture,omitempty"`
+}
+
+// CaptureStatus is a capture as the API shows it.
+type CaptureStatus struct {
+	Source      string    `json:"source"`
+	Phase       string    `json:"phase"`
+	Reason      string    `json:"reason,omitempty"`
+	Files       int       `json:"files"`
+	FileSize    int64     `json:"file_size_bytes"`
+	Snaplen     int       `json:"snaplen,omitempty"`
+	Filter      string    `json:"filter,omitempty"`
+	Dir         string    `json:"dir"`
+	PID         int       `json:"pid,omitempty"`
+	Started     time.Time `json:"started,omitzero"`
+	Packets     uint64    `json:"packets"`
+	Bytes       uint64    `json:"bytes"`
+	KernelDrops uint64    `json:"kernel_drops"`
+	Restarts    int       `json:"restarts"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+func captureStatus(s capture.Status) *CaptureStatus {
+	return &CaptureStatus{
+		Source: s.Spec.Source, Phase: string(s.Phase), Reason: s.Spec.Reason, Files: s.Spec.Files,
+		FileSize: s.Spec.FileSize, Snaplen: s.Spec.Snaplen, Filter: s.Spec.Filter, Dir: s.Dir, PID: s.PID,
+		Started: s.Started, Packets: s.Packets, Bytes: s.Bytes, KernelDrops: s.KernelDrops,
+		Restarts: s.Restarts, LastError: s.LastError,
+	}
+}
+
+// requireToken wraps h so that only requests with `Authorization: Bearer <token>` pass; with
+// no token configured the API is off (403): it shows pod metadata and policy internals.
+func requireToken(token string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token == "" {
+			http.Error(w, "the API is disabled: start the agent with --api-token-file", http.StatusForbidden)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="podcap"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// RegisterAPI adds the agent's HTTP API to s, behind the bearer token (off without one):
+// GET /api/v1/decisions/{namespace}/{pod} and GET /api/v1/captures.
+func (c *Controller) RegisterAPI(s *Server, token string, list func() []capture.Status) {
+	s.Handle("GET /api/v1/decisions/{namespace}/{pod}", requireToken(token, c.decisionsHandler()))
+	s.Handle("GET /api/v1/captures", requireToken(token, c.capturesHandler(list)))
+}
+
+// decisionsHandler serves GET /api/v1/decisions/{namespace}/{pod}.
+func (c *Controller) decisionsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ns, name := r.PathValue("namespace"), r.PathValue("pod")
+		e, err := c.Explain(r.Context(), ns, name)
+		if apierrors.IsNotFound(err) {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "pod " + ns + "/" + name + " is not on this node"})
+			return
+		}
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, e)
+	})
+}
+
+// capturesHandler serves GET /api/v1/captures: every capture the agent runs or keeps.
+func (c *Controller) capturesHandler(list func() []capture.Status) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		out := []map[string]any{}
+		for _, s := range list() {
+			out = append(out, map[string]any{"namespace": s.Spec.Namespace, "pod": s.Spec.Pod, "capture": captureStatus(s)})
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}

@@ -1,0 +1,231 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/metrics"
+	"github.com/podcap/podcap/policy"
+)
+
+// Event reasons of the policy path.
+const (
+	ReasonPolicyError     = "PolicyError"           // the policy could not be evaluated for the pod
+	ReasonInvalidDecision = "InvalidPolicyDecision" // the decision failed validation (filter, sizes, ...)
+	ReasonManualVetoed    = "ManualCaptureVetoed"   // data.podcap.manual_allowed is false for the pod
+)
+
+// Policy is what the controller needs of the policy engine.
+type Policy interface {
+	Decide(ctx context.Context, in policy.Input) (policy.Result, error)
+	Version() string
+}
+
+// FilterChecker validates a BPF filter before it reaches tcpdump.
+type FilterChecker interface {
+	Check(ctx context.Context, filter string) error
+}
+
+var _ FilterChecker = (*capture.FilterChecker)(nil)
+
+// decisionCache remembers the last decision per pod, keyed by what it was computed from: the
+// pod's resourceVersion, the policy version and the alert set's version. Entries also expire
+// after ttl, so rules that read input.now (a debug window that ends) are re-evaluated.
+type decisionCache struct {
+	ttl time.Duration
+
+	mu sync.Mutex
+	// mu protects the field below.
+	entries map[types.UID]cachedDecision
+}
+
+type cachedDecision struct {
+	resourceVersion, policyVersion, alertsVersion string
+	at                                            time.Time
+	input                                         policy.Input
+	result                                        policy.Result
+	err                                           error
+}
+
+func (d *decisionCache) get(pod *corev1.Pod, policyVersion, alertsVersion string, now time.Time) (cachedDecision, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.entries[pod.UID]
+	if !ok || e.resourceVersion != pod.ResourceVersion || e.policyVersion != policyVersion ||
+		e.alertsVersion != alertsVersion || now.Sub(e.at) >= d.ttl {
+		return cachedDecision{}, false
+	}
+	return e, true
+}
+
+func (d *decisionCache) put(uid types.UID, e cachedDecision) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.entries[uid] = e
+}
+
+func (d *decisionCache) forget(uid types.UID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.entries, uid)
+}
+
+// evaluate returns the policy's result for the pod, from the cache when nothing it depends on
+// changed. manual is the parsed annotation request.
+func (c *Controller) evaluate(ctx context.Context, pod *corev1.Pod, manual policy.Manual) cachedDecision {
+	now := c.clock.Now()
+	version := c.policy.Version()
+	const alertsVersion = "" // no alert source yet: the alert-set version never changes
+	if e, ok := c.decisions.get(pod, version, alertsVersion, now); ok {
+		c.metrics.PolicyEvaluations.WithLabelValues("cached").Inc()
+		return e
+	}
+	in := policy.BuildInput(pod, c.cfg.NodeName, now, manual, nil)
+	res, err := c.policy.Decide(ctx, in)
+	e := cachedDecision{resourceVersion: pod.ResourceVersion, policyVersion: version, alertsVersion: alertsVersion,
+		at: now, input: in, result: res, err: err}
+	switch {
+	case err != nil:
+		c.metrics.PolicyEvaluations.WithLabelValues("error").Inc()
+	case res.Decision.Capture:
+		c.metrics.PolicyEvaluations.WithLabelValues("capture").Inc()
+	default:
+		c.metrics.PolicyEvaluations.WithLabelValues("no_capture").Inc()
+	}
+	c.decisions.put(pod.UID, e)
+	return e
+}
+
+// desired decides the pod's capture: the manual annotation (the seed rule, which works
+// without any policy) wins when the policy allows manual captures for the pod; otherwise the
+// policy's decision, validated. Problems are returned to be reported once each.
+func (c *Controller) desired(ctx context.Context, pod *corev1.Pod) (*capture.Spec, []*invalidRequest, error) {
+	manualSpec, manualBad := c.desiredCapture(pod)
+	if c.policy == nil || pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning {
+		return manualSpec, one(manualBad), nil
+	}
+	manual := c.manualInput(pod)
+	requested := manual.Requested
+	e := c.evaluate(ctx, pod, manual)
+	var problems []*invalidRequest
+	allowed := true
+	if e.err != nil {
+		// a broken policy never stops the manual path
+		problems = append(problems, &invalidRequest{reason: metrics.PolicyErrorEval, eventReason: ReasonPolicyError,
+			message: fmt.Sprintf("policy %s: %v", shortVersion(e.policyVersion), e.err)})
+	} else {
+		allowed = e.result.ManualAllowed
+	}
+	if requested {
+		switch {
+		case !allowed:
+			problems = append(problems, &invalidRequest{reason: metrics.PolicyErrorVeto, eventReason: ReasonManualVetoed,
+				message: fmt.Sprintf("the capture policy does not allow manual captures of this pod (data.podcap.manual_allowed is false); annotation %s ignored", c.cfg.AnnotationKey)})
+		case manualBad != nil:
+			return nil, append(problems, manualBad), nil
+		default:
+			return manualSpec, problems, nil
+		}
+	}
+	if e.err != nil || !e.result.Decision.Capture {
+		return nil, problems, nil
+	}
+	spec, bad, err := c.policySpec(ctx, pod, e.result.Decision)
+	if err != nil {
+		return nil, problems, err
+	}
+	return spec, append(problems, bad...), nil
+}
+
+// policySpec validates a capturing decision and turns it into a capture.Spec.
+func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.Decision) (*capture.Spec, []*invalidRequest, error) {
+	invalid := func(err error) []*invalidRequest {
+		return []*invalidRequest{{reason: metrics.PolicyErrorInvalid, eventReason: ReasonInvalidDecision,
+			message: fmt.Sprintf("capture decision refused: %v", err)}}
+	}
+	if err := d.Validate(c.cfg.Limits); err != nil {
+		return nil, invalid(err), nil
+	}
+	if err := c.filters.Check(ctx, d.Filter); err != nil {
+		if errors.Is(err, capture.ErrInvalidFilter) {
+			return nil, invalid(err), nil
+		}
+		return nil, nil, err // tcpdump could not run: transient, retried
+	}
+	if pod.Spec.HostNetwork && !c.cfg.AllowHostNetwork {
+		return nil, []*invalidRequest{{reason: metrics.InvalidHostNetwork, message: hostNetworkRefusal}}, nil
+	}
+	return &capture.Spec{
+		Namespace:   pod.Namespace,
+		Pod:         pod.Name,
+		UID:         string(pod.UID),
+		Files:       d.Files,
+		FileSize:    d.FileSizeBytes,
+		Snaplen:     d.Snaplen,
+		Filter:      d.Filter,
+		Source:      capture.SourcePolicy,
+		MaxDuration: time.Duration(d.MaxDuration),
+		Reason:      d.Reason,
+	}, nil, nil
+}
+
+func one(p *invalidRequest) []*invalidRequest {
+	if p == nil {
+		return nil
+	}
+	return []*invalidRequest{p}
+}
+
+func shortVersion(v string) string {
+	if len(v) > 12 {
+		return v[:12]
+	}
+	return v
+}
+
+// Explain reports the policy input the agent builds for a pod of this node, the policy's
+// result (as the agent last used it, or freshly evaluated), and the pod's capture.
+func (c *Controller) Explain(ctx context.Context, namespace, name string) (*Explanation, error) {
+	pod, err := c.pods.Pods(namespace).Get(name)
+	if err != nil {
+		return nil, err
+	}
+	e := &Explanation{Namespace: namespace, Pod: name}
+	if c.policy != nil {
+		manual := c.manualInput(pod)
+		d := c.evaluate(ctx, pod, manual)
+		e.PolicyVersion, e.Input = d.policyVersion, &d.input
+		if d.err != nil {
+			e.Error = d.err.Error()
+		} else {
+			e.Decision, e.ManualAllowed = &d.result.Decision, &d.result.ManualAllowed
+		}
+	}
+	if s, ok := c.captures.Status(namespace, name); ok {
+		e.Capture = captureStatus(s)
+	}
+	return e, nil
+}
+
+// manualInput is the parsed annotation request, as the policy sees it.
+func (c *Controller) manualInput(pod *corev1.Pod) policy.Manual {
+	value, requested := pod.Annotations[c.cfg.AnnotationKey]
+	m := policy.Manual{Requested: requested}
+	if !requested {
+		return m
+	}
+	n, bad := parseRingSize(c.cfg.AnnotationKey, value, c.cfg.MaxFiles)
+	if bad != nil {
+		m.Error = bad.message
+	} else {
+		m.Files = n
+	}
+	return m
+}

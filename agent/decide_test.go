@@ -1,0 +1,197 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/metrics"
+	"github.com/podcap/podcap/policy"
+)
+
+// fakePolicy decides with a function and counts its evaluations.
+type fakePolicy struct {
+	mu      sync.Mutex
+	version string
+	decide  func(policy.Input) (policy.Result, error)
+	calls   int
+	inputs  []policy.Input
+}
+
+var _ Policy = (*fakePolicy)(nil)
+
+func (p *fakePolicy) Decide(_ context.Context, in policy.Input) (policy.Result, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls++
+	p.inputs = append(p.inputs, in)
+	return p.decide(in)
+}
+
+func (p *fakePolicy) Version() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.version
+}
+
+// fakeFilters refuses the filters it is told to, as capture.FilterChecker would.
+type fakeFilters map[string]bool
+
+func (f fakeFilters) Check(_ context.Context, filter string) error {
+	if f[filter] {
+		return fmt.Errorf("%w: tcpdump does not accept %q", capture.ErrInvalidFilter, filter)
+	}
+	return nil
+}
+
+func capturing(d policy.Decision) func(policy.Input) (policy.Result, error) {
+	return func(policy.Input) (policy.Result, error) {
+		return policy.Result{Decision: d, ManualAllowed: true, Version: "v1"}, nil
+	}
+}
+
+var dnsDecision = policy.Decision{Capture: true, Reason: "dns", Files: 2, FileSizeBytes: 1_000_000, Snaplen: 256,
+	Filter: "udp port 53", MaxDuration: policy.Duration(10 * time.Minute)}
+
+func newPolicyCtrl(t *testing.T, p *fakePolicy, pods ...*corev1.Pod) *ctrlFixture {
+	t.Helper()
+	return newCtrl(t, Config{Policy: p, Filters: fakeFilters{"-z /tmp/x": true}}, pods...)
+}
+
+func TestPolicyDecisionStartsCapture(t *testing.T) {
+	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
+	f := newPolicyCtrl(t, p, pod("web", nil, func(p *corev1.Pod) { p.Labels = map[string]string{"team": "x"} }))
+	f.sync(t, "default/web")
+	s, ok := f.captures.spec("default/web")
+	want := capture.Spec{Namespace: "default", Pod: "web", UID: "uid-web", Files: 2, FileSize: 1_000_000, Snaplen: 256,
+		Filter: "udp port 53", Source: capture.SourcePolicy, MaxDuration: 10 * time.Minute, Reason: "dns"}
+	if !ok || s != want {
+		t.Fatalf("spec = %+v, want %+v", s, want)
+	}
+	in := p.inputs[0]
+	if in.Node != "node-a" || in.Pod.Labels["team"] != "x" || in.Manual.Requested || len(in.Alerts) != 0 {
+		t.Fatalf("input = %+v", in)
+	}
+}
+
+func TestManualAnnotationWinsOverPolicy(t *testing.T) {
+	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
+	f := newPolicyCtrl(t, p, pod("web", map[string]string{DefaultAnnotationKey: "4"}))
+	f.sync(t, "default/web")
+	if s, _ := f.captures.spec("default/web"); s.Source != capture.SourceManual || s.Files != 4 || s.Filter != "" {
+		t.Fatalf("spec = %+v, want the manual ring of 4", s)
+	}
+	if in := p.inputs[0]; !in.Manual.Requested || in.Manual.Files != 4 {
+		t.Fatalf("manual input = %+v", in.Manual)
+	}
+}
+
+func TestPolicyVetoesManualRequest(t *testing.T) {
+	p := &fakePolicy{version: "v1", decide: func(policy.Input) (policy.Result, error) {
+		return policy.Result{ManualAllowed: false, Version: "v1"}, nil
+	}}
+	f := newPolicyCtrl(t, p, pod("web", map[string]string{DefaultAnnotationKey: "4"}))
+	f.sync(t, "default/web")
+	f.sync(t, "default/web")
+	if _, ok := f.captures.spec("default/web"); ok {
+		t.Fatal("a vetoed manual request started a capture")
+	}
+	ev := f.events()
+	if len(ev) != 1 || !strings.HasPrefix(ev[0], "Warning ManualCaptureVetoed") {
+		t.Fatalf("events = %q", ev)
+	}
+	if v := testutil.ToFloat64(f.metrics.PolicyErrors.WithLabelValues(metrics.PolicyErrorVeto)); v != 1 {
+		t.Fatalf("veto metric = %v", v)
+	}
+}
+
+func TestBrokenPolicyKeepsManualPath(t *testing.T) {
+	p := &fakePolicy{version: "v1", decide: func(policy.Input) (policy.Result, error) {
+		return policy.Result{ManualAllowed: true}, errors.New(`decision: unknown field "fils"`)
+	}}
+	f := newPolicyCtrl(t, p, pod("manual", map[string]string{DefaultAnnotationKey: "2"}), pod("auto", nil))
+	f.sync(t, "default/manual")
+	f.sync(t, "default/auto")
+	if s, ok := f.captures.spec("default/manual"); !ok || s.Files != 2 {
+		t.Fatal("a broken policy stopped the manual path")
+	}
+	if _, ok := f.captures.spec("default/auto"); ok {
+		t.Fatal("a broken policy started a capture")
+	}
+	ev := f.events()
+	if len(ev) != 2 || !strings.Contains(ev[0], "PolicyError") || !strings.Contains(ev[0], `unknown field "fils"`) {
+		t.Fatalf("events = %q", ev)
+	}
+}
+
+func TestInvalidDecisionsAreRefused(t *testing.T) {
+	for name, d := range map[string]policy.Decision{
+		"hostile filter": {Capture: true, Files: 1, FileSizeBytes: 1_000_000, Filter: "-z /tmp/x"},
+		"too many files": {Capture: true, Files: 1000, FileSizeBytes: 1_000_000},
+		"tiny snaplen":   {Capture: true, Files: 1, FileSizeBytes: 1_000_000, Snaplen: 1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newPolicyCtrl(t, &fakePolicy{version: "v1", decide: capturing(d)}, pod("web", nil))
+			f.sync(t, "default/web")
+			if _, ok := f.captures.spec("default/web"); ok {
+				t.Fatal("an invalid decision started a capture")
+			}
+			if ev := f.events(); len(ev) != 1 || !strings.HasPrefix(ev[0], "Warning InvalidPolicyDecision") {
+				t.Fatalf("events = %q", ev)
+			}
+		})
+	}
+}
+
+func TestDecisionsAreCachedUntilPodOrPolicyChanges(t *testing.T) {
+	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
+	web := pod("web", nil)
+	web.ResourceVersion = "10"
+	f := newPolicyCtrl(t, p, web)
+	f.sync(t, "default/web")
+	f.sync(t, "default/web")
+	if p.calls != 1 {
+		t.Fatalf("%d evaluations of an unchanged pod, want 1", p.calls)
+	}
+	changed := web.DeepCopy()
+	changed.ResourceVersion = "11"
+	if err := f.c.informer.GetIndexer().Update(changed); err != nil {
+		t.Fatal(err)
+	}
+	f.sync(t, "default/web")
+	p.mu.Lock()
+	p.version = "v2"
+	p.mu.Unlock()
+	f.sync(t, "default/web")
+	if p.calls != 3 {
+		t.Fatalf("%d evaluations, want 3 (new resourceVersion, new policy version)", p.calls)
+	}
+	if v := testutil.ToFloat64(f.metrics.PolicyEvaluations.WithLabelValues("cached")); v != 1 {
+		t.Fatalf("cached evaluations = %v, want 1", v)
+	}
+}
+
+func TestExplainShowsInputDecisionAndCapture(t *testing.T) {
+	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
+	f := newPolicyCtrl(t, p, pod("web", nil))
+	f.sync(t, "default/web")
+	e, err := f.c.Explain(context.Background(), "default", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Input == nil || e.Input.Pod.Name != "web" || e.Decision == nil || !e.Decision.Capture || e.ManualAllowed == nil ||
+		e.Capture == nil || e.Capture.Filter != "udp port 53" || e.PolicyVersion != "v1" {
+		t.Fatalf("explanation = %+v", e)
+	}
+	if _, err := f.c.Explain(context.Background(), "default", "nope"); err == nil {
+		t.Fatal("explained a pod that is not on the node")
+	}
+}
