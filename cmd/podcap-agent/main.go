@@ -5,11 +5,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
@@ -29,9 +32,13 @@ import (
 	"github.com/podcap/podcap/agent/capture/tcpdump"
 	"github.com/podcap/podcap/agent/cri"
 	"github.com/podcap/podcap/agent/metrics"
+	"github.com/podcap/podcap/policy"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "policy" {
+		os.Exit(runPolicy(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	var o Options
 	fs := flag.NewFlagSet("podcap-agent", flag.ExitOnError)
 	o.AddFlags(fs)
@@ -103,20 +110,51 @@ func run(ctx context.Context, o *Options) error {
 		Resolver:      runtime,
 		Notifier:      agent.PodEvents{Recorder: recorder},
 		Metrics:       m,
+		Retention:     capture.Retention{MaxAge: o.RetentionMaxAge, MaxBytes: o.RetentionMaxBytes},
 	})
 	if err != nil {
 		return err
 	}
-	ctrl, err := agent.NewController(client, captures, recorder, m, agent.Config{
+	ctrlCfg := agent.Config{
 		NodeName:         o.NodeName,
 		AnnotationKey:    o.AnnotationKey,
 		MaxFiles:         o.MaxFiles,
 		AllowHostNetwork: o.AllowHostNetwork,
-	})
+		Limits: policy.Limits{MaxFiles: o.MaxFiles, MaxFileSizeBytes: o.MaxFileSizeBytes,
+			MaxDuration: o.MaxCaptureDuration, MaxFilterLen: capture.MaxFilterLen},
+		Filters: capture.NewFilterChecker(o.TcpdumpPath),
+	}
+	var ctrl *agent.Controller
+	var rules *policy.Engine
+	if o.PolicyDir != "" {
+		rules, err = policy.New(policy.Options{
+			Dir:          o.PolicyDir,
+			Logger:       log.WithName("policy"),
+			PollInterval: o.PolicyPollInterval,
+			OnChange:     func(string) { ctrl.EnqueueAll() }, // ctrl is set before Run starts the engine
+		})
+		if err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
+		ctrlCfg.Policy = rules
+		metrics.RegisterPolicyStatus(reg, func() (bool, time.Time) {
+			st := rules.Status()
+			return st.LastReloadSuccessful, st.LastSuccess
+		})
+	}
+	ctrl, err = agent.NewController(client, captures, recorder, m, ctrlCfg)
 	if err != nil {
 		return err
 	}
+	token, err := readToken(o.APITokenFile)
+	if err != nil {
+		return err
+	}
+	if token == "" {
+		log.Info("HTTP API off: no --api-token-file (or the file is missing or empty)")
+	}
 	srv := agent.NewServer(o.ListenAddress, reg, ctrl.Synced)
+	ctrl.RegisterAPI(srv, token, captures.List)
 
 	log.Info("Starting podcap agent", "node", o.NodeName, "criEndpoint", endpoint, "captureDir", o.CaptureDir,
 		"annotationKey", o.AnnotationKey, "maxFiles", o.MaxFiles, "maxConcurrentCaptures", o.MaxConcurrent)
@@ -124,9 +162,45 @@ func run(ctx context.Context, o *Options) error {
 	g.Go(func() error { return captures.Run(gctx) })
 	g.Go(func() error { return ctrl.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
+	if rules != nil {
+		g.Go(func() error { return rules.Run(gctx) })
+		g.Go(func() error { return reloadOnSIGHUP(gctx, rules) })
+	}
 	err = g.Wait()
 	log.Info("Agent stopped")
 	return err
+}
+
+// reloadOnSIGHUP reloads the policy when the agent gets SIGHUP.
+func reloadOnSIGHUP(ctx context.Context, rules *policy.Engine) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			if err := rules.Reload(); err != nil {
+				klog.FromContext(ctx).Error(err, "Policy reload on SIGHUP failed; the last good policy stays")
+			}
+		}
+	}
+}
+
+// readToken reads the API's bearer token; a missing file means no token (API off).
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read --api-token-file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -26,6 +27,14 @@ type Options struct {
 	AllowHostNetwork bool
 	NsenterPath      string
 	TcpdumpPath      string
+
+	PolicyDir          string
+	PolicyPollInterval time.Duration
+	MaxFileSizeBytes   int64
+	MaxCaptureDuration time.Duration
+	RetentionMaxAge    time.Duration
+	RetentionMaxBytes  int64
+	APITokenFile       string
 }
 
 // Limits on flag values: the ring files of every capture must fit a node's disk.
@@ -47,6 +56,13 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.AllowHostNetwork, "allow-host-network", false, "allow captures of hostNetwork pods (they see the whole node's traffic)")
 	fs.StringVar(&o.NsenterPath, "nsenter", "nsenter", "nsenter binary (path or name on PATH)")
 	fs.StringVar(&o.TcpdumpPath, "tcpdump", "tcpdump", "tcpdump binary (path or name on PATH)")
+	fs.StringVar(&o.PolicyDir, "policy-dir", "", "directory of Rego capture policies (*.rego, package podcap); empty: manual captures only")
+	fs.DurationVar(&o.PolicyPollInterval, "policy-poll-interval", 2*time.Second, "how often the policy directory is checked for changes (SIGHUP reloads at once)")
+	fs.Int64Var(&o.MaxFileSizeBytes, "max-file-size-bytes", 100_000_000, "largest ring file a policy decision may ask for")
+	fs.DurationVar(&o.MaxCaptureDuration, "max-capture-duration", 24*time.Hour, "longest max_duration a policy decision may ask for")
+	fs.DurationVar(&o.RetentionMaxAge, "retention-max-age", 24*time.Hour, "finished policy captures older than this are deleted")
+	fs.Int64Var(&o.RetentionMaxBytes, "retention-max-bytes", 1<<30, "byte budget of all capture files on the node; finished policy captures are deleted oldest first above it")
+	fs.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token of the HTTP API (/api/v1/...); empty or missing: the API is off")
 }
 
 // Validate reports every invalid option at once.
@@ -66,6 +82,15 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxConcurrent < 1 || o.MaxConcurrent > maxMaxConcurrent {
 		errs = append(errs, fmt.Errorf("--max-concurrent-captures %d must be from 1 to %d", o.MaxConcurrent, maxMaxConcurrent))
+	}
+	if o.PolicyDir != "" && !filepath.IsAbs(o.PolicyDir) {
+		errs = append(errs, fmt.Errorf("--policy-dir %q must be an absolute path", o.PolicyDir))
+	}
+	if o.PolicyPollInterval <= 0 || o.MaxCaptureDuration <= 0 || o.RetentionMaxAge <= 0 {
+		errs = append(errs, errors.New("--policy-poll-interval, --max-capture-duration and --retention-max-age must be positive"))
+	}
+	if o.MaxFileSizeBytes < 64<<10 || o.RetentionMaxBytes <= 0 {
+		errs = append(errs, errors.New("--max-file-size-bytes must be at least 65536 and --retention-max-bytes positive"))
 	}
 	if o.ListenAddress == "" {
 		errs = append(errs, errors.New("--listen-address is required"))
