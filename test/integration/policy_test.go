@@ -1,0 +1,276 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/podcap/podcap/test/testbed"
+)
+
+// policyDir returns a directory holding the shipped rules (rules/*.rego, not the tests) plus
+// extra files (name → content).
+func policyDir(t *testing.T, c *testbed.Cluster, extra map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	rules, err := filepath.Glob(filepath.Join(c.RepoRoot, "rules", "*.rego"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rules {
+		if strings.HasSuffix(r, "_test.rego") {
+			continue
+		}
+		b, err := os.ReadFile(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, filepath.Base(r)), string(b))
+	}
+	for name, content := range extra {
+		writeFile(t, filepath.Join(dir, name), content)
+	}
+	return dir
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startPolicyAgent starts an agent with a policy directory and an API token.
+func startPolicyAgent(t *testing.T, c *testbed.Cluster, dir string, args ...string) (*testbed.AgentProcess, string) {
+	t.Helper()
+	token := "t0k3n-" + strings.ReplaceAll(t.Name(), "/", "-")
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	writeFile(t, tokenFile, token+"\n")
+	args = append([]string{"--policy-dir=" + dir, "--policy-poll-interval=100ms", "--api-token-file=" + tokenFile}, args...)
+	return startAgent(t, c, args...), token
+}
+
+func setLabel(t *testing.T, c *testbed.Cluster, pod *corev1.Pod, key string, value *string) {
+	t.Helper()
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{key: value}}})
+	if _, err := c.Admin().CoreV1().Pods(pod.Namespace).Patch(t.Context(), pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// policySession waits for the pod's policy capture directory and returns it.
+func policySession(t *testing.T, a *testbed.AgentProcess, pod *corev1.Pod) string {
+	t.Helper()
+	var dir string
+	waitFor(t, 30*time.Second, "a policy capture of "+pod.Name, func() (bool, error) {
+		m, err := filepath.Glob(filepath.Join(podDir(a, pod), "policy-*"))
+		if len(m) > 0 {
+			dir = m[len(m)-1]
+		}
+		return len(m) > 0, err
+	})
+	return dir
+}
+
+func ptr(s string) *string { return &s }
+
+// TestPolicyLabelCapture: the shipped labels rule starts a capture on a labelled pod; removing
+// the label stops it and keeps its files and metadata.
+func TestPolicyLabelCapture(t *testing.T) {
+	c := testBed(t)
+	a, _ := startPolicyAgent(t, c, policyDir(t, c, nil))
+	pod := runningPod(t, c, "policy-label", "web", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}})
+	dir := policySession(t, a, pod)
+	first := filepath.Join(dir, "capture-web.pcap0")
+	waitFor(t, 30*time.Second, "packets", func() (bool, error) { return fileSize(first) > 24 && readPcap(t, first).packets >= 3, nil })
+	if s := readPcap(t, first); s.ips[pod.Status.PodIP] == 0 {
+		t.Errorf("no packet of the pod's IP %s: %v", pod.Status.PodIP, s.ips)
+	}
+	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStarted", "ring of 5 files")
+
+	setLabel(t, c, pod, "podcap.io/capture", nil)
+	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "no longer decided")
+	waitFor(t, 10*time.Second, "tcpdump stopped", func() (bool, error) { return len(sessionProcs(t, a, "tcpdump")) == 0, nil })
+	if fileSize(first) <= 24 {
+		t.Fatal("the policy capture's files were not kept")
+	}
+	var meta struct{ Reason, StopReason string }
+	b, err := os.ReadFile(filepath.Join(dir, "capture.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &struct {
+			Reason     *string `json:"reason"`
+			StopReason *string `json:"stop_reason"`
+		}{&meta.Reason, &meta.StopReason})
+	}
+	if err != nil || meta.Reason != "label podcap.io/capture=true" || meta.StopReason != "no longer decided" {
+		t.Fatalf("capture.json: %v %s", err, b)
+	}
+}
+
+const editablePolicy = `package podcap
+
+captures contains {"priority": 100, "reason": "edited policy", "files": 2, "file_size_bytes": 1000000} if {
+	input.pod.labels.app == "%s"
+}
+`
+
+// TestPolicyEditAndBrokenReload: editing a policy file in place changes the outcome without a
+// restart; a broken edit keeps the previous policy working and flips the reload metric.
+func TestPolicyEditAndBrokenReload(t *testing.T) {
+	c := testBed(t)
+	dir := policyDir(t, c, map[string]string{"edit.rego": fmt.Sprintf(editablePolicy, "alpha")})
+	a, _ := startPolicyAgent(t, c, dir)
+	alpha := runningPod(t, c, "policy-edit", "alpha", testbed.PodOptions{Labels: map[string]string{"app": "alpha"}})
+	beta := runningPod(t, c, "policy-edit", "beta", testbed.PodOptions{Labels: map[string]string{"app": "beta"}})
+	policySession(t, a, alpha)
+	if v := metric(t, a, "podcap_policy_last_reload_successful"); v != 1 {
+		t.Fatalf("podcap_policy_last_reload_successful = %v, want 1", v)
+	}
+
+	writeFile(t, filepath.Join(dir, "edit.rego"), fmt.Sprintf(editablePolicy, "beta")) // in place
+	policySession(t, a, beta)
+	waitEvent(t, c, alpha, corev1.EventTypeNormal, "CaptureStopped", "no longer decided")
+
+	before := metric(t, a, "podcap_policy_last_reload_success_timestamp_seconds")
+	writeFile(t, filepath.Join(dir, "edit.rego"), "package podcap\n\ncaptures contains {\"priority\": if\n")
+	waitFor(t, 10*time.Second, "the reload metric to flip", func() (bool, error) {
+		return metric(t, a, "podcap_policy_last_reload_successful") == 0, nil
+	})
+	if after := metric(t, a, "podcap_policy_last_reload_success_timestamp_seconds"); after != before {
+		t.Errorf("success timestamp moved on a failed reload: %v → %v", before, after)
+	}
+	// the last good policy still decides: beta keeps its capture, a new beta pod gets one
+	beta2 := runningPod(t, c, "policy-edit", "beta2", testbed.PodOptions{Labels: map[string]string{"app": "beta"}})
+	policySession(t, a, beta2)
+	if n := len(sessionProcs(t, a, "tcpdump")); n != 2 {
+		t.Errorf("%d tcpdump processes, want 2 (beta, beta2)", n)
+	}
+	writeFile(t, filepath.Join(dir, "edit.rego"), fmt.Sprintf(editablePolicy, "beta"))
+	waitFor(t, 10*time.Second, "the reload metric to recover", func() (bool, error) {
+		return metric(t, a, "podcap_policy_last_reload_successful") == 1, nil
+	})
+}
+
+const hostilePolicy = `package podcap
+
+captures contains {"priority": 100, "reason": "hostile", "files": 1, "file_size_bytes": 1000000, "filter": input.pod.annotations["test/filter"]} if {
+	input.pod.annotations["test/filter"]
+}
+`
+
+// TestHostileFilterStartsNothing: a decision whose filter is not a BPF expression, or could be
+// read as an option, is refused with an Event; no process starts.
+func TestHostileFilterStartsNothing(t *testing.T) {
+	c := testBed(t)
+	a, _ := startPolicyAgent(t, c, policyDir(t, c, map[string]string{"hostile.rego": hostilePolicy}))
+	for i, filter := range []string{"-z /tmp/podcap-pwned", "; rm -rf /", "$(reboot)", strings.Repeat("x", 5000)} {
+		pod := runningPod(t, c, "policy-hostile", fmt.Sprintf("h%d", i), testbed.PodOptions{Annotations: map[string]string{"test/filter": filter}})
+		waitEvent(t, c, pod, corev1.EventTypeWarning, "InvalidPolicyDecision", "capture decision refused")
+		if !gone(podDir(a, pod)) {
+			t.Errorf("filter %.40q: capture files exist", filter)
+		}
+	}
+	if n := len(sessionProcs(t, a, "tcpdump")); n != 0 {
+		t.Fatalf("%d tcpdump processes for hostile filters", n)
+	}
+	if !gone("/tmp/podcap-pwned") {
+		t.Fatal("/tmp/podcap-pwned exists")
+	}
+	if v := metric(t, a, `podcap_policy_errors_total{reason="invalid_decision"}`); v != 4 {
+		t.Errorf("invalid decisions = %v, want 4", v)
+	}
+}
+
+// TestManualVeto: the shipped namespace deny-list vetoes manual captures in kube-system.
+func TestManualVeto(t *testing.T) {
+	c := testBed(t)
+	a, _ := startPolicyAgent(t, c, policyDir(t, c, nil))
+	pod := runningPod(t, c, "kube-system", "vetoed", testbed.PodOptions{})
+	annotate(t, c, pod, "2")
+	waitEvent(t, c, pod, corev1.EventTypeWarning, "ManualCaptureVetoed", "manual_allowed")
+	if !gone(podDir(a, pod)) || len(sessionProcs(t, a, "tcpdump")) != 0 {
+		t.Fatal("a vetoed manual request was captured")
+	}
+	// elsewhere the annotation still works with the policy loaded
+	ok := runningPod(t, c, "policy-veto", "allowed", testbed.PodOptions{})
+	annotate(t, c, ok, "2")
+	waitPackets(t, a, ok, "capture-allowed.pcap0")
+}
+
+// TestExplainMatchesWhatTheAgentDid: the API's decision, the offline `policy eval` and the
+// running capture agree.
+func TestExplainMatchesWhatTheAgentDid(t *testing.T) {
+	c := testBed(t)
+	rules := policyDir(t, c, nil)
+	a, token := startPolicyAgent(t, c, rules)
+	pod := runningPod(t, c, "policy-explain", "dns", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture-dns": "true"}})
+	policySession(t, a, pod)
+
+	get := func(auth string) (int, []byte) {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.URL("/api/v1/decisions/policy-explain/dns"), nil)
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, _ := get(""); code != http.StatusUnauthorized {
+		t.Fatalf("no token: %d, want 401", code)
+	}
+	code, body := get(token)
+	if code != http.StatusOK {
+		t.Fatalf("%d: %s", code, body)
+	}
+	var live struct {
+		Decision map[string]any `json:"decision"`
+		Capture  struct {
+			Filter, Phase, Source string
+			Snaplen               int
+		} `json:"capture"`
+	}
+	if err := json.Unmarshal(body, &live); err != nil {
+		t.Fatal(err)
+	}
+	if live.Decision["filter"] != "udp port 53" || live.Capture.Filter != "udp port 53" || live.Capture.Source != "policy" ||
+		live.Capture.Snaplen != 1500 || live.Capture.Phase != "Running" {
+		t.Fatalf("explain: %s", body)
+	}
+
+	// offline, from the pod as kubectl prints it
+	podJSON, err := c.Kubectl(t.Context(), "get", "pod", "-n", pod.Namespace, pod.Name, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	podFile := filepath.Join(t.TempDir(), "pod.json")
+	writeFile(t, podFile, podJSON)
+	out, err := runCmd(c.BuildAgent(t), "policy", "eval", "--pod", podFile, "--policy-dir", rules, "--node", c.NodeName)
+	if err != nil {
+		t.Fatalf("policy eval: %v\n%s", err, out)
+	}
+	var offline struct {
+		Decision map[string]any `json:"decision"`
+	}
+	if err := json.Unmarshal([]byte(out), &offline); err != nil {
+		t.Fatalf("policy eval output: %v\n%s", err, out)
+	}
+	for _, k := range []string{"capture", "reason", "files", "file_size_bytes", "snaplen", "filter"} {
+		if fmt.Sprint(offline.Decision[k]) != fmt.Sprint(live.Decision[k]) {
+			t.Errorf("%s: offline %v, agent %v", k, offline.Decision[k], live.Decision[k])
+		}
+	}
+}
