@@ -13,7 +13,7 @@ IMAGE ?= podcap-agent:dev
 CLUSTER := test/cluster/cluster.sh
 KIND := test/kind/kind.sh
 
-.PHONY: help build test unit-test demo bench image cluster-setup deploy e2e-test cleanup e2e clean
+.PHONY: help build test unit-test demo bench policy-test image cluster-setup deploy e2e-test cleanup e2e clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,9 @@ demo: ## as root: podcap end to end on a local cluster (test/demo.sh; outputs/)
 bench: ## as root: capture benchmarks (test/bench/bench.sh)
 	@if [ ! -x test/bench/bench.sh ]; then echo "make bench: test/bench/bench.sh does not exist yet" >&2; exit 1; fi
 	test/bench/bench.sh
+
+policy-test: ## the Rego tests of rules/ (*_test.rego) through OPA's tester, strict Rego v1
+	$(GO) test -count=1 -run 'TestRules|TestKustomization' -v ./policy/
 
 image: ## docker build -t $(IMAGE) .
 	docker build -t $(IMAGE) .
