@@ -115,14 +115,13 @@ func (c *Controller) desired(ctx context.Context, pod *corev1.Pod) (*capture.Spe
 	requested := manual.Requested
 	e := c.evaluate(ctx, pod, manual)
 	var problems []*invalidRequest
-	allowed := true
 	if e.err != nil {
-		// a broken policy never stops the manual path
 		problems = append(problems, &invalidRequest{reason: metrics.PolicyErrorEval, eventReason: ReasonPolicyError,
 			message: fmt.Sprintf("policy %s: %v", shortVersion(e.policyVersion), e.err)})
-	} else {
-		allowed = e.result.ManualAllowed
 	}
+	// true whenever the policy could not say: a broken policy never stops the manual path,
+	// but a veto it could read still holds when its decision is malformed
+	allowed := e.result.ManualAllowed
 	if requested {
 		switch {
 		case !allowed:
@@ -216,12 +215,18 @@ func (c *Controller) Explain(ctx context.Context, namespace, name string) (*Expl
 
 // manualInput is the parsed annotation request, as the policy sees it.
 func (c *Controller) manualInput(pod *corev1.Pod) policy.Manual {
-	value, requested := pod.Annotations[c.cfg.AnnotationKey]
+	return ParseManual(pod, c.cfg.AnnotationKey, c.cfg.MaxFiles)
+}
+
+// ParseManual reads a pod's manual capture request (annotation key, "N" files from 1 to
+// maxFiles) as the policy input shows it; `podcap-agent policy eval` uses it too.
+func ParseManual(pod *corev1.Pod, key string, maxFiles int) policy.Manual {
+	value, requested := pod.Annotations[key]
 	m := policy.Manual{Requested: requested}
 	if !requested {
 		return m
 	}
-	n, bad := parseRingSize(c.cfg.AnnotationKey, value, c.cfg.MaxFiles)
+	n, bad := parseRingSize(key, value, maxFiles)
 	if bad != nil {
 		m.Error = bad.message
 	} else {

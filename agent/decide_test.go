@@ -195,3 +195,14 @@ func TestExplainShowsInputDecisionAndCapture(t *testing.T) {
 		t.Fatal("explained a pod that is not on the node")
 	}
 }
+
+func TestVetoHoldsWhenDecisionIsMalformed(t *testing.T) {
+	p := &fakePolicy{version: "v1", decide: func(policy.Input) (policy.Result, error) {
+		return policy.Result{ManualAllowed: false}, errors.New(`decision.files: want an integer, got string "3"`)
+	}}
+	f := newPolicyCtrl(t, p, pod("web", map[string]string{DefaultAnnotationKey: "2"}))
+	f.sync(t, "default/web")
+	if _, ok := f.captures.spec("default/web"); ok {
+		t.Fatal("a malformed decision lifted the policy's veto")
+	}
+}

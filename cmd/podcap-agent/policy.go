@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -151,7 +149,7 @@ func policyEvalInput(podFile, alertsFile, node, nowFlag, key string, maxFiles in
 	if node == "" {
 		node = pod.Spec.NodeName
 	}
-	return policy.BuildInput(&pod, node, now, manualRequest(&pod, key, maxFiles), alerts), nil
+	return policy.BuildInput(&pod, node, now, agent.ParseManual(&pod, key, maxFiles), alerts), nil
 }
 
 // readAlerts reads a JSON list of alerts or an Alertmanager webhook payload ({"alerts": [...]}).
@@ -192,26 +190,4 @@ func readPolicyFile(path string, v any) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
-}
-
-var ringSizeValue = regexp.MustCompile(`^[0-9]{1,9}$`)
-
-// manualRequest is the pod's manual annotation request as the policy sees it.
-// TODO(lead): use the agent's parser (Controller.manualInput / parseRingSize) once exported,
-// so that the two cannot drift; this repeats its rule: a decimal from 1 to maxFiles.
-func manualRequest(pod *corev1.Pod, key string, maxFiles int) policy.Manual {
-	value, ok := pod.Annotations[key]
-	if !ok {
-		return policy.Manual{}
-	}
-	n := 0
-	if ringSizeValue.MatchString(value) {
-		n, _ = strconv.Atoi(value)
-	}
-	if n < 1 || n > maxFiles {
-		return policy.Manual{Requested: true, Error: fmt.Sprintf(
-			"annotation %s=%q is not a valid capture request: want the number of 1 MB files of the capture ring, a decimal integer from 1 to %d",
-			key, value, maxFiles)}
-	}
-	return policy.Manual{Requested: true, Files: n}
 }
