@@ -54,6 +54,13 @@ func TestAnnotationCapture(t *testing.T) {
 		t.Errorf("podcap_captures_running = %v, want 1", v)
 	}
 
+	// a new N restarts the ring: tcpdump's names for 12 files, the old ring's files gone
+	annotate(t, c, pod, "12")
+	waitPackets(t, a, pod, "capture-web.pcap00")
+	waitFor(t, 10*time.Second, "the 3-file ring's files removed", func() (bool, error) {
+		return slices.Equal(ringFiles(podDir(a, pod)), []string{"capture-web.pcap00"}), nil
+	})
+
 	unannotate(t, c, pod)
 	waitFor(t, 10*time.Second, "files deleted", func() (bool, error) { return gone(podDir(a, pod)), nil })
 	waitFor(t, 10*time.Second, "tcpdump stopped", func() (bool, error) { return len(sessionProcs(t, a, "tcpdump")) == 0, nil })
