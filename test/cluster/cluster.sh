@@ -941,7 +941,8 @@ down() {
   done
   host_dirs_down
   rm -rf "$CLUSTER_DIR/containerd" "$CLUSTER_DIR/cni" "$CRI_DIR" "$KUBELET_DIR" "$CLUSTER_DIR/kubelet-plugins" \
-         "$CLUSTER_DIR/pod-logs" "$CLUSTER_DIR/container-logs" "$RUN/etcd-data" "$RUN/sysctl" "$CAPTURE_DIR"
+         "$CLUSTER_DIR/pod-logs" "$CLUSTER_DIR/container-logs" "$RUN/etcd-data" "$RUN/sysctl" "$CAPTURE_DIR" \
+         "$CLUSTER_DIR/testbed"
   log "down in $(( $(now_ms) - t0 )) ms"
   leftovers; c=$?
   set -e

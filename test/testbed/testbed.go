@@ -51,7 +51,7 @@ type Cluster struct {
 	AgentImage      string       // tag ImportAgentImage imports
 
 	script  string // test/cluster/cluster.sh
-	workDir string // this process's scratch dir (agent binary), removed by Stop
+	workDir string // this process's scratch dir (agent binary) under ClusterDir, removed by Stop and down
 	admin   kubernetes.Interface
 	agent   kubernetes.Interface
 
@@ -112,7 +112,12 @@ func Start(ctx context.Context) (*Cluster, error) {
 	if err := c.connect(); err != nil {
 		return nil, errors.Join(err, c.Stop(context.WithoutCancel(ctx)))
 	}
-	if c.workDir, err = os.MkdirTemp("", "podcap-testbed-"); err != nil {
+	// under the state dir, so that the guard's `down` removes it too
+	scratch := filepath.Join(c.ClusterDir, "testbed")
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return nil, errors.Join(err, c.Stop(context.WithoutCancel(ctx)))
+	}
+	if c.workDir, err = os.MkdirTemp(scratch, "run-"); err != nil {
 		return nil, errors.Join(err, c.Stop(context.WithoutCancel(ctx)))
 	}
 	return c, nil
