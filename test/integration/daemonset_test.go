@@ -52,6 +52,10 @@ func TestDaemonSetEndToEnd(t *testing.T) {
 		if out, err := c.Kubectl(ctx, "delete", "-k", overlay, "--wait=true", "--timeout=90s"); err != nil {
 			t.Errorf("kubectl delete -k: %v\n%s", err, out)
 		}
+		// deploy/ includes the ClusterRole the test bed's agent user is bound to: restore it
+		if err := c.ApplyAgentRBAC(ctx); err != nil {
+			t.Errorf("restore the agent's RBAC: %v", err)
+		}
 		_ = os.RemoveAll(captureDir)
 	})
 	if out, err := c.Kubectl(ctx, "-n", "podcap-system", "rollout", "status", "ds/podcap-agent", "--timeout=120s"); err != nil {
