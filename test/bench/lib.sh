@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# lib.sh: helpers shared by test/bench/bench.sh, capture.sh and latency.sh (sourced).
+# lib.sh: helpers shared by test/bench/bench.sh, capture.sh, latency.sh and policy.sh (sourced).
 #
 #   BENCH_OUT   results directory of this bench run (default .cache/bench/<UTC time>: under the
 #               gitignored build cache, which `make clean` keeps)

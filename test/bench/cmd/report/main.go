@@ -1,5 +1,6 @@
 // Command report summarises a test/bench run: it reads capture.jsonl (one object per load
-// run, from capture.sh), latency.jsonl (one object per capture, from cmd/latency) and
+// run, from capture.sh), latency.jsonl (one object per capture, from cmd/latency),
+// policy.jsonl (one object per Go benchmark and GOMAXPROCS, medians, from policy.sh) and
 // meta.json from -dir, prints the summary tables (Markdown) on stdout and writes them with
 // the numbers behind them to -dir/summary.md and -dir/summary.json.
 //
@@ -111,6 +112,7 @@ type summary struct {
 	Capture []row           `json:"capture"`
 	Loadavg *pct            `json:"loadavg1_at_run_start,omitempty"` // of the capture runs
 	Latency *latency        `json:"latency,omitempty"`
+	Policy  *policySummary  `json:"policy,omitempty"`
 }
 
 func main() {
@@ -153,6 +155,11 @@ func report(dir string, w io.Writer) error {
 	if len(samples) > 0 {
 		s.Latency = latencyStats(samples)
 	}
+	benches, err := readLines[policyBench](filepath.Join(dir, "policy.jsonl"))
+	if err != nil {
+		return err
+	}
+	s.Policy = policyStats(benches)
 	var md bytes.Buffer
 	writeMarkdown(&md, s)
 	if _, err := w.Write(md.Bytes()); err != nil {
@@ -417,6 +424,9 @@ func writeMarkdown(w *bytes.Buffer, s summary) {
 		for _, e := range l.Errors {
 			fmt.Fprintf(w, "- error: %s\n", e)
 		}
+	}
+	if s.Policy != nil {
+		writePolicy(w, s.Policy, meta)
 	}
 }
 
