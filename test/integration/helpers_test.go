@@ -253,3 +253,12 @@ func startAgent(t *testing.T, c *testbed.Cluster, args ...string) *testbed.Agent
 	}
 	return a
 }
+
+// waitPodIP waits until the pcap file holds a packet of ip (a pod's first packets may be IPv6
+// neighbour and multicast traffic; its pings to the bridge follow every 0.2 s).
+func waitPodIP(t *testing.T, file, ip string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "a packet of "+ip+" in "+file, func() (bool, error) {
+		return fileSize(file) > 24 && readPcap(t, file).ips[ip] > 0, nil
+	})
+}
