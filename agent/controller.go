@@ -128,7 +128,7 @@ func NewController(client kubernetes.Interface, captures CaptureManager, recorde
 		policy:    cfg.Policy,
 		filters:   cfg.Filters,
 		clock:     cfg.Clock,
-		decisions: &decisionCache{ttl: cfg.PolicyResync, entries: map[types.UID]cachedDecision{}},
+		decisions: &decisionCache{ttl: cfg.PolicyResync, entries: map[string]cachedDecision{}},
 	}
 	_, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueue,
@@ -242,6 +242,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if apierrors.IsNotFound(err) {
 		c.captures.Stop(namespace, name)
 		c.forgetReported(key)
+		c.decisions.forget(key)
 		return nil
 	}
 	if err != nil {

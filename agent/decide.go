@@ -43,10 +43,11 @@ type decisionCache struct {
 
 	mu sync.Mutex
 	// mu protects the field below.
-	entries map[types.UID]cachedDecision
+	entries map[string]cachedDecision // by pod key namespace/name; forgotten when the pod goes
 }
 
 type cachedDecision struct {
+	uid                                           types.UID
 	resourceVersion, policyVersion, alertsVersion string
 	at                                            time.Time
 	input                                         policy.Input
@@ -57,24 +58,24 @@ type cachedDecision struct {
 func (d *decisionCache) get(pod *corev1.Pod, policyVersion, alertsVersion string, now time.Time) (cachedDecision, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e, ok := d.entries[pod.UID]
-	if !ok || e.resourceVersion != pod.ResourceVersion || e.policyVersion != policyVersion ||
+	e, ok := d.entries[pod.Namespace+"/"+pod.Name]
+	if !ok || e.uid != pod.UID || e.resourceVersion != pod.ResourceVersion || e.policyVersion != policyVersion ||
 		e.alertsVersion != alertsVersion || now.Sub(e.at) >= d.ttl {
 		return cachedDecision{}, false
 	}
 	return e, true
 }
 
-func (d *decisionCache) put(uid types.UID, e cachedDecision) {
+func (d *decisionCache) put(key string, e cachedDecision) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.entries[uid] = e
+	d.entries[key] = e
 }
 
-func (d *decisionCache) forget(uid types.UID) {
+func (d *decisionCache) forget(key string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.entries, uid)
+	delete(d.entries, key)
 }
 
 // evaluate returns the policy's result for the pod, from the cache when nothing it depends on
@@ -89,7 +90,7 @@ func (c *Controller) evaluate(ctx context.Context, pod *corev1.Pod, manual polic
 	}
 	in := policy.BuildInput(pod, c.cfg.NodeName, now, manual, nil)
 	res, err := c.policy.Decide(ctx, in)
-	e := cachedDecision{resourceVersion: pod.ResourceVersion, policyVersion: version, alertsVersion: alertsVersion,
+	e := cachedDecision{uid: pod.UID, resourceVersion: pod.ResourceVersion, policyVersion: version, alertsVersion: alertsVersion,
 		at: now, input: in, result: res, err: err}
 	switch {
 	case err != nil:
@@ -99,7 +100,7 @@ func (c *Controller) evaluate(ctx context.Context, pod *corev1.Pod, manual polic
 	default:
 		c.metrics.PolicyEvaluations.WithLabelValues("no_capture").Inc()
 	}
-	c.decisions.put(pod.UID, e)
+	c.decisions.put(pod.Namespace+"/"+pod.Name, e)
 	return e
 }
 

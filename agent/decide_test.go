@@ -177,6 +177,14 @@ func TestDecisionsAreCachedUntilPodOrPolicyChanges(t *testing.T) {
 	if v := testutil.ToFloat64(f.metrics.PolicyEvaluations.WithLabelValues("cached")); v != 1 {
 		t.Fatalf("cached evaluations = %v, want 1", v)
 	}
+	// a deleted pod's decision is forgotten
+	if err := f.c.informer.GetIndexer().Delete(changed); err != nil {
+		t.Fatal(err)
+	}
+	f.sync(t, "default/web")
+	if n := len(f.c.decisions.entries); n != 0 {
+		t.Fatalf("%d cached decisions after the pod was deleted", n)
+	}
 }
 
 func TestExplainShowsInputDecisionAndCapture(t *testing.T) {
