@@ -273,3 +273,53 @@ func TestExplainMatchesWhatTheAgentDid(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyMaxDurationAndRetention: the shipped debug-until rule captures until the time in
+// the annotation (max_duration), keeps the files and does not restart the capture; with a tiny
+// node byte budget, retention evicts a finished policy capture as soon as it ends.
+func TestPolicyMaxDurationAndRetention(t *testing.T) {
+	c := testBed(t)
+	rules := policyDir(t, c, nil)
+	a, token := startPolicyAgent(t, c, rules)
+	until := time.Now().Add(4 * time.Second).UTC().Format(time.RFC3339)
+	pod := runningPod(t, c, "policy-debug", "window", testbed.PodOptions{Annotations: map[string]string{"podcap.io/debug-until": until}})
+	dir := policySession(t, a, pod)
+	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "reached); files kept")
+	var meta struct {
+		Reason     string `json:"reason"`
+		StopReason string `json:"stop_reason"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "capture.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &meta)
+	}
+	if err != nil || !strings.HasPrefix(meta.StopReason, "max_duration") || !strings.Contains(meta.Reason, until) {
+		t.Fatalf("capture.json: %v %s", err, b)
+	}
+	// the decision still holds until the window's end is re-evaluated, but the capture stays
+	// expired: the API shows it, and no second capture directory appears
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.URL("/api/v1/decisions/policy-debug/window"), nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	waitFor(t, 10*time.Second, "the capture to show as expired or gone", func() (bool, error) {
+		resp, err := http.DefaultClient.Do(req.Clone(t.Context()))
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK && (strings.Contains(string(body), `"phase": "Expired"`) || !strings.Contains(string(body), `"capture": {`)), nil
+	})
+	if m, _ := filepath.Glob(filepath.Join(podDir(a, pod), "policy-*")); len(m) != 1 || fileSize(filepath.Join(dir, "capture-window.pcap0")) <= 24 {
+		t.Fatalf("policy capture directories %v: want the one expired capture, kept with its packets", m)
+	}
+
+	// retention: a node budget of one byte evicts a finished policy capture at once
+	b2 := startAgent(t, c, "--policy-dir="+rules, "--retention-max-bytes=1")
+	labelled := runningPod(t, c, "policy-retention", "web", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}})
+	session := policySession(t, b2, labelled)
+	setLabel(t, c, labelled, "podcap.io/capture", nil)
+	waitFor(t, 30*time.Second, "the finished capture evicted", func() (bool, error) { return gone(session), nil })
+	if v := metric(t, b2, `podcap_retention_evictions_total{reason="budget"}`); v < 1 {
+		t.Errorf("budget evictions = %v, want ≥ 1", v)
+	}
+}
