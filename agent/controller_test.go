@@ -105,27 +105,33 @@ type ctrlFixture struct {
 
 func newCtrl(t *testing.T, cfg Config, pods ...*corev1.Pod) *ctrlFixture {
 	t.Helper()
-	client := fake.NewClientset()
 	f := &ctrlFixture{
 		captures: &fakeCaptures{ensured: map[string]capture.Spec{}},
 		recorder: record.NewFakeRecorder(100),
-		metrics:  metrics.New(prometheus.NewRegistry()),
 	}
+	f.c, f.metrics = newController(t, f.captures, f.recorder, cfg, pods...)
+	return f
+}
+
+// newController builds a controller on node-a over a fake clientset, its informer's cache
+// preloaded with pods as the informer would have them; tests and benchmarks share it.
+func newController(tb testing.TB, captures CaptureManager, recorder record.EventRecorder, cfg Config, pods ...*corev1.Pod) (*Controller, *metrics.Metrics) {
+	tb.Helper()
+	m := metrics.New(prometheus.NewRegistry())
 	cfg.NodeName = "node-a"
 	if cfg.MaxFiles == 0 {
 		cfg.MaxFiles = 64
 	}
-	c, err := NewController(client, f.captures, f.recorder, f.metrics, cfg)
+	c, err := NewController(fake.NewClientset(), captures, recorder, m, cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	for _, p := range pods { // preload the cache, as the informer would
+	for _, p := range pods {
 		if err := c.informer.GetIndexer().Add(p); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
-	f.c = c
-	return f
+	return c, m
 }
 
 func (f *ctrlFixture) sync(t *testing.T, key string) {

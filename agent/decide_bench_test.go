@@ -11,11 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	testingclock "k8s.io/utils/clock/testing"
@@ -110,26 +108,12 @@ func shippedEngine(tb testing.TB, dir string, onChange func(string)) *policy.Eng
 	return e
 }
 
-// newBenchCtrl is newCtrl for benchmarks: the controller with the real policy engine, the
-// fake capture manager and filter checker of the unit tests, pods preloaded in the informer's
-// indexer. Events are dropped (a FakeRecorder without a channel): the benchmarks' pods
-// raise none, and a full channel would block a worker.
+// newBenchCtrl is the controller of the benchmarks: the real policy engine, the fake filter
+// checker of the unit tests, and a recorder that drops Events (the benchmarks' pods raise
+// none, and a full channel would block a worker).
 func newBenchCtrl(tb testing.TB, rules Policy, captures CaptureManager, clk clock.Clock, pods ...*corev1.Pod) (*Controller, *metrics.Metrics) {
 	tb.Helper()
-	m := metrics.New(prometheus.NewRegistry())
-	c, err := NewController(fake.NewClientset(), captures, &record.FakeRecorder{}, m, Config{
-		NodeName: "node-a", MaxFiles: 64,
-		Policy: rules, Filters: fakeFilters{}, Clock: clk,
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, p := range pods {
-		if err := c.informer.GetIndexer().Add(p); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	return c, m
+	return newController(tb, captures, &record.FakeRecorder{}, Config{Policy: rules, Filters: fakeFilters{}, Clock: clk}, pods...)
 }
 
 func evaluations(m *metrics.Metrics, result string) int {
