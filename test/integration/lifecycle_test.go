@@ -30,9 +30,11 @@ func TestContainerRestartReattaches(t *testing.T) {
 	file := waitPackets(t, a, pod, "capture-phoenix.pcap0")
 	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStarted", fmt.Sprintf("(pid %d)", oldPID))
 
-	// the workload traps TERM and exits 0; the kubelet restarts the container
-	if out, err := c.Kubectl(t.Context(), "exec", "-n", pod.Namespace, pod.Name, "--", "kill", "1"); err != nil {
-		t.Fatalf("kill 1: %v\n%s", err, out)
+	// The workload traps TERM and exits 0; the kubelet restarts the container. The signal is
+	// sent from the host: a `kubectl exec -- kill 1` races the container's own exit (the exec'd
+	// kill is SIGKILLed with the PID namespace and kubectl reports exit code 137).
+	if err := syscall.Kill(oldPID, syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM to the container's pid %d: %v", oldPID, err)
 	}
 	var newPID int
 	waitFor(t, 60*time.Second, "the container to restart with a new PID", func() (bool, error) {
