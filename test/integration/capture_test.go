@@ -54,13 +54,13 @@ func TestAnnotationCapture(t *testing.T) {
 	// a new N restarts the ring: tcpdump's names for 12 files, the old ring's files gone
 	annotate(t, c, pod, "12")
 	waitPackets(t, a, pod, "capture-web.pcap00")
-	waitFor(t, 10*time.Second, "the 3-file ring's files removed", func() (bool, error) {
+	waitFor(t, 30*time.Second, "the 3-file ring's files removed", func() (bool, error) {
 		return slices.Equal(ringFiles(podDir(a, pod)), []string{"capture-web.pcap00"}), nil
 	})
 
 	unannotate(t, c, pod)
-	waitFor(t, 10*time.Second, "files deleted", func() (bool, error) { return gone(podDir(a, pod)), nil })
-	waitFor(t, 10*time.Second, "tcpdump stopped", func() (bool, error) { return len(sessionProcs(t, a, "tcpdump")) == 0, nil })
+	waitFor(t, 30*time.Second, "files deleted", func() (bool, error) { return gone(podDir(a, pod)), nil })
+	waitFor(t, 30*time.Second, "tcpdump stopped", func() (bool, error) { return len(sessionProcs(t, a, "tcpdump")) == 0, nil })
 	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "deleted")
 	if v := metric(t, a, `podcap_captures_running{source="manual"}`); v != 0 {
 		t.Errorf("podcap_captures_running = %v after stop, want 0", v)
@@ -118,7 +118,7 @@ func TestRingRotationOnRealTraffic(t *testing.T) {
 func completedFiles(t *testing.T, dir string, names []string) []string {
 	t.Helper()
 	current := -1
-	waitFor(t, 10*time.Second, "a single file still filling", func() (bool, error) {
+	waitFor(t, 30*time.Second, "a single file still filling", func() (bool, error) {
 		current = -1
 		for i, n := range names {
 			if fileSize(filepath.Join(dir, n)) <= 1_000_000 {
@@ -230,7 +230,7 @@ func TestPodDeletionStopsCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, "files deleted", func() (bool, error) { return gone(podDir(a, pod)), nil })
-	waitFor(t, 10*time.Second, "tcpdump stopped", func() (bool, error) { return len(sessionProcs(t, a, "tcpdump")) == 0, nil })
+	waitFor(t, 30*time.Second, "tcpdump stopped", func() (bool, error) { return len(sessionProcs(t, a, "tcpdump")) == 0, nil })
 }
 
 // TestSameNameInTwoNamespaces: two pods named alike get two captures of their own traffic.

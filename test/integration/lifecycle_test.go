@@ -101,7 +101,7 @@ func TestAgentRestartReconciles(t *testing.T) {
 	if err := a1.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "no tcpdump left by the killed agent", func() (bool, error) {
+	waitFor(t, 30*time.Second, "no tcpdump left by the killed agent", func() (bool, error) {
 		return len(sessionProcs(t, a1, "tcpdump")) == 0, nil
 	})
 	unannotate(t, c, drop) // while no agent runs
@@ -152,7 +152,7 @@ func TestDeadCRISocket(t *testing.T) {
 	if !strings.Contains(e.Message, "dead.sock") {
 		t.Errorf("message %q does not name the socket", e.Message)
 	}
-	waitFor(t, 10*time.Second, "resolve failure metric", func() (bool, error) {
+	waitFor(t, 30*time.Second, "resolve failure metric", func() (bool, error) {
 		return metric(t, a, `podcap_capture_failures_total{reason="resolve"}`) >= 1, nil
 	})
 }

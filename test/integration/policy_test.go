@@ -97,7 +97,7 @@ func TestPolicyLabelCapture(t *testing.T) {
 
 	setLabel(t, c, pod, "podcap.io/capture", nil)
 	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "no longer decided")
-	waitFor(t, 10*time.Second, "tcpdump stopped", func() (bool, error) { return len(sessionProcs(t, a, "tcpdump")) == 0, nil })
+	waitFor(t, 30*time.Second, "tcpdump stopped", func() (bool, error) { return len(sessionProcs(t, a, "tcpdump")) == 0, nil })
 	if fileSize(first) <= 24 {
 		t.Fatal("the policy capture's files were not kept")
 	}
@@ -140,7 +140,7 @@ func TestPolicyEditAndBrokenReload(t *testing.T) {
 
 	before := metric(t, a, "podcap_policy_last_reload_success_timestamp_seconds")
 	writeFile(t, filepath.Join(dir, "edit.rego"), "package podcap\n\ncaptures contains {\"priority\": if\n")
-	waitFor(t, 10*time.Second, "the reload metric to flip", func() (bool, error) {
+	waitFor(t, 30*time.Second, "the reload metric to flip", func() (bool, error) {
 		return metric(t, a, "podcap_policy_last_reload_successful") == 0, nil
 	})
 	if after := metric(t, a, "podcap_policy_last_reload_success_timestamp_seconds"); after != before {
@@ -153,7 +153,7 @@ func TestPolicyEditAndBrokenReload(t *testing.T) {
 		t.Errorf("%d tcpdump processes, want 2 (beta, beta2)", n)
 	}
 	writeFile(t, filepath.Join(dir, "edit.rego"), fmt.Sprintf(editablePolicy, "beta"))
-	waitFor(t, 10*time.Second, "the reload metric to recover", func() (bool, error) {
+	waitFor(t, 30*time.Second, "the reload metric to recover", func() (bool, error) {
 		return metric(t, a, "podcap_policy_last_reload_successful") == 1, nil
 	})
 }
@@ -300,7 +300,7 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 	// expired: the API shows it, and no second capture directory appears
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.URL("/api/v1/decisions/policy-debug/window"), nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	waitFor(t, 10*time.Second, "the capture to show as expired or gone", func() (bool, error) {
+	waitFor(t, 30*time.Second, "the capture to show as expired or gone", func() (bool, error) {
 		resp, err := http.DefaultClient.Do(req.Clone(t.Context()))
 		if err != nil {
 			return false, err
