@@ -110,7 +110,7 @@ func run(ctx context.Context, o *Options) error {
 		Resolver:      runtime,
 		Notifier:      agent.PodEvents{Recorder: recorder},
 		Metrics:       m,
-		Retention:     capture.Retention{MaxAge: o.RetentionMaxAge, MaxBytes: o.RetentionMaxBytes},
+		Retention:     capture.Retention{MaxAge: o.RetentionMaxAge, MaxBytes: o.RetentionMaxBytes, Interval: o.RetentionInterval},
 	})
 	if err != nil {
 		return err

@@ -34,6 +34,7 @@ type Options struct {
 	MaxCaptureDuration time.Duration
 	RetentionMaxAge    time.Duration
 	RetentionMaxBytes  int64
+	RetentionInterval  time.Duration
 	APITokenFile       string
 }
 
@@ -61,6 +62,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&o.MaxFileSizeBytes, "max-file-size-bytes", 100_000_000, "largest ring file a policy decision may ask for")
 	fs.DurationVar(&o.MaxCaptureDuration, "max-capture-duration", 24*time.Hour, "longest max_duration a policy decision may ask for")
 	fs.DurationVar(&o.RetentionMaxAge, "retention-max-age", 24*time.Hour, "finished policy captures older than this are deleted")
+	fs.DurationVar(&o.RetentionInterval, "retention-interval", time.Minute, "how often the retention rules are applied (also after every policy capture ends)")
 	fs.Int64Var(&o.RetentionMaxBytes, "retention-max-bytes", 1<<30, "byte budget of all capture files on the node; finished policy captures are deleted oldest first above it")
 	fs.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token of the HTTP API (/api/v1/...); empty or missing: the API is off")
 }
@@ -86,8 +88,8 @@ func (o *Options) Validate() error {
 	if o.PolicyDir != "" && !filepath.IsAbs(o.PolicyDir) {
 		errs = append(errs, fmt.Errorf("--policy-dir %q must be an absolute path", o.PolicyDir))
 	}
-	if o.PolicyPollInterval <= 0 || o.MaxCaptureDuration <= 0 || o.RetentionMaxAge <= 0 {
-		errs = append(errs, errors.New("--policy-poll-interval, --max-capture-duration and --retention-max-age must be positive"))
+	if o.PolicyPollInterval <= 0 || o.MaxCaptureDuration <= 0 || o.RetentionMaxAge <= 0 || o.RetentionInterval <= 0 {
+		errs = append(errs, errors.New("--policy-poll-interval, --max-capture-duration, --retention-max-age and --retention-interval must be positive"))
 	}
 	if o.MaxFileSizeBytes < 64<<10 || o.RetentionMaxBytes <= 0 {
 		errs = append(errs, errors.New("--max-file-size-bytes must be at least 65536 and --retention-max-bytes positive"))

@@ -322,4 +322,16 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 	if v := metric(t, b2, `podcap_retention_evictions_total{reason="budget"}`); v < 1 {
 		t.Errorf("budget evictions = %v, want ≥ 1", v)
 	}
+
+	// retention by age: a finished capture older than --retention-max-age goes at the next sweep
+	// (the metric's reason tells it from the budget, 1 GiB here)
+	b3 := startAgent(t, c, "--policy-dir="+rules, "--retention-max-age=2s", "--retention-interval=200ms")
+	aged := runningPod(t, c, "policy-retention", "aged", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}})
+	session = policySession(t, b3, aged)
+	setLabel(t, c, aged, "podcap.io/capture", nil)
+	waitEvent(t, c, aged, corev1.EventTypeNormal, "CaptureStopped", "files kept")
+	waitFor(t, 30*time.Second, "the finished capture evicted by age", func() (bool, error) { return gone(session), nil })
+	if v := metric(t, b3, `podcap_retention_evictions_total{reason="age"}`); v < 1 {
+		t.Errorf("age evictions = %v, want ≥ 1", v)
+	}
 }

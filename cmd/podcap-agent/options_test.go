@@ -1,0 +1,69 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"strings"
+	"testing"
+)
+
+func parseOptions(t *testing.T, args ...string) (*Options, error) {
+	t.Helper()
+	t.Setenv("NODE_NAME", "")
+	o := &Options{}
+	fs := flag.NewFlagSet("podcap-agent", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	o.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return o, o.Validate()
+}
+
+func TestOptionsDefaultsAreValid(t *testing.T) {
+	if _, err := parseOptions(t, "--node-name=n1"); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // in the error
+	}{
+		{nil, "--node-name"},
+		{[]string{"--capture-dir=captures"}, "--capture-dir"},
+		{[]string{"--max-files=0"}, "--max-files 0"},
+		{[]string{"--max-files=1025"}, "--max-files 1025"},
+		{[]string{"--max-concurrent-captures=0"}, "--max-concurrent-captures"},
+		{[]string{"--policy-dir=rules"}, "--policy-dir"},
+		{[]string{"--policy-poll-interval=0s"}, "must be positive"},
+		{[]string{"--retention-max-age=-1h"}, "must be positive"},
+		{[]string{"--retention-interval=0s"}, "--retention-interval must be positive"},
+		{[]string{"--max-file-size-bytes=1000"}, "--max-file-size-bytes"},
+		{[]string{"--retention-max-bytes=0"}, "--retention-max-bytes positive"},
+		{[]string{"--listen-address="}, "--listen-address"},
+	} {
+		args := tc.args
+		if tc.want != "--node-name" {
+			args = append([]string{"--node-name=n1"}, args...)
+		}
+		_, err := parseOptions(t, args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one that mentions %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// Every problem is reported at once, not one per run.
+func TestOptionsValidateReportsAll(t *testing.T) {
+	_, err := parseOptions(t, "--capture-dir=rel", "--max-files=0", "--listen-address=")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"--node-name", "--capture-dir", "--max-files", "--listen-address"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %s", err, want)
+		}
+	}
+}
