@@ -16,12 +16,22 @@ import (
 // DefaultPollInterval is how often Run checks the policy directory for changes.
 const DefaultPollInterval = 2 * time.Second
 
+// DefaultEvalTimeout bounds one evaluation (Decide). The shipped rules decide in tens of
+// microseconds; a rule that runs for a second is broken (a huge numbers.range, a runaway
+// comprehension) and must not hold one of the agent's workers.
+const DefaultEvalTimeout = time.Second
+
 // NoPolicy is the reason of the decision when the policy directory holds no policy file.
 const NoPolicy = "no policy"
 
 // ErrNotLoaded is Decide's error while no policy has ever compiled: the directory has held a
 // broken policy since the start. The error wraps it with the compile error.
 var ErrNotLoaded = errors.New("no policy loaded")
+
+// ErrEvalTimeout is Decide's error when the evaluation ran longer than the engine's
+// evaluation timeout. It says nothing about the pod: the same input may decide in time on a
+// less loaded node, so callers treat it as transient.
+var ErrEvalTimeout = errors.New("policy evaluation timed out")
 
 // query reads both values in one evaluation; the comprehensions are never undefined, so the
 // result says whether each value is defined (an array of zero or one element). Measured
@@ -43,6 +53,8 @@ type Options struct {
 	OnChange func(version string)
 	// Now is the clock of Status' timestamps; nil means time.Now.
 	Now func() time.Time
+	// EvalTimeout bounds each evaluation (Decide); 0 means DefaultEvalTimeout.
+	EvalTimeout time.Duration
 }
 
 // Result is a decision with its context.
@@ -74,6 +86,7 @@ type Engine struct {
 	interval time.Duration
 	onChange func(string)
 	now      func() time.Time
+	timeout  time.Duration // of one evaluation
 
 	// active is the policy in use; nil until one loads.
 	active atomic.Pointer[prepared]
@@ -102,14 +115,21 @@ func New(opts Options) (*Engine, error) {
 	if opts.PollInterval < 0 {
 		return nil, fmt.Errorf("policy poll interval %s: must not be negative", opts.PollInterval)
 	}
+	if opts.EvalTimeout < 0 {
+		return nil, fmt.Errorf("policy evaluation timeout %s: must not be negative", opts.EvalTimeout)
+	}
 	e := &Engine{
 		dir:      opts.Dir,
 		log:      opts.Logger,
 		interval: opts.PollInterval,
 		now:      opts.Now,
+		timeout:  opts.EvalTimeout,
 	}
 	if e.interval == 0 {
 		e.interval = DefaultPollInterval
+	}
+	if e.timeout == 0 {
+		e.timeout = DefaultEvalTimeout
 	}
 	if e.now == nil {
 		e.now = time.Now
@@ -120,7 +140,10 @@ func New(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// Decide evaluates the policy for one input.
+// Decide evaluates the policy for one input, for at most the engine's evaluation timeout:
+// an evaluation that runs longer returns an error wrapping ErrEvalTimeout. When ctx ends
+// first, the error wraps ctx's error instead (context.Canceled or DeadlineExceeded): the
+// caller gave up, the policy decided nothing.
 func (e *Engine) Decide(ctx context.Context, in Input) (Result, error) {
 	p := e.active.Load()
 	r := Result{Decision: noDecision(), ManualAllowed: true}
@@ -132,8 +155,17 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Result, error) {
 		r.Decision.Reason = NoPolicy
 		return r, nil
 	}
-	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(in.Value()))
-	if err != nil {
+	evalCtx, cancel := context.WithTimeoutCause(ctx, e.timeout, ErrEvalTimeout)
+	defer cancel()
+	// OPA stops at its next step (and inside numbers.range) once evalCtx ends
+	rs, err := p.pq.Eval(evalCtx, rego.EvalParsedInput(in.Value()))
+	switch {
+	case err == nil:
+	case ctx.Err() != nil: // the caller's cancellation or deadline, not the policy's
+		return r, fmt.Errorf("evaluate policy %s: %w", p.version, ctx.Err())
+	case errors.Is(context.Cause(evalCtx), ErrEvalTimeout):
+		return r, fmt.Errorf("evaluate policy %s: %w after %s", p.version, ErrEvalTimeout, e.timeout)
+	default:
 		return r, fmt.Errorf("evaluate policy %s: %w", p.version, err)
 	}
 	if len(rs) != 1 {

@@ -209,3 +209,60 @@ func TestSubPackage(t *testing.T) {
 		t.Fatalf("Decide = %+v, %v", r, err)
 	}
 }
+
+// A rule that runs for ages ends at the engine's evaluation timeout as an ErrEvalTimeout
+// error, and the caller's own cancellation is told apart from it.
+func TestDecideTimesOut(t *testing.T) {
+	// 10^10 steps without allocating: hours of evaluation without a timeout
+	slow := `package podcap
+
+decision := {"capture": true} if {
+	some i in numbers.range(1, 100000)
+	some j in numbers.range(1, 100000)
+	i * j == -1
+}
+`
+	logger, _ := ktesting.NewTestContext(t)
+	e, err := New(Options{Dir: newConfigMapDir(t, map[string]string{"p.rego": slow}).dir, Logger: logger, EvalTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Status(); !st.LastReloadSuccessful {
+		t.Fatalf("compile: %s", st.LastError)
+	}
+	decide := func(ctx context.Context) (Result, error) {
+		type out struct {
+			r   Result
+			err error
+		}
+		done := make(chan out, 1)
+		go func() { r, err := e.Decide(ctx, podInput("shop", nil, nil)); done <- out{r, err} }()
+		select {
+		case o := <-done:
+			return o.r, o.err
+		case <-time.After(30 * time.Second): // a bound on the failure, not a synchronisation
+			t.Fatal("Decide did not return: no evaluation timeout")
+			return Result{}, nil
+		}
+	}
+
+	r, err := decide(context.Background())
+	if !errors.Is(err, ErrEvalTimeout) || !strings.Contains(err.Error(), "timed out after 50ms") {
+		t.Fatalf("error = %v, want ErrEvalTimeout after 50ms", err)
+	}
+	if r.Decision.Capture || !r.ManualAllowed || r.Version != e.Version() {
+		t.Fatalf("result = %+v, want no capture, manual allowed", r)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := decide(ctx); !errors.Is(err, context.Canceled) || errors.Is(err, ErrEvalTimeout) {
+		t.Fatalf("cancelled caller: error = %v, want context.Canceled, not a timeout", err)
+	}
+}
+
+func TestNegativeEvalTimeout(t *testing.T) {
+	if _, err := New(Options{EvalTimeout: -time.Second}); err == nil {
+		t.Fatal("a negative evaluation timeout was accepted")
+	}
+}

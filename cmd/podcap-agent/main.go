@@ -131,6 +131,7 @@ func run(ctx context.Context, o *Options) error {
 			Dir:          o.PolicyDir,
 			Logger:       log.WithName("policy"),
 			PollInterval: o.PolicyPollInterval,
+			EvalTimeout:  o.PolicyEvalTimeout,
 			OnChange:     func(string) { ctrl.EnqueueAll() }, // ctrl is set before Run starts the engine
 		})
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/podcap/podcap/agent"
+	"github.com/podcap/podcap/policy"
 )
 
 // Options are the agent's flags.
@@ -30,6 +31,7 @@ type Options struct {
 
 	PolicyDir          string
 	PolicyPollInterval time.Duration
+	PolicyEvalTimeout  time.Duration
 	MaxFileSizeBytes   int64
 	MaxCaptureDuration time.Duration
 	RetentionMaxAge    time.Duration
@@ -42,6 +44,8 @@ type Options struct {
 const (
 	maxMaxFiles      = 1024
 	maxMaxConcurrent = 256
+	// an evaluation holds one of the controller's two workers; beyond this a rule is broken
+	maxPolicyEvalTimeout = 10 * time.Second
 )
 
 // AddFlags registers the options on fs with their defaults.
@@ -59,6 +63,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.TcpdumpPath, "tcpdump", "tcpdump", "tcpdump binary (path or name on PATH)")
 	fs.StringVar(&o.PolicyDir, "policy-dir", "", "directory of Rego capture policies (*.rego, package podcap); empty: manual captures only")
 	fs.DurationVar(&o.PolicyPollInterval, "policy-poll-interval", 2*time.Second, "how often the policy directory is checked for changes (SIGHUP reloads at once)")
+	fs.DurationVar(&o.PolicyEvalTimeout, "policy-eval-timeout", policy.DefaultEvalTimeout, fmt.Sprintf("longest evaluation of the policy for one pod (at most %s); a longer one is a PolicyError for the pod", maxPolicyEvalTimeout))
 	fs.Int64Var(&o.MaxFileSizeBytes, "max-file-size-bytes", 100_000_000, "largest ring file a policy decision may ask for")
 	fs.DurationVar(&o.MaxCaptureDuration, "max-capture-duration", 24*time.Hour, "longest max_duration a policy decision may ask for")
 	fs.DurationVar(&o.RetentionMaxAge, "retention-max-age", 24*time.Hour, "finished policy captures older than this are deleted")
@@ -90,6 +95,9 @@ func (o *Options) Validate() error {
 	}
 	if o.PolicyPollInterval <= 0 || o.MaxCaptureDuration <= 0 || o.RetentionMaxAge <= 0 || o.RetentionInterval <= 0 {
 		errs = append(errs, errors.New("--policy-poll-interval, --max-capture-duration, --retention-max-age and --retention-interval must be positive"))
+	}
+	if o.PolicyEvalTimeout <= 0 || o.PolicyEvalTimeout > maxPolicyEvalTimeout {
+		errs = append(errs, fmt.Errorf("--policy-eval-timeout %s must be positive and at most %s", o.PolicyEvalTimeout, maxPolicyEvalTimeout))
 	}
 	if o.MaxFileSizeBytes < 64<<10 || o.RetentionMaxBytes <= 0 {
 		errs = append(errs, errors.New("--max-file-size-bytes must be at least 65536 and --retention-max-bytes positive"))

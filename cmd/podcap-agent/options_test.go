@@ -40,6 +40,8 @@ func TestOptionsValidate(t *testing.T) {
 		{[]string{"--policy-poll-interval=0s"}, "must be positive"},
 		{[]string{"--retention-max-age=-1h"}, "must be positive"},
 		{[]string{"--retention-interval=0s"}, "--retention-interval must be positive"},
+		{[]string{"--policy-eval-timeout=0s"}, "--policy-eval-timeout 0s must be positive"},
+		{[]string{"--policy-eval-timeout=1m"}, "--policy-eval-timeout 1m0s must be positive and at most 10s"},
 		{[]string{"--max-file-size-bytes=1000"}, "--max-file-size-bytes"},
 		{[]string{"--retention-max-bytes=0"}, "--retention-max-bytes positive"},
 		{[]string{"--listen-address="}, "--listen-address"},

@@ -50,6 +50,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, policyUsage); fs.PrintDefaults() }
 	var podFile, alertsFile, dir, node, nowFlag, key string
+	var evalTimeout time.Duration
 	limits := policy.DefaultLimits()
 	fs.StringVar(&podFile, "pod", "", "`FILE` of the pod, as 'kubectl get pod -o json' (or -o yaml) prints it; - for stdin")
 	fs.StringVar(&alertsFile, "alerts", "", "`FILE` of the active alerts: a JSON list of alerts, or an Alertmanager webhook payload")
@@ -60,6 +61,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&limits.MaxFiles, "max-files", 64, "the agent's --max-files")
 	fs.Int64Var(&limits.MaxFileSizeBytes, "max-file-size-bytes", limits.MaxFileSizeBytes, "the agent's --max-file-size-bytes")
 	fs.DurationVar(&limits.MaxDuration, "max-capture-duration", limits.MaxDuration, "the agent's --max-capture-duration")
+	fs.DurationVar(&evalTimeout, "policy-eval-timeout", policy.DefaultEvalTimeout, "the agent's --policy-eval-timeout")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -69,6 +71,9 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 	in, err := policyEvalInput(podFile, alertsFile, node, nowFlag, key, limits.MaxFiles)
 	if err == nil && dir == "" {
 		err = errors.New("--policy-dir is required")
+	}
+	if err == nil && evalTimeout <= 0 {
+		err = errors.New("--policy-eval-timeout must be positive")
 	}
 	if err == nil && fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -82,7 +87,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	out, err := explainPolicy(context.Background(), dir, in, limits)
+	out, err := explainPolicy(context.Background(), dir, evalTimeout, in, limits)
 	if err != nil {
 		msg := err.Error()
 		out.Error = &msg
@@ -100,9 +105,9 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 }
 
 // explainPolicy loads the policy of dir and decides for in, with the agent's engine.
-func explainPolicy(ctx context.Context, dir string, in policy.Input, limits policy.Limits) (policyExplanation, error) {
+func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, in policy.Input, limits policy.Limits) (policyExplanation, error) {
 	out := policyExplanation{Input: &in, ManualAllowed: true, Files: []string{}}
-	e, err := policy.New(policy.Options{Dir: dir, Logger: logr.Discard()})
+	e, err := policy.New(policy.Options{Dir: dir, Logger: logr.Discard(), EvalTimeout: evalTimeout})
 	if err != nil {
 		return out, err
 	}

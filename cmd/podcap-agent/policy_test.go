@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -69,5 +70,24 @@ func TestPolicyEval(t *testing.T) {
 				t.Fatalf("output %s", stdout.String())
 			}
 		})
+	}
+}
+
+// The review's runaway rule: without a timeout it would run for minutes and allocate
+// gigabytes; the evaluation ends at --policy-eval-timeout with an error that says so.
+func TestPolicyEvalTimesOut(t *testing.T) {
+	dir := t.TempDir()
+	rule := "package podcap\n\ndecision := {\"capture\": count(numbers.range(1, 300000000)) > 0}\n"
+	if err := os.WriteFile(filepath.Join(dir, "slow.rego"), []byte(rule), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	args := []string{"eval", "--pod", writePod(t, "shop", "", ""), "--policy-dir", dir, "--policy-eval-timeout", "100ms"}
+	if code := runPolicy(args, &stdout, &stderr); code != 1 {
+		t.Fatalf("exit %d, want 1\n%s%s", code, stdout.String(), stderr.String())
+	}
+	var out struct{ Error *string }
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil || out.Error == nil || !strings.Contains(*out.Error, "timed out after 100ms") {
+		t.Fatalf("output %s: %v", stdout.String(), err)
 	}
 }
