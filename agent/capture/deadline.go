@@ -5,19 +5,22 @@ import (
 	"time"
 )
 
-// update takes the deadline and reason of a later Ensure of the same capture: the deadline
-// becomes now + MaxDuration (a policy that says "the next 10 minutes" keeps saying so).
+// update takes the reason and max_duration of a later Ensure of the same capture. The
+// deadline counts from when the capture started (time spent queued or waiting for the pod's
+// previous capture to stop does not count). A later decision with the same max_duration
+// leaves it alone; one with another max_duration moves it to now + that duration, so a rule
+// may return the time left until an absolute end (rules/debug-until.rego does).
 func (r *run) update(spec Spec, now time.Time) {
-	var deadline time.Time
-	if spec.MaxDuration > 0 {
-		deadline = now.Add(spec.MaxDuration)
-	}
 	r.mu.Lock()
-	moved := !deadline.Equal(r.deadline) && (deadline.IsZero() || r.deadline.IsZero() || deadline.Sub(r.deadline).Abs() > time.Second)
-	if moved {
-		r.deadline = deadline
-	}
 	r.reason = spec.Reason
+	moved := false
+	if spec.MaxDuration != r.maxDuration {
+		r.maxDuration = spec.MaxDuration
+		if r.armed {
+			r.deadline = deadlineAfter(now, spec.MaxDuration)
+			moved = true
+		}
+	}
 	r.mu.Unlock()
 	if moved {
 		select {
@@ -25,6 +28,21 @@ func (r *run) update(spec Spec, now time.Time) {
 		default:
 		}
 	}
+}
+
+// armDeadline starts the capture's max_duration clock; called once, as the capture starts.
+func (r *run) armDeadline(now time.Time) {
+	r.mu.Lock()
+	r.armed = true
+	r.deadline = deadlineAfter(now, r.maxDuration)
+	r.mu.Unlock()
+}
+
+func deadlineAfter(now time.Time, d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return now.Add(d)
 }
 
 // watchDeadline cancels the capture (through cancel) when its deadline passes and marks it

@@ -152,7 +152,7 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	if spec.Source != SourceManual {
 		dir = filepath.Join(podDir, spec.Source+"-"+now.UTC().Format(sessionTimeFormat))
 	}
-	r := newRun(spec, dir, m.stopping[key], now)
+	r := newRun(spec, dir, m.stopping[key])
 	m.runs[key] = r
 	if m.active < m.cfg.MaxConcurrent {
 		m.startLocked(r)
@@ -174,14 +174,17 @@ func (m *Manager) Stop(namespace, pod string) {
 	key := Key(namespace, pod)
 	m.mu.Lock()
 	r := m.runs[key]
+	// a capture that never started (queued) has no goroutine to delete the files; an earlier
+	// agent's ring may be there, waiting to be adopted
+	neverStarted := r != nil && r.phase == PhaseQueued
 	if r != nil {
 		m.stopLocked(r)
 	}
 	busy := m.stopping[key] != nil
 	m.mu.Unlock()
-	if r == nil && !busy {
+	if (r == nil || neverStarted && r.spec.Source == SourceManual) && !busy {
 		if dir, err := m.podDir(namespace, pod); err == nil {
-			m.removeManualRing(dir, pod)
+			m.removeManualRing(dir, pod, nil)
 		}
 	}
 }
@@ -344,9 +347,10 @@ func (m *Manager) podDir(namespace, pod string) (string, error) {
 }
 
 // removeManualRing deletes the manual ring files of a pod (capture-<pod>.pcap*, directly in
-// its directory), then the pod's and the namespace's directories if that left them empty.
-// The directories of other captures stay: retention removes them.
-func (m *Manager) removeManualRing(dir, pod string) {
+// its directory), then the pod's and the namespace's directories if that left them empty
+// (pruneDirs). The directories of other captures stay: retention removes them. self is the
+// capture whose cleanup this is, if any.
+func (m *Manager) removeManualRing(dir, pod string, self *run) {
 	base := RingBase(pod)
 	ents, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -359,14 +363,32 @@ func (m *Manager) removeManualRing(dir, pod string) {
 			}
 		}
 	}
-	removeEmptyDirs(dir)
+	m.pruneDirs(dir, self)
 }
 
-// removeEmptyDirs removes a pod directory and its namespace directory when they are empty.
-func removeEmptyDirs(podDir string) {
-	if os.Remove(podDir) == nil || errors.Is(statErr(podDir), os.ErrNotExist) {
-		_ = os.Remove(filepath.Dir(podDir)) // only succeeds when empty
+// pruneDirs removes a pod's directory, then its namespace's, when they are empty and no
+// capture but self may still use them. Captures create their directory as they start; one
+// removed under a capture that is registered (queued, starting, running, being stopped or
+// waited for) would leave its ring writing into a deleted directory, so the check and the
+// removal happen under mu, where captures are registered.
+func (m *Manager) pruneDirs(podDir string, self *run) {
+	nsDir := filepath.Dir(podDir)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	podBusy, nsBusy := false, false
+	for dir := range m.dirsInUseLocked(self) {
+		podBusy = podBusy || within(dir, podDir)
+		nsBusy = nsBusy || within(dir, nsDir)
+	}
+	if !podBusy {
+		_ = os.Remove(podDir) // only succeeds when empty
+	}
+	if !nsBusy {
+		_ = os.Remove(nsDir)
 	}
 }
 
-func statErr(p string) error { _, err := os.Stat(p); return err }
+// within reports whether path is dir or below it.
+func within(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, dir+string(filepath.Separator))
+}

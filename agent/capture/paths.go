@@ -57,7 +57,7 @@ func (m *Manager) CleanStale(keep func(namespace, pod string) bool) (removed []s
 			}
 			dir := filepath.Join(m.cfg.Dir, ns.Name(), p.Name())
 			if hasManualRing(dir, p.Name()) {
-				m.removeManualRing(dir, p.Name())
+				m.removeManualRing(dir, p.Name(), nil)
 				removed = append(removed, key)
 			}
 		}

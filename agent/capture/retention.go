@@ -58,15 +58,15 @@ const sessionMetaFile = "capture.json"
 // writeSessionMeta writes dir/capture.json atomically (temp file + rename).
 func writeSessionMeta(r *run, started, stopped time.Time, why string) error {
 	r.mu.Lock()
-	reason := r.reason
+	reason, maxDuration := r.reason, r.maxDuration
 	r.mu.Unlock()
 	meta := sessionMeta{
 		Namespace: r.spec.Namespace, Pod: r.spec.Pod, UID: r.spec.UID, Source: r.spec.Source, Reason: reason,
 		Files: r.spec.Files, FileSizeBytes: r.spec.FileSize, Snaplen: r.spec.Snaplen, Filter: r.spec.Filter,
 		Started: started.UTC(), Stopped: stopped.UTC(), StopReason: why,
 	}
-	if r.spec.MaxDuration > 0 {
-		meta.MaxDuration = r.spec.MaxDuration.String()
+	if maxDuration > 0 {
+		meta.MaxDuration = maxDuration.String()
 	}
 	if stopped.IsZero() {
 		meta.Stopped = time.Time{}
@@ -112,7 +112,7 @@ func (m *Manager) sweep() {
 	log := klog.Background().WithName("retention")
 	now := m.cfg.Clock.Now()
 	m.mu.Lock()
-	live := m.liveDirsLocked()
+	live := m.dirsInUseLocked(nil)
 	m.mu.Unlock()
 
 	var total int64
@@ -176,7 +176,7 @@ func (m *Manager) sweep() {
 		total -= s.bytes
 		m.cfg.Metrics.RetentionEvictions.WithLabelValues(why).Inc()
 		log.Info("Evicted capture files", "dir", s.dir, "reason", why, "bytes", s.bytes)
-		removeEmptyDirs(filepath.Dir(s.dir))
+		m.pruneDirs(filepath.Dir(s.dir), nil)
 	}
 	m.cfg.Metrics.CaptureFileBytes.Set(float64(total))
 	if total > ret.MaxBytes {
@@ -184,16 +184,30 @@ func (m *Manager) sweep() {
 	}
 }
 
-// liveDirsLocked returns the directories of captures that run or are being stopped.
-func (m *Manager) liveDirsLocked() map[string]bool {
+// dirsInUseLocked returns the directories of every capture but self that may still write:
+// queued, starting, running or being stopped, and the earlier captures of the same pods they
+// wait for. Expired captures are done: their directories are retention's.
+func (m *Manager) dirsInUseLocked(self *run) map[string]bool {
 	live := map[string]bool{}
+	add := func(r *run) {
+		for ; r != nil; r = r.prev {
+			select {
+			case <-r.done:
+				return // it and those it waited for are done
+			default:
+			}
+			if r != self {
+				live[r.dir] = true
+			}
+		}
+	}
 	for _, r := range m.runs {
 		if r.phase != PhaseExpired {
-			live[r.dir] = true
+			add(r)
 		}
 	}
 	for _, r := range m.stopping {
-		live[r.dir] = true
+		add(r)
 	}
 	return live
 }
@@ -201,5 +215,5 @@ func (m *Manager) liveDirsLocked() map[string]bool {
 func (m *Manager) isLive(dir string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.liveDirsLocked()[dir]
+	return m.dirsInUseLocked(nil)[dir]
 }

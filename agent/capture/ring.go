@@ -202,11 +202,26 @@ func (r *Ring) Pattern() string {
 // before the first packet and whenever the stream's source changes. The first call opens
 // the first file. A format equal to the current file's continues that file; a different
 // one starts the next file, or rewrites the current file if it holds no packet yet.
+// After a write error (disk full, I/O error) the ring refuses packets until the next
+// SetFormat, which leaves the failed file as it is (it may end in a partial record) and
+// starts the next one: a capture restarted once the cause is gone writes again.
 func (r *Ring) SetFormat(lt layers.LinkType, snaplen uint32) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.usableLocked(); err != nil {
-		return err
+	if r.closed {
+		return ErrRingClosed
+	}
+	if r.err != nil {
+		if r.f != nil {
+			_ = r.f.Close() // its buffered data could not be written; the error was reported
+			r.f = nil
+			r.bw.Reset(nil)
+		}
+		r.err = nil
+		r.linkType, r.snaplen, r.hasFormat = lt, snaplen, true
+		r.index = (r.index + 1) % r.files
+		r.rotations.Add(1)
+		return r.openLocked()
 	}
 	same := r.hasFormat && lt == r.linkType && snaplen == r.snaplen
 	r.linkType, r.snaplen, r.hasFormat = lt, snaplen, true

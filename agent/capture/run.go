@@ -49,8 +49,11 @@ type run struct {
 	srcDrops    uint64 // kernel drops of the current source, last seen
 	pushed      ringCounts
 	phaseShadow Phase // phase as the goroutine sees it, for Status
-	deadline    time.Time
 	reason      string
+	maxDuration time.Duration // of the latest Ensure; 0: no deadline
+	armed       bool          // the capture has started: deadline counts from then
+	deadline    time.Time
+	statsDone   bool // the final counters went to the metrics; nothing more may
 
 	phase         Phase
 	stopRequested bool
@@ -61,7 +64,7 @@ type run struct {
 
 type ringCounts struct{ packets, bytes, rotations uint64 }
 
-func newRun(spec Spec, dir string, prev *run, now time.Time) *run {
+func newRun(spec Spec, dir string, prev *run) *run {
 	r := &run{
 		spec:          spec,
 		dir:           dir,
@@ -70,9 +73,7 @@ func newRun(spec Spec, dir string, prev *run, now time.Time) *run {
 		recheck:       make(chan struct{}, 1),
 		deadlineMoved: make(chan struct{}, 1),
 		reason:        spec.Reason,
-	}
-	if spec.MaxDuration > 0 {
-		r.deadline = now.Add(spec.MaxDuration)
+		maxDuration:   spec.MaxDuration,
 	}
 	return r
 }
@@ -114,10 +115,26 @@ func (r *run) status() Status {
 }
 
 // refreshStats asks the source for fresh kernel counters and moves the counters that grew
-// since the last refresh into the metrics.
+// since the last refresh into the metrics. After finalStats it does nothing: the capture's
+// series are gone and must not come back (at 0, a counter reset) from a late refresh.
 func (r *run) refreshStats(m *metrics.Metrics) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.refreshStatsLocked(m)
+}
+
+// finalStats moves the last counters into the metrics and closes them for this run.
+func (r *run) finalStats(m *metrics.Metrics) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refreshStatsLocked(m)
+	r.statsDone = true
+}
+
+func (r *run) refreshStatsLocked(m *metrics.Metrics) {
+	if r.statsDone {
+		return
+	}
 	if r.src != nil {
 		r.src.RequestStats()
 		r.takeDropsLocked(m, r.src.Stats().Dropped)
@@ -133,7 +150,7 @@ func (r *run) refreshStats(m *metrics.Metrics) {
 }
 
 func (r *run) takeDropsLocked(m *metrics.Metrics, dropped uint64) {
-	if dropped > r.srcDrops {
+	if dropped > r.srcDrops && !r.statsDone {
 		m.KernelDrops.WithLabelValues(r.spec.Namespace, r.spec.Pod).Add(float64(dropped - r.srcDrops))
 		r.srcDrops = dropped
 	}
@@ -153,7 +170,6 @@ func (m *Manager) runCapture(ctx context.Context, r *run) {
 	log := klog.FromContext(ctx).WithValues("pod", Key(r.spec.Namespace, r.spec.Pod), "uid", r.spec.UID, "source", r.spec.Source)
 	ctx, cancel := context.WithCancel(klog.NewContext(ctx, log))
 	defer cancel()
-	go m.watchDeadline(ctx, r, cancel)
 	started := false
 	defer func() {
 		m.cleanup(log, r, started)
@@ -161,12 +177,16 @@ func (m *Manager) runCapture(ctx context.Context, r *run) {
 		close(r.done)
 	}()
 	if r.prev != nil {
-		select {
-		case <-r.prev.done:
-		case <-ctx.Done():
+		// Even when stopped meanwhile: whoever replaces r waits for r, and so for prev. Not
+		// waiting would let a third capture of the pod start while prev still runs (and prev's
+		// cleanup delete its ring). Bounded by prev's stop.
+		<-r.prev.done
+		if ctx.Err() != nil {
 			return
 		}
 	}
+	r.armDeadline(m.cfg.Clock.Now())
+	go m.watchDeadline(ctx, r, cancel)
 	if err := os.MkdirAll(r.dir, 0o750); err != nil {
 		m.failed(r, metrics.FailureFiles, fmt.Errorf("create capture directory: %w", err))
 		return // permanent for this spec: a later Ensure with a new spec tries again
@@ -337,18 +357,21 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 		if err := ring.Close(); err != nil {
 			log.Error(err, "Closing capture ring")
 		}
-		r.refreshStats(m.cfg.Metrics)
 	}
+	r.finalStats(m.cfg.Metrics)
 	m.cfg.Metrics.ForgetCapture(r.spec.Namespace, r.spec.Pod)
 	m.mu.Lock()
 	requested, expired := r.stopRequested, r.expired
 	m.mu.Unlock()
+	r.mu.Lock()
+	maxDuration := r.maxDuration
+	r.mu.Unlock()
 	manual := r.spec.Source == SourceManual
 	deleteFiles := manual && requested
 	var why string
 	switch {
 	case expired:
-		why = fmt.Sprintf("max_duration %s reached", r.spec.MaxDuration)
+		why = fmt.Sprintf("max_duration %s reached", maxDuration)
 	case requested && manual:
 		why = "annotation removed or pod gone"
 	case requested:
@@ -357,7 +380,7 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 		why = "agent stopping"
 	}
 	if deleteFiles {
-		m.removeManualRing(r.dir, r.spec.Pod)
+		m.removeManualRing(r.dir, r.spec.Pod, r)
 	}
 	if !manual && started {
 		if err := writeSessionMeta(r, r.startedAt(), m.cfg.Clock.Now(), why); err != nil {

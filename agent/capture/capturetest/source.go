@@ -45,6 +45,7 @@ type Source struct {
 	hold      bool
 	endErr    error
 	closeErr  error
+	slowClose <-chan struct{} // Close returns only once this is closed
 	closes    int
 	statsReqs int
 	stats     capture.Stats
@@ -69,6 +70,15 @@ func (s *Source) EndWith(err, closeErr error) *Source {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.endErr, s.closeErr = err, closeErr
+	return s
+}
+
+// SlowClose makes Close wait, after ending the source, until release is closed: a process
+// that takes its time to stop. It returns s.
+func (s *Source) SlowClose(release <-chan struct{}) *Source {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.slowClose = release
 	return s
 }
 
@@ -139,15 +149,20 @@ func (s *Source) Stats() capture.Stats {
 }
 
 // Close implements capture.Source: it ends the source (a blocked ReadPacket returns) and
-// returns the close error given to EndWith. It may be called more than once.
+// returns the close error given to EndWith, after SlowClose's release if one was given. It
+// may be called more than once.
 func (s *Source) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closes++
 	if !s.isClosed() {
 		close(s.closed)
 	}
-	return s.closeErr
+	release, err := s.slowClose, s.closeErr
+	s.mu.Unlock()
+	if release != nil {
+		<-release
+	}
+	return err
 }
 
 // Closed reports whether Close was called.
