@@ -150,7 +150,7 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	}
 	dir := podDir
 	if spec.Source != SourceManual {
-		dir = filepath.Join(podDir, spec.Source+"-"+now.UTC().Format(sessionTimeFormat))
+		dir = m.sessionDirLocked(podDir, spec.Source, now)
 	}
 	r := newRun(spec, dir, m.stopping[key])
 	m.runs[key] = r
@@ -166,6 +166,20 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 
 // sessionTimeFormat names the directory of a non-manual capture after its start time.
 const sessionTimeFormat = "20060102T150405.000Z"
+
+// sessionDirLocked names a new non-manual capture's directory <source>-<time>, with a suffix
+// when a capture of the same millisecond has that name (its kept files must stay its own).
+func (m *Manager) sessionDirLocked(podDir, source string, now time.Time) string {
+	base := filepath.Join(podDir, source+"-"+now.UTC().Format(sessionTimeFormat))
+	inUse := m.dirsInUseLocked(nil)
+	dir := base
+	for n := 2; inUse[dir] || statErr(dir) == nil; n++ {
+		dir = fmt.Sprintf("%s-%d", base, n)
+	}
+	return dir
+}
+
+func statErr(p string) error { _, err := os.Stat(p); return err }
 
 // Stop ends the capture of a pod, if any. A manual capture's files are deleted; other
 // captures keep theirs under the retention rules. A pod without a capture loses the files of

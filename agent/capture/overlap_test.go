@@ -1,6 +1,7 @@
 package capture_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"k8s.io/utils/clock"
 
 	"github.com/podcap/podcap/agent/capture"
 	"github.com/podcap/podcap/agent/capture/capturetest"
@@ -204,5 +206,49 @@ func TestMaxDurationCountsFromTheStart(t *testing.T) {
 	}
 	if ran := meta.Stopped.Sub(meta.Started); ran < 200*time.Millisecond || meta.StopReason != "max_duration 300ms reached" {
 		t.Fatalf("ran %s, stop reason %q; want ≥ 200ms (not the time queued) and max_duration: %s", ran, meta.StopReason, b)
+	}
+}
+
+// frozenClock is the real clock with Now stuck at one instant.
+type frozenClock struct {
+	clock.RealClock
+	now time.Time
+}
+
+func (c frozenClock) Now() time.Time { return c.now }
+
+// Two policy captures of a pod started within the same millisecond get their own
+// directories: the second must not overwrite the files the first keeps.
+func TestPolicyCapturesOfTheSameMillisecondKeepTheirOwnFiles(t *testing.T) {
+	f := newFixture(t, 4, nil)
+	m, err := capture.NewManager(capture.Config{
+		Dir: t.TempDir(), MaxConcurrent: 4, Engine: f.engine, Resolver: f.res, Notifier: f.events,
+		Metrics: f.metrics, Clock: frozenClock{now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	f.res.Set("default", "web", capture.Target{PID: 42})
+	first := policySpec("web", 0)
+	ensure(t, m, first)
+	eventually(t, "the first running", func() bool { return phase(m, "default", "web") == capture.PhaseRunning })
+	st, _ := m.Status("default", "web")
+	second := first
+	second.Filter = "tcp port 443"
+	ensure(t, m, second)
+	eventually(t, "the second running", func() bool {
+		s, ok := m.Status("default", "web")
+		return ok && s.Phase == capture.PhaseRunning && s.Spec.Filter == second.Filter
+	})
+	st2, _ := m.Status("default", "web")
+	if st2.Dir == st.Dir {
+		t.Fatalf("both captures in %s", st.Dir)
+	}
+	if !exists(filepath.Join(st.Dir, "capture.json")) || !exists(filepath.Join(st.Dir, "capture-web.pcap0")) {
+		t.Fatalf("the first capture's files are gone from %s", st.Dir)
 	}
 }
