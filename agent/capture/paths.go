@@ -1,8 +1,10 @@
 package capture
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,7 +82,7 @@ func adoptRing(dir, base string, files int) (start int, err error) {
 		own[RingFileName(base, files, i)] = i
 	}
 	var newest time.Time
-	found := false
+	var tied []int // indices of the files with the newest mtime
 	for _, e := range entries {
 		i, ok := own[e.Name()]
 		if !ok {
@@ -95,11 +97,60 @@ func adoptRing(dir, base string, files int) (start int, err error) {
 		if err != nil || !info.Mode().IsRegular() {
 			continue
 		}
-		if !found || info.ModTime().After(newest) {
-			newest, start, found = info.ModTime(), (i+1)%files, true
+		switch mt := info.ModTime(); {
+		case len(tied) == 0 || mt.After(newest):
+			newest, tied = mt, []int{i}
+		case mt.Equal(newest):
+			tied = append(tied, i)
 		}
 	}
-	return start, nil
+	if len(tied) == 0 {
+		return 0, nil
+	}
+	return (newestOf(dir, base, files, tied) + 1) % files, nil
+}
+
+// newestOf picks the file written last among ring files with the same mtime (at high rates
+// a ring rotates several times within one tick of the file system's clock): a file holding
+// only its header is the one that was being written; otherwise the one whose first packet is
+// the latest.
+func newestOf(dir, base string, files int, tied []int) int {
+	best, bestTS := tied[0], time.Time{}
+	for _, i := range tied {
+		ts, packets := firstPacketTime(filepath.Join(dir, RingFileName(base, files, i)))
+		if !packets {
+			return i
+		}
+		if ts.After(bestTS) {
+			best, bestTS = i, ts
+		}
+	}
+	return best
+}
+
+// firstPacketTime reads the timestamp of a pcap file's first packet; packets is false for
+// a file that holds no whole record header (or is not a pcap file this ring writes).
+func firstPacketTime(path string) (ts time.Time, packets bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer f.Close()
+	var b [pcapFileHeaderLen + pcapRecordHeaderLen]byte
+	if _, err := io.ReadFull(f, b[:]); err != nil {
+		return time.Time{}, false
+	}
+	var order binary.ByteOrder
+	switch {
+	case binary.LittleEndian.Uint32(b[0:4]) == pcapMagicMicro:
+		order = binary.LittleEndian
+	case binary.BigEndian.Uint32(b[0:4]) == pcapMagicMicro:
+		order = binary.BigEndian
+	default:
+		return time.Time{}, false
+	}
+	rec := b[pcapFileHeaderLen:]
+	return time.Unix(int64(order.Uint32(rec[0:4])), int64(order.Uint32(rec[4:8]))*1000), true
 }
 
 // hasManualRing reports whether dir holds files of the pod's manual ring.
