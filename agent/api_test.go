@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -60,5 +61,41 @@ func TestAPIAuthentication(t *testing.T) {
 				t.Fatalf("body %s: %v", rec.Body, err)
 			}
 		}
+	}
+}
+
+// A client that goes away during an evaluation does not turn its cancellation into the
+// pod's decision: the explanation is evaluated to its end, and the next sync keeps the capture.
+func TestAPIClientGoneDoesNotStopCapture(t *testing.T) {
+	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
+	f := newPolicyCtrl(t, p, pod("web", nil))
+	f.sync(t, "default/web")
+	before, _ := f.captures.spec("default/web")
+	p.mu.Lock()
+	p.version = "v2" // the next evaluation is a fresh one, by the API
+	p.mu.Unlock()
+
+	srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true })
+	f.c.RegisterAPI(srv, "0123456789abcdef", func() []capture.Status { return nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the client is gone
+	req := httptest.NewRequest(http.MethodGet, "/api/v1/decisions/default/web", nil).WithContext(ctx)
+	req.Header.Set("Authorization", "Bearer 0123456789abcdef")
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, req)
+	var e struct {
+		Error    string
+		Decision *struct{ Capture bool } `json:"decision"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || rec.Code != http.StatusOK || e.Error != "" || e.Decision == nil || !e.Decision.Capture {
+		t.Fatalf("%d %s: %v", rec.Code, rec.Body, err)
+	}
+
+	f.sync(t, "default/web")
+	if s, ok := f.captures.spec("default/web"); !ok || s != before || len(f.captures.stopped) != 0 {
+		t.Fatalf("capture %+v %v (stopped %v) after the client went away, want it unchanged", s, ok, f.captures.stopped)
+	}
+	if ev := f.events(); len(ev) != 0 {
+		t.Fatalf("events = %q", ev)
 	}
 }

@@ -248,21 +248,24 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	spec, problems, err := c.desired(ctx, pod)
+	want, err := c.desired(ctx, pod)
 	if err != nil {
-		return err // transient (e.g. tcpdump could not check a filter): retried
+		return err // transient (tcpdump could not check a filter, the evaluation was cancelled): retried
 	}
-	c.report(ctx, pod, problems) // permanent until the pod or the policy changes: not retried
-	if spec == nil {
+	c.report(ctx, pod, want.problems) // permanent until the pod or the policy changes: not retried
+	if want.keep {
+		return nil // the policy could not decide in time: the capture stays as it is
+	}
+	if want.spec == nil {
 		c.captures.Stop(namespace, name)
 		return nil
 	}
-	queued, err := c.captures.Ensure(*spec)
+	queued, err := c.captures.Ensure(*want.spec)
 	if errors.Is(err, capture.ErrShutdown) {
 		return nil // the agent is stopping
 	}
 	if err != nil {
-		c.report(ctx, pod, append(problems, &invalidRequest{reason: metrics.InvalidName, message: err.Error()}))
+		c.report(ctx, pod, append(want.problems, &invalidRequest{reason: metrics.InvalidName, message: err.Error()}))
 		return nil
 	}
 	if queued {

@@ -24,6 +24,8 @@ const (
 
 // Policy is what the controller needs of the policy engine.
 type Policy interface {
+	// Decide bounds its own evaluation time (policy.Engine: --policy-eval-timeout) and says
+	// so with an error wrapping policy.ErrEvalTimeout; it returns early when ctx ends.
 	Decide(ctx context.Context, in policy.Input) (policy.Result, error)
 	Version() string
 }
@@ -79,17 +81,24 @@ func (d *decisionCache) forget(key string) {
 }
 
 // evaluate returns the policy's result for the pod, from the cache when nothing it depends on
-// changed. manual is the parsed annotation request.
-func (c *Controller) evaluate(ctx context.Context, pod *corev1.Pod, manual policy.Manual) cachedDecision {
+// changed. manual is the parsed annotation request. The policy's own errors (a timeout too)
+// are part of the result and cached like a decision; evaluate's error is only that ctx ended
+// during the evaluation: the caller gave up, the policy decided nothing, nothing is cached.
+func (c *Controller) evaluate(ctx context.Context, pod *corev1.Pod, manual policy.Manual) (cachedDecision, error) {
 	now := c.clock.Now()
 	version := c.policy.Version()
 	const alertsVersion = "" // no alert source yet: the alert-set version never changes
 	if e, ok := c.decisions.get(pod, version, alertsVersion, now); ok {
 		c.metrics.PolicyEvaluations.WithLabelValues("cached").Inc()
-		return e
+		return e, nil
 	}
 	in := policy.BuildInput(pod, c.cfg.NodeName, now, manual, nil)
 	res, err := c.policy.Decide(ctx, in)
+	if err != nil && ctx.Err() != nil {
+		// whatever the error says, it is the caller's cancellation (agent stopping, API
+		// client gone), not the policy's answer for the pod
+		return cachedDecision{}, fmt.Errorf("evaluate policy: %w", ctx.Err())
+	}
 	e := cachedDecision{uid: pod.UID, resourceVersion: pod.ResourceVersion, policyVersion: version, alertsVersion: alertsVersion,
 		at: now, input: in, result: res, err: err}
 	switch {
@@ -101,20 +110,32 @@ func (c *Controller) evaluate(ctx context.Context, pod *corev1.Pod, manual polic
 		c.metrics.PolicyEvaluations.WithLabelValues("no_capture").Inc()
 	}
 	c.decisions.put(pod.Namespace+"/"+pod.Name, e)
-	return e
+	return e, nil
+}
+
+// desire is the outcome of desired for one pod.
+type desire struct {
+	spec *capture.Spec // the capture the pod should have; nil: none
+	// keep leaves the pod's policy capture as it is: the policy could not decide in time
+	// (policy.ErrEvalTimeout), which says nothing about the pod. spec is nil then.
+	keep     bool
+	problems []*invalidRequest // to report once each
 }
 
 // desired decides the pod's capture: the manual annotation (the seed rule, which works
 // without any policy) wins when the policy allows manual captures for the pod; otherwise the
-// policy's decision, validated. Problems are returned to be reported once each.
-func (c *Controller) desired(ctx context.Context, pod *corev1.Pod) (*capture.Spec, []*invalidRequest, error) {
+// policy's decision, validated. An error is transient (retried) and changes nothing.
+func (c *Controller) desired(ctx context.Context, pod *corev1.Pod) (desire, error) {
 	manualSpec, manualBad := c.desiredCapture(pod)
 	if c.policy == nil || pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning {
-		return manualSpec, one(manualBad), nil
+		return desire{spec: manualSpec, problems: one(manualBad)}, nil
 	}
 	manual := c.manualInput(pod)
 	requested := manual.Requested
-	e := c.evaluate(ctx, pod, manual)
+	e, err := c.evaluate(ctx, pod, manual)
+	if err != nil {
+		return desire{}, err // the caller's cancellation: transient
+	}
 	var problems []*invalidRequest
 	if e.err != nil {
 		problems = append(problems, &invalidRequest{reason: metrics.PolicyErrorEval, eventReason: ReasonPolicyError,
@@ -129,19 +150,28 @@ func (c *Controller) desired(ctx context.Context, pod *corev1.Pod) (*capture.Spe
 			problems = append(problems, &invalidRequest{reason: metrics.PolicyErrorVeto, eventReason: ReasonManualVetoed,
 				message: fmt.Sprintf("the capture policy does not allow manual captures of this pod (data.podcap.manual_allowed is false); annotation %s ignored", c.cfg.AnnotationKey)})
 		case manualBad != nil:
-			return nil, append(problems, manualBad), nil
+			return desire{problems: append(problems, manualBad)}, nil
 		default:
-			return manualSpec, problems, nil
+			return desire{spec: manualSpec, problems: problems}, nil
 		}
 	}
+	if errors.Is(e.err, policy.ErrEvalTimeout) {
+		// transient: the policy did not say "no", so the pod's policy capture, if it has one,
+		// stays as it is (a load spike must not end every capture of the node) and none
+		// starts; a manual capture whose annotation is gone still stops. Reported, cached like
+		// any result, evaluated again at the next resync or pod change.
+		s, ok := c.captures.Status(pod.Namespace, pod.Name)
+		keep := ok && s.Spec.Source == capture.SourcePolicy && s.Spec.UID == string(pod.UID)
+		return desire{keep: keep, problems: problems}, nil
+	}
 	if e.err != nil || !e.result.Decision.Capture {
-		return nil, problems, nil
+		return desire{problems: problems}, nil
 	}
 	spec, bad, err := c.policySpec(ctx, pod, e.result.Decision)
 	if err != nil {
-		return nil, problems, err
+		return desire{problems: problems}, err
 	}
-	return spec, append(problems, bad...), nil
+	return desire{spec: spec, problems: append(problems, bad...)}, nil
 }
 
 // policySpec validates a capturing decision and turns it into a capture.Spec.
@@ -192,6 +222,10 @@ func shortVersion(v string) string {
 
 // Explain reports the policy input the agent builds for a pod of this node, the policy's
 // result (as the agent last used it, or freshly evaluated), and the pod's capture.
+//
+// A fresh evaluation is cached for the pod's sync like any other, so it runs to its end even
+// when the HTTP client goes away: ctx's cancellation is dropped and the policy's evaluation
+// timeout bounds it.
 func (c *Controller) Explain(ctx context.Context, namespace, name string) (*Explanation, error) {
 	pod, err := c.pods.Pods(namespace).Get(name)
 	if err != nil {
@@ -200,7 +234,10 @@ func (c *Controller) Explain(ctx context.Context, namespace, name string) (*Expl
 	e := &Explanation{Namespace: namespace, Pod: name}
 	if c.policy != nil {
 		manual := c.manualInput(pod)
-		d := c.evaluate(ctx, pod, manual)
+		d, err := c.evaluate(context.WithoutCancel(ctx), pod, manual)
+		if err != nil {
+			return nil, err
+		}
 		e.PolicyVersion, e.Input = d.policyVersion, &d.input
 		if d.err != nil {
 			e.Error = d.err.Error()

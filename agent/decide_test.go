@@ -17,7 +17,8 @@ import (
 	"github.com/podcap/podcap/policy"
 )
 
-// fakePolicy decides with a function and counts its evaluations.
+// fakePolicy decides with a function and counts its evaluations. Like policy.Engine, it
+// returns ctx's error when ctx has ended.
 type fakePolicy struct {
 	mu      sync.Mutex
 	version string
@@ -28,11 +29,14 @@ type fakePolicy struct {
 
 var _ Policy = (*fakePolicy)(nil)
 
-func (p *fakePolicy) Decide(_ context.Context, in policy.Input) (policy.Result, error) {
+func (p *fakePolicy) Decide(ctx context.Context, in policy.Input) (policy.Result, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.calls++
 	p.inputs = append(p.inputs, in)
+	if err := ctx.Err(); err != nil {
+		return policy.Result{ManualAllowed: true, Version: p.version}, fmt.Errorf("evaluate policy %s: %w", p.version, err)
+	}
 	return p.decide(in)
 }
 
@@ -212,5 +216,89 @@ func TestVetoHoldsWhenDecisionIsMalformed(t *testing.T) {
 	f.sync(t, "default/web")
 	if _, ok := f.captures.spec("default/web"); ok {
 		t.Fatal("a malformed decision lifted the policy's veto")
+	}
+}
+
+// A sync whose context ends during the evaluation (the agent stopping) is retried: the
+// cancellation is neither cached nor read as the policy's answer, so the capture stays.
+func TestCancelledEvaluationIsNotADecision(t *testing.T) {
+	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
+	f := newPolicyCtrl(t, p, pod("web", nil))
+	f.sync(t, "default/web")
+	before, _ := f.captures.spec("default/web")
+	p.mu.Lock()
+	p.version = "v2" // the cached decision no longer applies
+	p.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := f.c.sync(ctx, "default/web"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("sync with a cancelled context: %v, want a (retried) context.Canceled", err)
+	}
+	if s, ok := f.captures.spec("default/web"); !ok || s != before || len(f.captures.stopped) != 0 {
+		t.Fatalf("capture %+v %v (stopped %v) after a cancelled evaluation, want it unchanged", s, ok, f.captures.stopped)
+	}
+	if e := f.c.decisions.entries["default/web"]; e.policyVersion != "v1" || e.err != nil {
+		t.Fatalf("cached %+v: the cancellation was cached", e)
+	}
+	if ev := f.events(); len(ev) != 0 {
+		t.Fatalf("events = %q", ev)
+	}
+	f.sync(t, "default/web")
+	if p.calls != 3 {
+		t.Fatalf("%d evaluations, want 3: the next sync evaluates again", p.calls)
+	}
+	if s, ok := f.captures.spec("default/web"); !ok || s != before {
+		t.Fatalf("capture %+v %v", s, ok)
+	}
+}
+
+// A timed-out evaluation is a PolicyError that says so, and transient: the pod's running
+// policy capture stays, no policy capture starts, a manual ring whose annotation is gone stops.
+func TestEvalTimeoutKeepsPolicyCapture(t *testing.T) {
+	timedOut := func(policy.Input) (policy.Result, error) {
+		return policy.Result{ManualAllowed: true, Version: "v2"}, fmt.Errorf("evaluate policy v2: %w after 1s", policy.ErrEvalTimeout)
+	}
+	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
+	f := newPolicyCtrl(t, p, pod("web", nil), pod("idle", nil), pod("manual", map[string]string{DefaultAnnotationKey: "2"}))
+	for _, key := range []string{"default/web", "default/manual"} {
+		f.sync(t, key)
+	}
+	before, _ := f.captures.spec("default/web")
+	p.mu.Lock()
+	p.version, p.decide = "v2", timedOut
+	p.mu.Unlock()
+	unannotated := pod("manual", nil)
+	if err := f.c.informer.GetIndexer().Update(unannotated); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		for _, key := range []string{"default/web", "default/idle", "default/manual"} {
+			f.sync(t, key)
+		}
+	}
+	if s, ok := f.captures.spec("default/web"); !ok || s != before {
+		t.Fatalf("policy capture %+v %v after a timeout, want it unchanged", s, ok)
+	}
+	if _, ok := f.captures.spec("default/idle"); ok {
+		t.Fatal("a timed-out evaluation started a capture")
+	}
+	if _, ok := f.captures.spec("default/manual"); ok {
+		t.Fatal("a timed-out evaluation kept a manual ring whose annotation is gone")
+	}
+	if got := strings.Join(f.captures.stopped, ","); got != "default/idle,default/manual,default/idle,default/manual" {
+		t.Fatalf("stopped = %s", got)
+	}
+	ev := f.events()
+	if len(ev) != 3 {
+		t.Fatalf("events = %q, want one PolicyError per pod", ev)
+	}
+	for _, e := range ev {
+		if !strings.HasPrefix(e, "Warning PolicyError") || !strings.Contains(e, "policy evaluation timed out after 1s") {
+			t.Fatalf("event %q, want a PolicyError that says the evaluation timed out", e)
+		}
+	}
+	if v := testutil.ToFloat64(f.metrics.PolicyErrors.WithLabelValues(metrics.PolicyErrorEval)); v != 3 {
+		t.Fatalf("policy error metric = %v, want 3", v)
 	}
 }
