@@ -19,8 +19,8 @@ const MaxFilterLen = 1024
 const maxCachedFilters = 1024
 
 // FilterChecker decides whether a BPF filter expression may reach a capture process: the
-// expression is one argv element that tcpdump compiles (`tcpdump -d -i any -- <filter>`, no
-// shell anywhere), at most MaxFilterLen bytes, with no control characters and no leading '-'
+// expression is one argv element that tcpdump compiles (`tcpdump -d -y LINUX_SLL2 -- <filter>`,
+// no shell anywhere), at most MaxFilterLen bytes, with no control characters and no leading '-'
 // (so that it can never be read as a tcpdump option, e.g. `-z /tmp/x`). Verdicts are cached by
 // expression, so an unchanged policy costs one tcpdump run per distinct filter.
 type FilterChecker struct {
@@ -90,11 +90,18 @@ func staticFilterCheck(filter string) error {
 	return nil
 }
 
-// compile runs `tcpdump -d -i any -- filter`; transient reports that tcpdump could not run.
+// filterLinkType is the link type of `tcpdump -i any` captures (libpcap ≥ 1.10): the filter
+// is compiled for it, so its verdict is the capture's.
+const filterLinkType = "LINUX_SLL2"
+
+// compile runs `tcpdump -d -y LINUX_SLL2 -- filter`; transient reports that tcpdump could not
+// run. Without -i, tcpdump compiles for the link type alone (pcap_open_dead): it opens no
+// capture socket, needs no privilege and touches no interface of the host, whereas
+// `-d -i any` would open an AF_PACKET socket on the host just to learn the link type.
 func (f *FilterChecker) compile(ctx context.Context, filter string) (err error, transient bool) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, f.tcpdump, "-d", "-i", "any", "--", filter)
+	cmd := exec.CommandContext(ctx, f.tcpdump, "-d", "-y", filterLinkType, "--", filter)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	runErr := cmd.Run()

@@ -3,7 +3,9 @@ package capture
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -33,6 +35,9 @@ func TestFilterChecker(t *testing.T) {
 		{strings.Repeat("udp or ", 800) + "udp", false, "at most 1024"},
 		{"   ", false, "white space"},
 		{"udp port \xff", false, "UTF-8"},
+		// compiled for the link type of -i any captures, LINUX_SLL2, not Ethernet
+		{"ether host 1:2:3:4:5:6", false, "ethernet addresses supported only"},
+		{"vlan", false, "no VLAN support for Linux cooked v2"},
 	} {
 		t.Run(tc.filter, func(t *testing.T) {
 			err := fc.Check(ctx, tc.filter)
@@ -78,5 +83,26 @@ func TestFilterCheckerMissingTcpdumpIsNotCached(t *testing.T) {
 	}
 	if len(fc.verdicts) != 0 {
 		t.Fatal("a failure to run tcpdump was cached as a verdict")
+	}
+}
+
+// The check compiles for a link type, never for an interface: `tcpdump -d -i any` would open
+// an AF_PACKET socket on the host just to compile.
+func TestFilterCheckerOpensNoInterface(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "tcpdump")
+	// records its arguments, one a line, and accepts every filter
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$0.args\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewFilterChecker(fake).Check(context.Background(), "udp port 53"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fake + ".args")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n"), []string{"-d", "-y", "LINUX_SLL2", "--", "udp port 53"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("tcpdump argv %q, want %q", got, want)
 	}
 }
