@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +45,25 @@ func TestParseRingSize(t *testing.T) {
 				t.Fatalf("parse %q = %d, %+v; want %d", tc.value, n, bad, tc.want)
 			}
 		})
+	}
+}
+
+// A pod controls the annotation's value (up to 256 KiB): messages quote only its start.
+func TestInvalidValueIsQuotedShort(t *testing.T) {
+	huge := "é" + strings.Repeat("x", 256<<10)
+	_, bad := parseRingSize("tcpdump.antrea.io", huge, 64)
+	if bad == nil || len(bad.message) > 400 || !strings.Contains(bad.message, `tcpdump.antrea.io="éxxx`) ||
+		!strings.Contains(bad.message, fmt.Sprintf(`"... (%d bytes)`, len(huge))) {
+		t.Fatalf("message (%d bytes) = %.300q", len(bad.message), bad.message)
+	}
+	for _, v := range []string{"abc", strings.Repeat("7", 64)} {
+		if _, bad := parseRingSize("k", v, 64); !strings.Contains(bad.message, strconv.Quote(v)+" is not") {
+			t.Fatalf("short value %q: message %q, want it whole", v, bad.message)
+		}
+	}
+	// cut at a character boundary: never half of a UTF-8 sequence
+	if q := quoteShort(strings.Repeat("x", maxQuoted-1) + "éé"); !strings.HasPrefix(q, strconv.Quote(strings.Repeat("x", maxQuoted-1))+"...") {
+		t.Fatalf("quoteShort cut a character: %s", q)
 	}
 }
 

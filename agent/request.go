@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -39,11 +40,28 @@ func parseRingSize(key, value string, maxFiles int) (int, *invalidRequest) {
 	if n < 1 || n > maxFiles {
 		return 0, &invalidRequest{
 			reason: metrics.InvalidValue,
-			message: fmt.Sprintf("annotation %s=%q is not a valid capture request: want the number of 1 MB files of the capture ring, a decimal integer from 1 to %d",
-				key, value, maxFiles),
+			message: fmt.Sprintf("annotation %s=%s is not a valid capture request: want the number of 1 MB files of the capture ring, a decimal integer from 1 to %d",
+				key, quoteShort(value), maxFiles),
 		}
 	}
 	return n, nil
+}
+
+// maxQuoted bounds the bytes of a pod-controlled value quoted in a message: an annotation
+// value may be 256 KiB, and the message lands in an Event, the log and the API.
+const maxQuoted = 64
+
+// quoteShort quotes a pod-controlled value for messages: whole if short, else its first
+// maxQuoted bytes (cut at a character boundary), "..." and its length.
+func quoteShort(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:cut]), len(s))
 }
 
 // desiredCapture is the seed rule: the capture a pod asks for by annotation, nil for none.

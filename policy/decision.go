@@ -18,7 +18,8 @@ import (
 type Decision struct {
 	// Capture says whether the pod's traffic is captured.
 	Capture bool `json:"capture"`
-	// Reason says why, for Events, the API and logs. Default "policy".
+	// Reason says why, for Events, the API and logs: at most MaxReasonLen bytes of printable
+	// text, whether the decision captures or not. Default "policy".
 	Reason string `json:"reason"`
 	// Files is the number of files of the ring. Default DefaultFiles.
 	Files int `json:"files"`
@@ -71,7 +72,9 @@ func DecodeDecision(v any) (Decision, error) {
 			hasCapture = true
 			d.Capture, err = decodeBool(val)
 		case "reason":
-			d.Reason, err = decodeString(val)
+			if d.Reason, err = decodeString(val); err == nil {
+				err = validateReason(d.Reason)
+			}
 		case "files":
 			var n int64
 			n, err = decodeInt(val)
@@ -239,7 +242,7 @@ type Duration time.Duration
 func ParseDuration(s string) (Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a Go duration (want e.g. \"90s\", \"10m\", \"1h30m\"; \"0\" for none)", s)
+		return 0, fmt.Errorf("%q is not a Go duration (want e.g. \"90s\", \"10m\", \"1h30m\"; \"0\" for none)", short(s))
 	}
 	return Duration(d), nil
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Limits bound what a decision may ask of the node. A zero field takes DefaultLimits' value.
@@ -105,6 +107,27 @@ func ValidateFilter(filter string, maxLen int) error {
 	}
 	if i := strings.IndexAny(filter, ";$`"); i >= 0 {
 		return fmt.Errorf("filter %q: %q is not part of BPF syntax (a filter is handed to tcpdump as one argument, never to a shell)", short(filter), filter[i])
+	}
+	return nil
+}
+
+// MaxReasonLen bounds a decision's reason in bytes: it is copied into Events, logs, the API
+// and capture.json, and rules often build it from pod data (labels, annotations).
+const MaxReasonLen = 256
+
+// validateReason accepts at most MaxReasonLen bytes of printable text on one line (any
+// script; no control or format characters, tabs or newlines). The error never quotes it.
+func validateReason(s string) error {
+	if len(s) > MaxReasonLen {
+		return fmt.Errorf("%d bytes, longer than the limit of %d", len(s), MaxReasonLen)
+	}
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
+	}
+	for i, r := range s {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("byte %d is %U: want printable text on one line (no control or format characters, tabs or newlines)", i, r)
+		}
 	}
 	return nil
 }
