@@ -80,9 +80,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-// RegisterAPI adds the agent's HTTP API to s, behind the bearer token (off without one):
+// MinAPITokenLen is the shortest bearer token the API accepts, in bytes: a guessable token
+// would expose pod metadata and policy internals to the node's network.
+const MinAPITokenLen = 16
+
+// RegisterAPI adds the agent's HTTP API to s, behind the bearer token (off without one, or
+// with one shorter than MinAPITokenLen: the caller logs why):
 // GET /api/v1/decisions/{namespace}/{pod} and GET /api/v1/captures.
 func (c *Controller) RegisterAPI(s *Server, token string, list func() []capture.Status) {
+	if len(token) < MinAPITokenLen {
+		token = "" // off
+	}
 	s.Handle("GET /api/v1/decisions/{namespace}/{pod}", requireToken(token, c.decisionsHandler()))
 	s.Handle("GET /api/v1/captures", requireToken(token, c.capturesHandler(list)))
 }

@@ -6,11 +6,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/podcap/podcap/agent/capture"
 )
+
+// testToken is a bearer token of the minimum length, MinAPITokenLen.
+const testToken = "s3cret-s3cret-s3"
 
 func TestAPIAuthentication(t *testing.T) {
 	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
@@ -22,10 +26,11 @@ func TestAPIAuthentication(t *testing.T) {
 		want              int
 	}{
 		{"api off without a token", "", "Bearer x", http.StatusForbidden},
-		{"no credentials", "s3cret", "", http.StatusUnauthorized},
-		{"wrong token", "s3cret", "Bearer s3cre", http.StatusUnauthorized},
-		{"basic auth is not a bearer", "s3cret", "Basic czNjcmV0", http.StatusUnauthorized},
-		{"right token", "s3cret", "Bearer s3cret", http.StatusOK},
+		{"api off with a token under 16 bytes", "s3cret-s3cret-s", "Bearer s3cret-s3cret-s", http.StatusForbidden},
+		{"no credentials", testToken, "", http.StatusUnauthorized},
+		{"wrong token", testToken, "Bearer " + testToken[:len(testToken)-1], http.StatusUnauthorized},
+		{"basic auth is not a bearer", testToken, "Basic czNjcmV0LXMzY3JldC1zMw==", http.StatusUnauthorized},
+		{"right token", testToken, "Bearer " + testToken, http.StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true })
@@ -44,10 +49,10 @@ func TestAPIAuthentication(t *testing.T) {
 		})
 	}
 	srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true })
-	f.c.RegisterAPI(srv, "s3cret", list)
+	f.c.RegisterAPI(srv, testToken, list)
 	for path, want := range map[string]int{"/api/v1/decisions/default/web": 200, "/api/v1/decisions/default/gone": 404} {
 		req := httptest.NewRequest(http.MethodGet, path, nil)
-		req.Header.Set("Authorization", "Bearer s3cret")
+		req.Header.Set("Authorization", "Bearer "+testToken)
 		rec := httptest.NewRecorder()
 		srv.Handler().ServeHTTP(rec, req)
 		if rec.Code != want {
@@ -76,11 +81,11 @@ func TestAPIClientGoneDoesNotStopCapture(t *testing.T) {
 	p.mu.Unlock()
 
 	srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true })
-	f.c.RegisterAPI(srv, "0123456789abcdef", func() []capture.Status { return nil })
+	f.c.RegisterAPI(srv, testToken, func() []capture.Status { return nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the client is gone
 	req := httptest.NewRequest(http.MethodGet, "/api/v1/decisions/default/web", nil).WithContext(ctx)
-	req.Header.Set("Authorization", "Bearer 0123456789abcdef")
+	req.Header.Set("Authorization", "Bearer "+testToken)
 	rec := httptest.NewRecorder()
 	srv.Handler().ServeHTTP(rec, req)
 	var e struct {
@@ -97,5 +102,20 @@ func TestAPIClientGoneDoesNotStopCapture(t *testing.T) {
 	}
 	if ev := f.events(); len(ev) != 0 {
 		t.Fatalf("events = %q", ev)
+	}
+}
+
+// Every phase of a connection is bounded: a stalled client holds a connection for a bounded time.
+func TestServerTimeouts(t *testing.T) {
+	srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true }).httpServer()
+	for name, d := range map[string]time.Duration{"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,
+		"WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout} {
+		if d <= 0 {
+			t.Errorf("%s is not set", name)
+		}
+	}
+	// a response may take a fresh policy evaluation, up to --policy-eval-timeout's maximum
+	if srv.WriteTimeout < 10*time.Second {
+		t.Errorf("WriteTimeout %s is shorter than the longest policy evaluation", srv.WriteTimeout)
 	}
 }

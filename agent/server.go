@@ -45,19 +45,29 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // Handler is the server's routes, for tests.
 func (s *Server) Handler() http.Handler { return s.mux }
 
+// httpServer is the server Run serves with. Every phase of a connection is bounded, so that a
+// slow or stalled client holds a connection (and its goroutine) for a bounded time: the
+// request headers, the whole request, the response (WriteTimeout; the slowest handler, a
+// fresh policy evaluation, is bounded by --policy-eval-timeout, at most 10 s) and an idle
+// keep-alive connection.
+func (s *Server) httpServer() *http.Server {
+	return &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
 // Run listens and serves until ctx ends, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.addr, err)
 	}
-	srv := &http.Server{
-		Handler:           s.mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
+	srv := s.httpServer()
 	klog.FromContext(ctx).Info("Serving health and metrics", "address", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -147,12 +147,12 @@ func run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	token, err := readToken(o.APITokenFile)
+	token, off, err := readToken(o.APITokenFile)
 	if err != nil {
 		return err
 	}
-	if token == "" {
-		log.Info("HTTP API off: no --api-token-file (or the file is missing or empty)")
+	if off != "" {
+		log.Info("HTTP API off", "why", off)
 	}
 	srv := agent.NewServer(o.ListenAddress, reg, ctrl.Synced)
 	ctrl.RegisterAPI(srv, token, captures.List)
@@ -189,19 +189,26 @@ func reloadOnSIGHUP(ctx context.Context, rules *policy.Engine) error {
 	}
 }
 
-// readToken reads the API's bearer token; a missing file means no token (API off).
-func readToken(path string) (string, error) {
+// readToken reads the API's bearer token (surrounding white space trimmed). No file, an empty
+// one or a token shorter than agent.MinAPITokenLen bytes mean no token: the API is off, and
+// off says why. An unreadable file is an error.
+func readToken(path string) (token, off string, err error) {
 	if path == "" {
-		return "", nil
+		return "", "no --api-token-file", nil
 	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
+		return "", fmt.Sprintf("--api-token-file %s does not exist", path), nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read --api-token-file: %w", err)
+		return "", "", fmt.Errorf("read --api-token-file: %w", err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	token = strings.TrimSpace(string(b))
+	if len(token) < agent.MinAPITokenLen {
+		return "", fmt.Sprintf("the token in --api-token-file %s is %d bytes, shorter than the minimum of %d (e.g. openssl rand -hex 24)",
+			path, len(token), agent.MinAPITokenLen), nil
+	}
+	return token, "", nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
