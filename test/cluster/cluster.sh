@@ -525,7 +525,7 @@ kind: ClusterRole
 metadata: {name: podcap-agent}
 rules:
 - {apiGroups: [""], resources: [pods], verbs: [get, list, watch]}
-- {apiGroups: ["", events.k8s.io], resources: [events], verbs: [create, patch]}
+- {apiGroups: [""], resources: [events], verbs: [create, patch]}
 EOF
   fi
   "${KUBECTL[@]}" apply -f - >/dev/null <<EOF
@@ -538,12 +538,13 @@ EOF
   local G=("$BIN/kubectl" --kubeconfig "$AGENT_KUBECONFIG") v
   # RBAC is cached in the authorizer: poll until the binding is effective, then prove the limits
   wait_for "" 30 sh -c "[ \"\$('$BIN/kubectl' --kubeconfig '$AGENT_KUBECONFIG' auth can-i watch pods --all-namespaces)\" = yes ]"
-  for v in "get pods" "list pods" "create events" "patch events" "create events.events.k8s.io" "patch events.events.k8s.io"; do
+  for v in "get pods" "list pods" "create events" "patch events"; do
     # shellcheck disable=SC2086  # $v is verb + resource
     [ "$("${G[@]}" auth can-i $v -n default 2>/dev/null)" = yes ] || die "agent user cannot $v"
   done
   for v in "delete pods" "patch pods" "update pods" "create pods" "create pods --subresource=exec" \
-           "get secrets" "list nodes" "get configmaps" "delete events" "list events" "create clusterrolebindings"; do
+           "get secrets" "list nodes" "get configmaps" "delete events" "list events" "create clusterrolebindings" \
+           "create events.events.k8s.io"; do
     # shellcheck disable=SC2086
     [ "$("${G[@]}" auth can-i $v -n default 2>/dev/null || true)" = no ] || die "agent user RBAC too wide: can $v"
   done

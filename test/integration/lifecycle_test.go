@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -158,7 +159,7 @@ func TestDeadCRISocket(t *testing.T) {
 }
 
 // TestAgentRBAC: the agent's credentials (exactly deploy/rbac.yaml's ClusterRole) can read
-// pods and write Events, and nothing else.
+// pods and write core Events, and nothing else (not even events.k8s.io Events: unused).
 func TestAgentRBAC(t *testing.T) {
 	c := testBed(t)
 	ctx := t.Context()
@@ -198,6 +199,12 @@ func TestAgentRBAC(t *testing.T) {
 	_, forbidden["list configmaps"] = ag.CoreV1().ConfigMaps("rbac").List(ctx, metav1.ListOptions{})
 	_, forbidden["list nodes"] = ag.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	forbidden["delete event"] = ag.CoreV1().Events("rbac").Delete(ctx, created.Name, metav1.DeleteOptions{})
+	_, forbidden["create events.k8s.io event"] = ag.EventsV1().Events("rbac").Create(ctx, &eventsv1.Event{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "target.", Namespace: "rbac"},
+		EventTime:  metav1.NowMicro(), ReportingController: "podcap.io/agent-test", ReportingInstance: "test",
+		Action: "Test", Reason: "RBACTest", Type: corev1.EventTypeNormal,
+		Regarding: corev1.ObjectReference{Kind: "Pod", Namespace: "rbac", Name: "target", UID: pod.UID},
+	}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	for what, err := range forbidden {
 		if !apierrors.IsForbidden(err) {
 			t.Errorf("%s: %v, want Forbidden", what, err)
