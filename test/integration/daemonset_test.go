@@ -86,6 +86,20 @@ func TestDaemonSetEndToEnd(t *testing.T) {
 	if sc := agents.Items[0].Spec.Containers[0].SecurityContext; sc == nil || sc.Privileged != nil && *sc.Privileged {
 		t.Errorf("agent runs privileged: %+v", sc)
 	}
+	// the CRI socket's directory is mounted read-only, and the capture above shows that the
+	// socket answers through it
+	criDir := filepath.Dir(criSock.Path)
+	for _, m := range agents.Items[0].Spec.Containers[0].VolumeMounts {
+		if m.Name == "cri-socket" && (!m.ReadOnly || m.MountPath != criDir) {
+			t.Errorf("CRI socket mount %+v, want %s read-only", m, criDir)
+		}
+	}
+	probe := filepath.Join(criDir, ".podcap-write-probe")
+	if _, err := c.Kubectl(ctx, "-n", "podcap-system", "exec", "ds/podcap-agent", "--", "touch", probe); err == nil ||
+		!strings.Contains(err.Error(), "Read-only file system") { // kubectl's error carries the command's stderr
+		_ = os.Remove(probe)
+		t.Errorf("touch in the CRI socket's directory from the agent pod: %v, want Read-only file system", err)
+	}
 
 	unannotate(t, c, pod)
 	waitFor(t, 30*time.Second, "files deleted", func() (bool, error) { return gone(dir), nil })

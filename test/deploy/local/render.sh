@@ -17,13 +17,16 @@
 # - the capture dir CAPTURE_DIR on the node, mounted at the same path, and --capture-dir.
 # Plain heredocs, no envsubst; the values are checked first because they land in YAML.
 
-# _render_move_mount VOLUME BASE_PATH PATH: strategic-merge list items (each line led by a
-# newline) that move VOLUME's mount from BASE_PATH to PATH; nothing if they are the same
+# _render_move_mount VOLUME BASE_PATH PATH [readOnly]: strategic-merge list items (each line
+# led by a newline) that move VOLUME's mount from BASE_PATH to PATH, read-only with a 4th
+# argument (as the base mounts it: the delete drops the base's readOnly too); nothing if the
+# paths are the same
 _render_move_mount() {
   [ "$2" = "$3" ] && return 0
   # shellcheck disable=SC2016  # $patch is a literal kustomize directive
   printf '\n        - mountPath: %s\n          $patch: delete' "$2"
   printf '\n        - name: %s\n          mountPath: %s' "$1" "$3"
+  [ -z "${4:-}" ] || printf '\n          readOnly: true'
 }
 
 render_local_overlay() {
@@ -74,7 +77,7 @@ EOF_K
   # a mount moves only where the path differs from the base's: a strategic-merge delete and an
   # add of the same mountPath (the merge key) would leave no mount at all
   local mounts
-  mounts=$(_render_move_mount cri-socket /run/containerd "$cri"
+  mounts=$(_render_move_mount cri-socket /run/containerd "$cri" readOnly
            _render_move_mount captures /var/lib/podcap/captures "$cap")
   cat >"$out/agent-run.yaml" <<EOF_P
 apiVersion: apps/v1
