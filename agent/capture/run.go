@@ -175,6 +175,9 @@ func (m *Manager) runCapture(ctx context.Context, r *run) {
 		m.cleanup(log, r, started)
 		m.finish(r)
 		close(r.done)
+		if r.spec.Source != SourceManual && started {
+			m.kickSweep() // now that r no longer counts as live, its files may be evicted
+		}
 	}()
 	if r.prev != nil {
 		// Even when stopped meanwhile: whoever replaces r waits for r, and so for prev. Not
@@ -386,7 +389,6 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 		if err := writeSessionMeta(r, r.startedAt(), m.cfg.Clock.Now(), why); err != nil {
 			log.Error(err, "Writing capture metadata")
 		}
-		m.kickSweep()
 	}
 	if started && (requested || expired) {
 		msg := fmt.Sprintf("capture stopped (%s); files kept in %s", why, r.dir)

@@ -252,3 +252,36 @@ func TestPolicyCapturesOfTheSameMillisecondKeepTheirOwnFiles(t *testing.T) {
 		t.Fatalf("the first capture's files are gone from %s", st.Dir)
 	}
 }
+
+// slowStopEvents is a Notifier whose CaptureStopped Events take a while (a slow API server).
+type slowStopEvents struct{ events }
+
+func (e *slowStopEvents) Notify(s capture.Spec, eventType, reason, message string) {
+	if reason == capture.ReasonStopped {
+		time.Sleep(100 * time.Millisecond) // the API server is slow: widens the window, syncs nothing
+	}
+	e.events.Notify(s, eventType, reason, message)
+}
+
+// The sweep asked for when a policy capture ends runs once the capture no longer counts as
+// live, so its files are evicted at once when over budget, not a retention interval later.
+func TestEndedPolicyCaptureIsEvictedWithoutWaitingForTheNextSweep(t *testing.T) {
+	f := newFixture(t, 4, nil)
+	m, err := capture.NewManager(capture.Config{
+		Dir: t.TempDir(), MaxConcurrent: 4, Engine: f.engine, Resolver: f.res, Notifier: &slowStopEvents{},
+		Metrics: f.metrics, Retention: capture.Retention{MaxBytes: 1, Interval: time.Hour},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	f.res.Set("default", "web", capture.Target{PID: 42})
+	ensure(t, m, policySpec("web", 0))
+	eventually(t, "running", func() bool { return phase(m, "default", "web") == capture.PhaseRunning })
+	st, _ := m.Status("default", "web")
+	m.Stop("default", "web")
+	eventually(t, "the ended capture evicted (budget 1 byte)", func() bool { return !exists(st.Dir) })
+}
