@@ -201,6 +201,7 @@ func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.D
 		Snaplen:     d.Snaplen,
 		Filter:      d.Filter,
 		Source:      capture.SourcePolicy,
+		HostNetwork: pod.Spec.HostNetwork,
 		MaxDuration: time.Duration(d.MaxDuration),
 		Reason:      d.Reason,
 	}, nil, nil

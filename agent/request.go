@@ -84,11 +84,12 @@ func (c *Controller) desiredCapture(pod *corev1.Pod) (*capture.Spec, *invalidReq
 		return nil, &invalidRequest{reason: metrics.InvalidName, message: err.Error()}
 	}
 	return &capture.Spec{
-		Namespace: pod.Namespace,
-		Pod:       pod.Name,
-		UID:       string(pod.UID),
-		Files:     n,
-		FileSize:  capture.DefaultFileSize,
-		Source:    metrics.SourceManual,
+		Namespace:   pod.Namespace,
+		Pod:         pod.Name,
+		UID:         string(pod.UID),
+		Files:       n,
+		FileSize:    capture.DefaultFileSize,
+		Source:      metrics.SourceManual,
+		HostNetwork: pod.Spec.HostNetwork,
 	}, nil
 }

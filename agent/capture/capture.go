@@ -32,9 +32,14 @@ type Spec struct {
 	Snaplen   int    // bytes kept of each packet; 0 means DefaultSnaplen
 	Filter    string // validated BPF expression; "" captures everything
 	Source    string // who asked: SourceManual (annotation) or SourcePolicy
+	// HostNetwork: the pod uses the node's network namespace and --allow-host-network lets
+	// it be captured. Otherwise a target found in the agent's (the node's) network namespace
+	// is refused: a capture there would record the whole node's traffic.
+	HostNetwork bool
 
 	// MaxDuration ends the capture that long after it started (0: until it is no longer
-	// desired). A later Ensure may move the deadline without restarting the capture.
+	// desired). A later Ensure with another MaxDuration moves the deadline without
+	// restarting the capture.
 	MaxDuration time.Duration
 	// Reason says why the capture runs (the policy's reason); informative only.
 	Reason string
@@ -78,6 +83,9 @@ var ErrPodNotFound = errors.New("pod not found in the container runtime")
 type SourceOptions struct {
 	Snaplen int    // 0 means DefaultSnaplen
 	Filter  string // validated BPF expression, passed as one argv element
+	// HostNetwork allows a target in the node's network namespace (Spec.HostNetwork); an
+	// engine refuses such a target otherwise.
+	HostNetwork bool
 }
 
 // Engine opens packet sources inside a network namespace.

@@ -253,7 +253,7 @@ func (m *Manager) attempt(ctx context.Context, r *run, started *bool) error {
 		}
 		return m.failed(r, metrics.FailureResolve, fmt.Errorf("find the pod's network namespace: %w", err))
 	}
-	src, err := m.cfg.Engine.Open(ctx, target, SourceOptions{Snaplen: s.Snaplen, Filter: s.Filter})
+	src, err := m.cfg.Engine.Open(ctx, target, SourceOptions{Snaplen: s.Snaplen, Filter: s.Filter, HostNetwork: s.HostNetwork})
 	if err != nil {
 		if ctx.Err() != nil {
 			return err

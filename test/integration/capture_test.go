@@ -207,7 +207,8 @@ func TestInvalidRequests(t *testing.T) {
 	waitPackets(t, a, pods[0], "capture-bad-0.pcap")
 }
 
-// TestHostNetworkRefused: a hostNetwork pod's capture would be the node's traffic.
+// TestHostNetworkRefused: a hostNetwork pod's capture would be the node's traffic; refused
+// unless --allow-host-network.
 func TestHostNetworkRefused(t *testing.T) {
 	c := testBed(t)
 	a := startAgent(t, c)
@@ -217,6 +218,10 @@ func TestHostNetworkRefused(t *testing.T) {
 	if !gone(podDir(a, pod)) || len(sessionProcs(t, a, "tcpdump")) != 0 {
 		t.Fatal("a hostNetwork pod was captured without --allow-host-network")
 	}
+	// --allow-host-network opts in: the capture runs in the node's network namespace (which
+	// the engine refuses for any other pod)
+	b := startAgent(t, c, "--allow-host-network")
+	waitPackets(t, b, pod, "capture-hn.pcap")
 }
 
 // TestPodDeletionStopsCapture: deleting the pod stops its capture and deletes the files.

@@ -51,6 +51,9 @@ func (e *Engine) open(ctx context.Context, t capture.Target, o capture.SourceOpt
 	if err != nil {
 		return nil, fmt.Errorf("open capture: %w", err)
 	}
+	if !o.HostNetwork && inNodeNetns(t) {
+		return nil, fmt.Errorf("open capture: %w", ErrNodeNetwork)
+	}
 	log := klog.FromContext(ctx)
 	outR, outW, err := os.Pipe()
 	if err != nil {

@@ -333,3 +333,33 @@ func TestAgentKilledLeavesNoTcpdump(t *testing.T) {
 		return st == "" || st == "Z"
 	})
 }
+
+// A target in the node's network namespace (here: the test's own, like the agent's on a
+// node) is refused unless the pod is a hostNetwork pod that may be captured.
+func TestNodeNetnsRefusedUnlessHostNetwork(t *testing.T) {
+	needRoot(t)
+	e := newEngine(t)
+	self := capture.Target{PID: os.Getpid()}
+	if src, err := e.Open(context.Background(), self, capture.SourceOptions{Filter: "icmp"}); !errors.Is(err, tcpdump.ErrNodeNetwork) {
+		if err == nil {
+			src.Close()
+		}
+		t.Fatalf("Open in the node's network namespace: %v, want ErrNodeNetwork", err)
+	}
+	if src, err := e.Open(context.Background(), capture.Target{NetNSPath: "/proc/self/ns/net"}, capture.SourceOptions{}); !errors.Is(err, tcpdump.ErrNodeNetwork) {
+		if err == nil {
+			src.Close()
+		}
+		t.Fatalf("Open by the node's netns path: %v, want ErrNodeNetwork", err)
+	}
+	src := open(t, e, context.Background(), self, capture.SourceOptions{Filter: "icmp", HostNetwork: true})
+	if err := src.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	// a pod's own namespace is fine
+	p := newNetnsPair(t)
+	src = open(t, e, context.Background(), capture.Target{PID: p.sleeperPID}, capture.SourceOptions{Filter: "icmp"})
+	if err := src.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
