@@ -285,3 +285,19 @@ func TestEndedPolicyCaptureIsEvictedWithoutWaitingForTheNextSweep(t *testing.T) 
 	m.Stop("default", "web")
 	eventually(t, "the ended capture evicted (budget 1 byte)", func() bool { return !exists(st.Dir) })
 }
+
+// A policy capture stopped before its process ever ran captured nothing: its directory goes
+// (it held only the capture.json of its start) instead of waiting for retention.
+func TestPolicyCaptureThatNeverStartedLeavesNothing(t *testing.T) {
+	f := newFixture(t, 4, nil)
+	f.res.SetErr("default", "web", capture.ErrPodNotFound) // the sandbox is still being created
+	ensure(t, f.m, policySpec("web", 0))
+	var dir string
+	eventually(t, "the capture's directory", func() bool { dir = sessionDir(t, f, "web"); return dir != "" })
+	eventually(t, "the pod resolved once", func() bool { return f.res.Calls() >= 1 })
+	f.m.Stop("default", "web")
+	eventually(t, "the pod's directory gone", func() bool { return !exists(filepath.Join(f.dir, "default/web")) })
+	if n := f.events.count("CaptureStopped"); n != 0 {
+		t.Errorf("%d CaptureStopped Events for a capture that never started:\n%s", n, f.events)
+	}
+}

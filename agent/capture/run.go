@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -385,10 +386,18 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 	if deleteFiles {
 		m.removeManualRing(r.dir, r.spec.Pod, r)
 	}
-	if !manual && started {
+	switch {
+	case !manual && started:
 		if err := writeSessionMeta(r, r.startedAt(), m.cfg.Clock.Now(), why); err != nil {
 			log.Error(err, "Writing capture metadata")
 		}
+	case !manual:
+		// stopped before its process ever ran: nothing was captured, and a directory holding
+		// only the capture.json of its start would be left for retention to find
+		if err := os.RemoveAll(r.dir); err != nil {
+			log.Error(err, "Removing the directory of a capture that never started", "dir", r.dir)
+		}
+		m.pruneDirs(filepath.Dir(r.dir), r)
 	}
 	if started && (requested || expired) {
 		msg := fmt.Sprintf("capture stopped (%s); files kept in %s", why, r.dir)

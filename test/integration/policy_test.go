@@ -317,6 +317,7 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 	b2 := startAgent(t, c, "--policy-dir="+rules, "--retention-max-bytes=1")
 	labelled := runningPod(t, c, "policy-retention", "web", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}})
 	session := policySession(t, b2, labelled)
+	waitPackets(t, b2, labelled, filepath.Join(filepath.Base(session), "capture-web.pcap0")) // a capture with data ends
 	setLabel(t, c, labelled, "podcap.io/capture", nil)
 	waitFor(t, 30*time.Second, "the finished capture evicted", func() (bool, error) { return gone(session), nil })
 	if v := metric(t, b2, `podcap_retention_evictions_total{reason="budget"}`); v < 1 {
@@ -328,6 +329,7 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 	b3 := startAgent(t, c, "--policy-dir="+rules, "--retention-max-age=2s", "--retention-interval=200ms")
 	aged := runningPod(t, c, "policy-retention", "aged", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}})
 	session = policySession(t, b3, aged)
+	waitPackets(t, b3, aged, filepath.Join(filepath.Base(session), "capture-aged.pcap0"))
 	setLabel(t, c, aged, "podcap.io/capture", nil)
 	waitEvent(t, c, aged, corev1.EventTypeNormal, "CaptureStopped", "files kept")
 	waitFor(t, 30*time.Second, "the finished capture evicted by age", func() (bool, error) { return gone(session), nil })
