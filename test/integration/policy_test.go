@@ -68,16 +68,20 @@ func setLabel(t *testing.T, c *testbed.Cluster, pod *corev1.Pod, key string, val
 	}
 }
 
-// policySession waits for the pod's policy capture directory and returns it.
+// policySession waits for the pod's policy capture to run and returns its directory.
 func policySession(t *testing.T, a *testbed.AgentProcess, pod *corev1.Pod) string {
 	t.Helper()
 	var dir string
-	waitFor(t, 30*time.Second, "a policy capture of "+pod.Name, func() (bool, error) {
+	// the directory is made as the capture starts; the ring's first file (its pcap header
+	// flushed) once the capture process runs
+	waitFor(t, 30*time.Second, "a running policy capture of "+pod.Name, func() (bool, error) {
 		m, err := filepath.Glob(filepath.Join(podDir(a, pod), "policy-*"))
-		if len(m) > 0 {
-			dir = m[len(m)-1]
+		if len(m) == 0 || err != nil {
+			return false, err
 		}
-		return len(m) > 0, err
+		dir = m[len(m)-1]
+		ring, err := filepath.Glob(filepath.Join(dir, "capture-*.pcap*"))
+		return len(ring) > 0 && fileSize(ring[0]) >= 24, err
 	})
 	return dir
 }
