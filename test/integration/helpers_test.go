@@ -184,14 +184,22 @@ func events(ctx context.Context, c *testbed.Cluster, pod *corev1.Pod) ([]corev1.
 // waitEvent waits for an Event on pod with reason whose message contains substr.
 func waitEvent(t *testing.T, c *testbed.Cluster, pod *corev1.Pod, eventType, reason, substr string) corev1.Event {
 	t.Helper()
+	return waitEventCount(t, c, pod, eventType, reason, substr, 1)
+}
+
+// waitEventCount is waitEvent for an Event seen at least count times: the same Event again
+// (reason and message) only increments the Count of the first.
+func waitEventCount(t *testing.T, c *testbed.Cluster, pod *corev1.Pod, eventType, reason, substr string, count int32) corev1.Event {
+	t.Helper()
 	var found corev1.Event
-	waitFor(t, 30*time.Second, fmt.Sprintf("%s Event %s %q on %s/%s", eventType, reason, substr, pod.Namespace, pod.Name), func() (bool, error) {
+	what := fmt.Sprintf("%s Event %s %q on %s/%s (count ≥ %d)", eventType, reason, substr, pod.Namespace, pod.Name, count)
+	waitFor(t, 30*time.Second, what, func() (bool, error) {
 		evs, err := events(t.Context(), c, pod)
 		if err != nil {
 			return false, err
 		}
 		for _, e := range evs {
-			if e.Type == eventType && e.Reason == reason && strings.Contains(e.Message, substr) {
+			if e.Type == eventType && e.Reason == reason && strings.Contains(e.Message, substr) && max(e.Count, 1) >= count {
 				found = e
 				return true, nil
 			}

@@ -47,7 +47,16 @@ func TestContainerRestartReattaches(t *testing.T) {
 		newPID, err = c.ContainerPID(t.Context(), p)
 		return err == nil && newPID != oldPID, err
 	})
-	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStarted", fmt.Sprintf("restarted in the pod's network namespace (pid %d)", newPID))
+	// (the re-attach follows the pod's update; the 30 s recheck is the fallback: wait longer)
+	waitFor(t, 60*time.Second, "the capture re-attached", func() (bool, error) {
+		evs, err := events(t.Context(), c, pod)
+		for _, e := range evs {
+			if e.Reason == "CaptureStarted" && strings.Contains(e.Message, fmt.Sprintf("restarted in the pod's network namespace (pid %d)", newPID)) {
+				return true, nil
+			}
+		}
+		return false, err
+	})
 	before := readPcap(t, file).packets
 	waitFor(t, 30*time.Second, "packets after the restart", func() (bool, error) { return readPcap(t, file).packets > before+3, nil })
 	if n := len(sessionProcs(t, a, "tcpdump")); n != 1 {

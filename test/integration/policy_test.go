@@ -56,7 +56,8 @@ func startPolicyAgent(t *testing.T, c *testbed.Cluster, dir string, args ...stri
 	token := "t0k3n-" + strings.ReplaceAll(t.Name(), "/", "-")
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	writeFile(t, tokenFile, token+"\n")
-	args = append([]string{"--policy-dir=" + dir, "--policy-poll-interval=100ms", "--api-token-file=" + tokenFile}, args...)
+	// a 10 s evaluation bound: a starved CI machine must not turn a stall into a PolicyError
+	args = append([]string{"--policy-dir=" + dir, "--policy-poll-interval=100ms", "--policy-eval-timeout=10s", "--api-token-file=" + tokenFile}, args...)
 	return startAgent(t, c, args...), token
 }
 
@@ -278,17 +279,32 @@ func TestExplainMatchesWhatTheAgentDid(t *testing.T) {
 	}
 }
 
+// fixedWindowPolicy captures pods labelled podcap-test/window=fixed for 2 s.
+const fixedWindowPolicy = `package podcap
+
+captures contains {"priority": 40, "reason": "fixed window", "files": 1, "max_duration": "2s"} if {
+	input.pod.labels["podcap-test/window"] == "fixed"
+}
+`
+
 // TestPolicyMaxDurationAndRetention: the shipped debug-until rule captures until the time in
-// the annotation (max_duration), keeps the files and does not restart the capture; with a tiny
-// node byte budget, retention evicts a finished policy capture as soon as it ends.
+// the annotation (max_duration) and keeps the files; a capture that reached its max_duration is
+// not restarted by the same decision; with a tiny node byte budget, retention evicts a finished
+// policy capture as soon as it ends, and one older than the maximum age at the next sweep.
 func TestPolicyMaxDurationAndRetention(t *testing.T) {
 	c := testBed(t)
-	rules := policyDir(t, c, nil)
+	rules := policyDir(t, c, map[string]string{"fixed.rego": fixedWindowPolicy})
 	a, token := startPolicyAgent(t, c, rules)
-	until := time.Now().Add(4 * time.Second).UTC().Format(time.RFC3339)
-	pod := runningPod(t, c, "policy-debug", "window", testbed.PodOptions{Annotations: map[string]string{"podcap.io/debug-until": until}})
+
+	// debug-until: the window opens once the pod runs (RFC3339 has whole seconds: 7-8 s)
+	pod := runningPod(t, c, "policy-debug", "window", testbed.PodOptions{})
+	until := time.Now().Add(8 * time.Second).UTC().Format(time.RFC3339)
+	if err := c.AnnotatePod(t.Context(), pod.Namespace, pod.Name, "podcap.io/debug-until", until); err != nil {
+		t.Fatal(err)
+	}
 	dir := policySession(t, a, pod)
-	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "reached); files kept")
+	waitPackets(t, a, pod, filepath.Join(filepath.Base(dir), "capture-window.pcap0"))
+	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "reached); files kept in "+dir)
 	var meta struct {
 		Reason     string `json:"reason"`
 		StopReason string `json:"stop_reason"`
@@ -300,8 +316,7 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 	if err != nil || !strings.HasPrefix(meta.StopReason, "max_duration") || !strings.Contains(meta.Reason, until) {
 		t.Fatalf("capture.json: %v %s", err, b)
 	}
-	// the decision still holds until the window's end is re-evaluated, but the capture stays
-	// expired: the API shows it, and no second capture directory appears
+	// the API shows the capture expired (or, once the window's end was evaluated, gone)
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.URL("/api/v1/decisions/policy-debug/window"), nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	waitFor(t, 30*time.Second, "the capture to show as expired or gone", func() (bool, error) {
@@ -313,8 +328,25 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode == http.StatusOK && (strings.Contains(string(body), `"phase": "Expired"`) || !strings.Contains(string(body), `"capture": {`)), nil
 	})
-	if m, _ := filepath.Glob(filepath.Join(podDir(a, pod), "policy-*")); len(m) != 1 || fileSize(filepath.Join(dir, "capture-window.pcap0")) <= 24 {
-		t.Fatalf("policy capture directories %v: want the one expired capture, kept with its packets", m)
+
+	// a fixed max_duration: the decision still says "capture" after it passed, and the pod is
+	// evaluated again (two label changes: the second sync starts after the first one's Ensure
+	// returned), yet the expired capture is not restarted
+	fixed := runningPod(t, c, "policy-debug", "fixed", testbed.PodOptions{Labels: map[string]string{"podcap-test/window": "fixed"}})
+	fixedDir := policySession(t, a, fixed)
+	waitEvent(t, c, fixed, corev1.EventTypeNormal, "CaptureStopped", "max_duration 2s reached")
+	for i, v := range []string{"1", "2"} {
+		before := metric(t, a, `podcap_policy_evaluations_total{result="capture"}`)
+		setLabel(t, c, fixed, "podcap-test/touch", ptr(v))
+		waitFor(t, 30*time.Second, fmt.Sprintf("re-evaluation %d", i+1), func() (bool, error) {
+			return metric(t, a, `podcap_policy_evaluations_total{result="capture"}`) > before, nil
+		})
+	}
+	if m, _ := filepath.Glob(filepath.Join(podDir(a, fixed), "policy-*")); len(m) != 1 || m[0] != fixedDir {
+		t.Fatalf("policy capture directories %v: want only the expired %s", m, fixedDir)
+	}
+	if n := len(sessionProcs(t, a, "tcpdump")); n != 0 {
+		t.Fatalf("%d tcpdump processes: an expired capture was restarted", n)
 	}
 
 	// retention: a node budget of one byte evicts a finished policy capture at once
@@ -323,10 +355,9 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 	session := policySession(t, b2, labelled)
 	waitPackets(t, b2, labelled, filepath.Join(filepath.Base(session), "capture-web.pcap0")) // a capture with data ends
 	setLabel(t, c, labelled, "podcap.io/capture", nil)
-	waitFor(t, 30*time.Second, "the finished capture evicted", func() (bool, error) { return gone(session), nil })
-	if v := metric(t, b2, `podcap_retention_evictions_total{reason="budget"}`); v < 1 {
-		t.Errorf("budget evictions = %v, want ≥ 1", v)
-	}
+	waitFor(t, 30*time.Second, "the finished capture evicted, and counted", func() (bool, error) {
+		return gone(session) && metric(t, b2, `podcap_retention_evictions_total{reason="budget"}`) >= 1, nil
+	})
 
 	// retention by age: a finished capture older than --retention-max-age goes at the next sweep
 	// (the metric's reason tells it from the budget, 1 GiB here)
@@ -335,9 +366,8 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 	session = policySession(t, b3, aged)
 	waitPackets(t, b3, aged, filepath.Join(filepath.Base(session), "capture-aged.pcap0"))
 	setLabel(t, c, aged, "podcap.io/capture", nil)
-	waitEvent(t, c, aged, corev1.EventTypeNormal, "CaptureStopped", "files kept")
-	waitFor(t, 30*time.Second, "the finished capture evicted by age", func() (bool, error) { return gone(session), nil })
-	if v := metric(t, b3, `podcap_retention_evictions_total{reason="age"}`); v < 1 {
-		t.Errorf("age evictions = %v, want ≥ 1", v)
-	}
+	waitEvent(t, c, aged, corev1.EventTypeNormal, "CaptureStopped", "files kept in "+session)
+	waitFor(t, 30*time.Second, "the finished capture evicted by age, and counted", func() (bool, error) {
+		return gone(session) && metric(t, b3, `podcap_retention_evictions_total{reason="age"}`) >= 1, nil
+	})
 }
