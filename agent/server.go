@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -14,11 +15,14 @@ import (
 )
 
 // Server serves the agent's HTTP endpoints: /healthz (the process serves), /readyz (the pod
-// cache synced), /metrics (Prometheus), and the API routes added with Handle.
+// cache synced), /metrics (Prometheus), and the API routes added with Handle; over HTTPS
+// after UseTLS.
 type Server struct {
 	addr  string
 	ready func() bool
 	mux   *http.ServeMux
+	// getCertificate, if set, makes the server serve HTTPS only
+	getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
 // NewServer builds the HTTP server on addr; ready decides /readyz.
@@ -42,6 +46,13 @@ func NewServer(addr string, gatherer prometheus.Gatherer, ready func() bool) *Se
 // Handle adds a route (a net/http ServeMux pattern).
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
+// UseTLS makes Run serve HTTPS, TLS 1.2 or later, on every path, with the certificate
+// getCertificate returns for each handshake (KeyPair.GetCertificate); the listener then
+// answers a plain HTTP request with 400. Call it before Run.
+func (s *Server) UseTLS(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)) {
+	s.getCertificate = getCertificate
+}
+
 // Handler is the server's routes, for tests.
 func (s *Server) Handler() http.Handler { return s.mux }
 
@@ -50,8 +61,9 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // request headers, the whole request, the response (WriteTimeout; the slowest handler, a
 // fresh policy evaluation, is bounded by --policy-eval-timeout, at most 10 s) and an idle
 // keep-alive connection.
+// A TLS handshake is bounded by the shortest of them (net/http), ReadHeaderTimeout.
 func (s *Server) httpServer() *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -59,6 +71,10 @@ func (s *Server) httpServer() *http.Server {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
+	if s.getCertificate != nil {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.getCertificate}
+	}
+	return srv
 }
 
 // Run listens and serves until ctx ends, then shuts down gracefully.
@@ -67,10 +83,21 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.addr, err)
 	}
+	return s.serve(ctx, ln)
+}
+
+// serve serves on ln until ctx ends, then shuts down gracefully; it closes ln.
+func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	srv := s.httpServer()
-	klog.FromContext(ctx).Info("Serving health and metrics", "address", ln.Addr().String())
+	klog.FromContext(ctx).Info("Serving health and metrics", "address", ln.Addr().String(), "tls", srv.TLSConfig != nil)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig.GetCertificate
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve http: %w", err)

@@ -63,6 +63,14 @@ func criDefaults() []string { return cri.DefaultEndpoints }
 
 func run(ctx context.Context, o *Options) error {
 	log := klog.FromContext(ctx)
+	var keyPair *agent.KeyPair
+	if o.TLSCertFile != "" { // first: a bad pair fails the start before anything else runs
+		var err error
+		keyPair, err = agent.LoadKeyPair(agent.KeyPairOptions{CertFile: o.TLSCertFile, KeyFile: o.TLSPrivateKeyFile, Logger: log.WithName("tls")})
+		if err != nil {
+			return fmt.Errorf("--tls-cert-file, --tls-private-key-file: %w", err)
+		}
+	}
 	cfg, err := restConfig(o.Kubeconfig)
 	if err != nil {
 		return err
@@ -155,6 +163,9 @@ func run(ctx context.Context, o *Options) error {
 		log.Info("HTTP API off", "why", off)
 	}
 	srv := agent.NewServer(o.ListenAddress, reg, ctrl.Synced)
+	if keyPair != nil {
+		srv.UseTLS(keyPair.GetCertificate)
+	}
 	ctrl.RegisterAPI(srv, token, captures.List)
 
 	log.Info("Starting podcap agent", "node", o.NodeName, "criEndpoint", endpoint, "captureDir", o.CaptureDir,

@@ -38,6 +38,9 @@ type Options struct {
 	RetentionMaxBytes  int64
 	RetentionInterval  time.Duration
 	APITokenFile       string
+	// TLSCertFile and TLSPrivateKeyFile, both or neither: the HTTP server serves HTTPS.
+	TLSCertFile       string
+	TLSPrivateKeyFile string
 }
 
 // Limits on flag values: the ring files of every capture must fit a node's disk.
@@ -57,7 +60,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.AnnotationKey, "annotation-key", agent.DefaultAnnotationKey, `pod annotation that requests a capture: "N" keeps a ring of N files of 1 MB`)
 	fs.IntVar(&o.MaxFiles, "max-files", 64, fmt.Sprintf("largest ring size N a pod may ask for (at most %d)", maxMaxFiles))
 	fs.IntVar(&o.MaxConcurrent, "max-concurrent-captures", 16, "captures running at once on this node; more wait until one ends")
-	fs.StringVar(&o.ListenAddress, "listen-address", ":9695", "address of the HTTP server: /healthz, /readyz, /metrics")
+	fs.StringVar(&o.ListenAddress, "listen-address", ":9695", "address of the HTTP(S) server: /healthz, /readyz, /metrics, the API")
 	fs.BoolVar(&o.AllowHostNetwork, "allow-host-network", false, "allow captures of hostNetwork pods (they see the whole node's traffic)")
 	fs.StringVar(&o.NsenterPath, "nsenter", "nsenter", "nsenter binary (path or name on PATH)")
 	fs.StringVar(&o.TcpdumpPath, "tcpdump", "tcpdump", "tcpdump binary (path or name on PATH)")
@@ -70,6 +73,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RetentionInterval, "retention-interval", time.Minute, "how often the retention rules are applied (also after every policy capture ends)")
 	fs.Int64Var(&o.RetentionMaxBytes, "retention-max-bytes", 1<<30, "byte budget of all capture files on the node; finished policy captures are deleted oldest first above it")
 	fs.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token of the HTTP API (/api/v1/...); empty or missing: the API is off")
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate (then its chain) of the server; with --tls-private-key-file the server serves HTTPS only, and reloads both files when they change")
+	fs.StringVar(&o.TLSPrivateKeyFile, "tls-private-key-file", "", "PEM private key of --tls-cert-file")
 }
 
 // Validate reports every invalid option at once.
@@ -104,6 +109,9 @@ func (o *Options) Validate() error {
 	}
 	if o.ListenAddress == "" {
 		errs = append(errs, errors.New("--listen-address is required"))
+	}
+	if (o.TLSCertFile == "") != (o.TLSPrivateKeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-private-key-file go together: set both (HTTPS) or neither (HTTP)"))
 	}
 	return errors.Join(errs...)
 }

@@ -26,6 +26,13 @@ func TestOptionsDefaultsAreValid(t *testing.T) {
 	}
 }
 
+func TestOptionsTLSPairIsValid(t *testing.T) {
+	o, err := parseOptions(t, "--node-name=n1", "--tls-cert-file=/etc/tls/tls.crt", "--tls-private-key-file=/etc/tls/tls.key")
+	if err != nil || o.TLSCertFile != "/etc/tls/tls.crt" || o.TLSPrivateKeyFile != "/etc/tls/tls.key" {
+		t.Fatalf("both TLS flags: %+v, %v", o, err)
+	}
+}
+
 func TestOptionsValidate(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -45,6 +52,8 @@ func TestOptionsValidate(t *testing.T) {
 		{[]string{"--max-file-size-bytes=1000"}, "--max-file-size-bytes"},
 		{[]string{"--retention-max-bytes=0"}, "--retention-max-bytes positive"},
 		{[]string{"--listen-address="}, "--listen-address"},
+		{[]string{"--tls-cert-file=/etc/tls/tls.crt"}, "--tls-cert-file and --tls-private-key-file go together"},
+		{[]string{"--tls-private-key-file=/etc/tls/tls.key"}, "--tls-cert-file and --tls-private-key-file go together"},
 	} {
 		args := tc.args
 		if tc.want != "--node-name" {
