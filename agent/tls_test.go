@@ -175,8 +175,17 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // address; it stops when the test ends.
 func serveTLS(t *testing.T, kp *KeyPair) string {
 	t.Helper()
+	return serveLocal(t, kp)
+}
+
+// serveLocal serves a Server on 127.0.0.1, over TLS with kp unless kp is nil, and returns
+// its address; it stops when the test ends.
+func serveLocal(t *testing.T, kp *KeyPair) string {
+	t.Helper()
 	srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true })
-	srv.UseTLS(kp.GetCertificate)
+	if kp != nil {
+		srv.UseTLS(kp.GetCertificate)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -372,22 +381,8 @@ func TestLoadKeyPairErrors(t *testing.T) {
 
 // Without UseTLS the server speaks plain HTTP, as before.
 func TestServerPlainHTTP(t *testing.T) {
-	srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + ln.Addr().String() + "/healthz")
+	addr := serveLocal(t, nil)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}

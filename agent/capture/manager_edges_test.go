@@ -1,7 +1,6 @@
 package capture_test
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -221,17 +220,10 @@ func (c frozenClock) Now() time.Time { return c.now }
 // directories: the second must not overwrite the files the first keeps.
 func TestPolicyCapturesOfTheSameMillisecondKeepTheirOwnFiles(t *testing.T) {
 	f := newFixture(t, 4, nil)
-	m, err := capture.NewManager(capture.Config{
+	m := runManager(t, capture.Config{
 		Dir: t.TempDir(), MaxConcurrent: 4, Engine: f.engine, Resolver: f.res, Notifier: f.events,
 		Metrics: f.metrics, Clock: frozenClock{now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
 	f.res.Set("default", "web", capture.Target{PID: 42})
 	first := policySpec("web", 0)
 	ensure(t, m, first)
@@ -267,17 +259,10 @@ func (e *slowStopEvents) Notify(s capture.Spec, eventType, reason, message strin
 // live, so its files are evicted at once when over budget, not a retention interval later.
 func TestEndedPolicyCaptureIsEvictedWithoutWaitingForTheNextSweep(t *testing.T) {
 	f := newFixture(t, 4, nil)
-	m, err := capture.NewManager(capture.Config{
+	m := runManager(t, capture.Config{
 		Dir: t.TempDir(), MaxConcurrent: 4, Engine: f.engine, Resolver: f.res, Notifier: &slowStopEvents{},
 		Metrics: f.metrics, Retention: capture.Retention{MaxBytes: 1, Interval: time.Hour},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
 	f.res.Set("default", "web", capture.Target{PID: 42})
 	ensure(t, m, policySpec("web", 0))
 	eventually(t, "running", func() bool { return phase(m, "default", "web") == capture.PhaseRunning })

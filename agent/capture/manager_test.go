@@ -75,7 +75,7 @@ func newFixture(t *testing.T, maxConcurrent int, newSource func(capture.Target, 
 	for _, b := range before {
 		b(f.dir)
 	}
-	m, err := capture.NewManager(capture.Config{
+	f.m = runManager(t, capture.Config{
 		Dir:             f.dir,
 		MaxConcurrent:   maxConcurrent,
 		Engine:          f.engine,
@@ -88,10 +88,16 @@ func newFixture(t *testing.T, maxConcurrent int, newSource func(capture.Target, 
 		Retention:       capture.Retention{MaxAge: 24 * time.Hour, MaxBytes: 4000, Interval: 10 * time.Millisecond},
 		MaxBackoff:      20 * time.Millisecond,
 	})
+	return f
+}
+
+// runManager makes a manager of cfg and runs it until the test ends.
+func runManager(t *testing.T, cfg capture.Config) *capture.Manager {
+	t.Helper()
+	m, err := capture.NewManager(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.m = m
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -101,7 +107,7 @@ func newFixture(t *testing.T, maxConcurrent int, newSource func(capture.Target, 
 			t.Errorf("manager Run: %v", err)
 		}
 	})
-	return f
+	return m
 }
 
 func spec(ns, pod string, files int) capture.Spec {
