@@ -151,7 +151,7 @@ func (r *run) refreshStatsLocked(m *metrics.Metrics) {
 }
 
 func (r *run) takeDropsLocked(m *metrics.Metrics, dropped uint64) {
-	if dropped > r.srcDrops && !r.statsDone {
+	if dropped > r.srcDrops {
 		m.KernelDrops.WithLabelValues(r.spec.Namespace, r.spec.Pod).Add(float64(dropped - r.srcDrops))
 		r.srcDrops = dropped
 	}
