@@ -171,13 +171,6 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// serveTLS serves a Server with kp over TLS on 127.0.0.1 and returns its
-// address; it stops when the test ends.
-func serveTLS(t *testing.T, kp *KeyPair) string {
-	t.Helper()
-	return serveLocal(t, kp)
-}
-
 // serveLocal serves a Server on 127.0.0.1, over TLS with kp unless kp is nil, and returns
 // its address; it stops when the test ends.
 func serveLocal(t *testing.T, kp *KeyPair) string {
@@ -227,7 +220,7 @@ func TestServerTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := serveTLS(t, kp)
+	addr := serveLocal(t, kp)
 
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: ca.pool}, DisableKeepAlives: true}}

@@ -89,15 +89,7 @@ func runTcpdump(t *testing.T, tcpdump, in string, files int, out string) {
 
 func writeRing(t *testing.T, in string, files int, dir, base string) {
 	t.Helper()
-	f, err := os.Open(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := openPcap(t, in)
 	ring, err := capture.NewRing(capture.RingOptions{Dir: dir, Base: base, Files: files})
 	if err != nil {
 		t.Fatal(err)

@@ -205,18 +205,10 @@ func TestRingFormatChange(t *testing.T) {
 		{"r.pcap0", layers.LinkTypeEthernet, 65535, []int{10, 11}},
 		{"r.pcap1", layers.LinkTypeEthernet, 96, []int{12}},
 	} {
-		f, err := os.Open(filepath.Join(r.Dir(), tc.file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pr, err := pcapgo.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
+		pr := openPcap(t, filepath.Join(r.Dir(), tc.file))
 		if pr.LinkType() != tc.lt || pr.Snaplen() != tc.snaplen {
 			t.Errorf("%s: header %v/%d, want %v/%d", tc.file, pr.LinkType(), pr.Snaplen(), tc.lt, tc.snaplen)
 		}
-		f.Close()
 		var sizes []int
 		for _, p := range readPcap(t, filepath.Join(r.Dir(), tc.file)) {
 			sizes = append(sizes, len(p))
@@ -328,17 +320,24 @@ func TestRingStart(t *testing.T) {
 	}
 }
 
-func readPcap(t *testing.T, path string) [][]byte {
+// openPcap opens a pcap file for reading; it is closed when the test ends.
+func openPcap(t *testing.T, path string) *pcapgo.Reader {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	r, err := pcapgo.NewReader(f)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+func readPcap(t *testing.T, path string) [][]byte {
+	t.Helper()
+	r := openPcap(t, path)
 	var out [][]byte
 	for {
 		data, _, err := r.ReadPacketData()

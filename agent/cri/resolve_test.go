@@ -49,6 +49,19 @@ func fixture(t *testing.T, name string) string {
 
 type pod struct{ namespace, name, uid string }
 
+// twoWebSandboxes are two pods named web in namespaces shop and blog, each with a running
+// container (twoWebContainers).
+var (
+	twoWebSandboxes = []critest.Sandbox{
+		{ID: "sb-shop", Namespace: "shop", Name: "web", UID: "uid-web", State: ready, CreatedAt: 1, PID: 100, NetNSPath: "/var/run/netns/cni-shop"},
+		{ID: "sb-blog", Namespace: "blog", Name: "web", UID: "uid-blog", State: ready, CreatedAt: 2, PID: 200, NetNSPath: "/var/run/netns/cni-blog"},
+	}
+	twoWebContainers = []critest.Container{
+		{ID: "c-shop", SandboxID: "sb-shop", Name: "nginx", State: running, CreatedAt: 3, PID: 101},
+		{ID: "c-blog", SandboxID: "sb-blog", Name: "nginx", State: running, CreatedAt: 4, PID: 201},
+	}
+)
+
 func TestResolve(t *testing.T) {
 	web := pod{"shop", "web", "uid-web"}
 	tests := []struct {
@@ -121,30 +134,18 @@ func TestResolve(t *testing.T) {
 			want: capture.Target{PID: 103, NetNSPath: "/var/run/netns/cni-1", SandboxID: "sb1", ContainerID: "c2"},
 		},
 		{
-			name: "same name in two namespaces",
-			sandboxes: []critest.Sandbox{
-				{ID: "sb-shop", Namespace: "shop", Name: "web", UID: "uid-web", State: ready, CreatedAt: 1, PID: 100, NetNSPath: "/var/run/netns/cni-shop"},
-				{ID: "sb-blog", Namespace: "blog", Name: "web", UID: "uid-blog", State: ready, CreatedAt: 2, PID: 200, NetNSPath: "/var/run/netns/cni-blog"},
-			},
-			containers: []critest.Container{
-				{ID: "c-shop", SandboxID: "sb-shop", Name: "nginx", State: running, CreatedAt: 3, PID: 101},
-				{ID: "c-blog", SandboxID: "sb-blog", Name: "nginx", State: running, CreatedAt: 4, PID: 201},
-			},
-			pod:  pod{"blog", "web", "uid-blog"},
-			want: capture.Target{PID: 201, NetNSPath: "/var/run/netns/cni-blog", SandboxID: "sb-blog", ContainerID: "c-blog"},
+			name:       "same name in two namespaces",
+			sandboxes:  twoWebSandboxes,
+			containers: twoWebContainers,
+			pod:        pod{"blog", "web", "uid-blog"},
+			want:       capture.Target{PID: 201, NetNSPath: "/var/run/netns/cni-blog", SandboxID: "sb-blog", ContainerID: "c-blog"},
 		},
 		{
-			name: "empty uid matches by namespace and name",
-			sandboxes: []critest.Sandbox{
-				{ID: "sb-shop", Namespace: "shop", Name: "web", UID: "uid-web", State: ready, CreatedAt: 1, PID: 100, NetNSPath: "/var/run/netns/cni-shop"},
-				{ID: "sb-blog", Namespace: "blog", Name: "web", UID: "uid-blog", State: ready, CreatedAt: 2, PID: 200, NetNSPath: "/var/run/netns/cni-blog"},
-			},
-			containers: []critest.Container{
-				{ID: "c-shop", SandboxID: "sb-shop", Name: "nginx", State: running, CreatedAt: 3, PID: 101},
-				{ID: "c-blog", SandboxID: "sb-blog", Name: "nginx", State: running, CreatedAt: 4, PID: 201},
-			},
-			pod:  pod{"shop", "web", ""},
-			want: capture.Target{PID: 101, NetNSPath: "/var/run/netns/cni-shop", SandboxID: "sb-shop", ContainerID: "c-shop"},
+			name:       "empty uid matches by namespace and name",
+			sandboxes:  twoWebSandboxes,
+			containers: twoWebContainers,
+			pod:        pod{"shop", "web", ""},
+			want:       capture.Target{PID: 101, NetNSPath: "/var/run/netns/cni-shop", SandboxID: "sb-shop", ContainerID: "c-shop"},
 		},
 		{
 			name: "uid mismatch: a recreated pod of the same name",
