@@ -328,6 +328,8 @@ func TestCleanStaleKeepsOnlyWantedPods(t *testing.T) {
 	}
 	f.res.Set("default", "running", capture.Target{PID: 1})
 	ensure(t, f.m, spec("default", "running", 1))
+	// the capture's goroutine creates its directory as it starts: wait until it runs
+	eventually(t, "the capture of default/running runs", func() bool { return phase(f.m, "default", "running") == capture.PhaseRunning })
 	removed, err := f.m.CleanStale(func(ns, pod string) bool { return ns == "default" && pod == "keep" })
 	if err != nil {
 		t.Fatal(err)
