@@ -39,7 +39,8 @@ type CaptureStatus struct {
 	PID         int       `json:"pid,omitempty"`
 	Started     time.Time `json:"started,omitzero"`
 	Packets     uint64    `json:"packets"`
-	Bytes       uint64    `json:"bytes"`
+	Bytes       uint64    `json:"bytes"`      // captured packet bytes
+	DiskBytes   int64     `json:"disk_bytes"` // what the ring files hold now
 	KernelDrops uint64    `json:"kernel_drops"`
 	Restarts    int       `json:"restarts"`
 	LastError   string    `json:"last_error,omitempty"`
@@ -49,7 +50,7 @@ func captureStatus(s capture.Status) *CaptureStatus {
 	return &CaptureStatus{
 		Source: s.Spec.Source, Phase: string(s.Phase), Reason: s.Spec.Reason, Files: s.Spec.Files,
 		FileSize: s.Spec.FileSize, Snaplen: s.Spec.Snaplen, Filter: s.Spec.Filter, Dir: s.Dir, PID: s.PID,
-		Started: s.Started, Packets: s.Packets, Bytes: s.Bytes, KernelDrops: s.KernelDrops,
+		Started: s.Started, Packets: s.Packets, Bytes: s.Bytes, DiskBytes: s.DiskBytes, KernelDrops: s.KernelDrops,
 		Restarts: s.Restarts, LastError: s.LastError,
 	}
 }

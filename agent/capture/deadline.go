@@ -46,7 +46,7 @@ func deadlineAfter(now time.Time, d time.Duration) time.Time {
 }
 
 // watchDeadline cancels the capture (through cancel) when its deadline passes and marks it
-// expired; it returns when ctx ends.
+// expired; it returns when ctx ends. Its timer runs on the manager's clock.
 func (m *Manager) watchDeadline(ctx context.Context, r *run, cancel context.CancelFunc) {
 	for {
 		r.mu.Lock()
@@ -55,8 +55,13 @@ func (m *Manager) watchDeadline(ctx context.Context, r *run, cancel context.Canc
 		var fire <-chan time.Time
 		stop := func() {}
 		if !deadline.IsZero() {
-			t := time.NewTimer(deadline.Sub(m.cfg.Clock.Now()))
-			fire, stop = t.C, func() { t.Stop() }
+			left := deadline.Sub(m.cfg.Clock.Now())
+			if left <= 0 {
+				m.expire(r, cancel)
+				return
+			}
+			t := m.cfg.Clock.NewTimer(left)
+			fire, stop = t.C(), func() { t.Stop() }
 		}
 		select {
 		case <-ctx.Done():
@@ -64,13 +69,16 @@ func (m *Manager) watchDeadline(ctx context.Context, r *run, cancel context.Canc
 			return
 		case <-r.deadlineMoved:
 			stop()
-			continue
 		case <-fire:
-			m.mu.Lock()
-			r.expired = true
-			m.mu.Unlock()
-			cancel()
-			return
+			// the deadline may have moved while the timer fired: the loop reads it again
 		}
 	}
+}
+
+// expire marks r as ended by its deadline and cancels it.
+func (m *Manager) expire(r *run, cancel context.CancelFunc) {
+	m.mu.Lock()
+	r.expired = true
+	m.mu.Unlock()
+	cancel()
 }

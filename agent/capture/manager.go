@@ -43,7 +43,7 @@ type Config struct {
 	Resolver      Resolver
 	Notifier      Notifier
 	Metrics       *metrics.Metrics
-	Clock         clock.WithTicker
+	Clock         clock.WithTickerAndDelayedExecution // every timer and tick (tests step a fake one)
 
 	Retention       Retention     // what finished non-manual captures keep
 	StatsInterval   time.Duration // how often kernel counters are asked for (default 5s)
@@ -317,7 +317,8 @@ type Status struct {
 	PID         int
 	Started     time.Time // first time the capture process ran
 	Packets     uint64
-	Bytes       uint64
+	Bytes       uint64 // captured bytes of those packets (no pcap headers)
+	DiskBytes   int64  // what the capture's ring files hold now
 	KernelDrops uint64
 	Restarts    int
 	LastError   string

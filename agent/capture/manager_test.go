@@ -16,6 +16,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/podcap/podcap/agent/capture"
 	"github.com/podcap/podcap/agent/capture/capturetest"
@@ -65,17 +66,28 @@ type fixture struct {
 
 func newFixture(t *testing.T, maxConcurrent int, newSource func(capture.Target, capture.SourceOptions) *capturetest.Source, before ...func(dir string)) *fixture {
 	t.Helper()
-	f := &fixture{
+	f := newParts(t, newSource)
+	for _, b := range before {
+		b(f.dir)
+	}
+	f.m = runManager(t, f.config(maxConcurrent))
+	return f
+}
+
+// newParts is a fixture without its manager.
+func newParts(t *testing.T, newSource func(capture.Target, capture.SourceOptions) *capturetest.Source) *fixture {
+	return &fixture{
 		engine:  capturetest.NewEngine(newSource),
 		res:     capturetest.NewResolver(),
 		events:  &events{},
 		metrics: metrics.New(prometheus.NewRegistry()),
 		dir:     t.TempDir(),
 	}
-	for _, b := range before {
-		b(f.dir)
-	}
-	f.m = runManager(t, capture.Config{
+}
+
+// config is the manager configuration of the fixture's parts.
+func (f *fixture) config(maxConcurrent int) capture.Config {
+	return capture.Config{
 		Dir:             f.dir,
 		MaxConcurrent:   maxConcurrent,
 		Engine:          f.engine,
@@ -87,8 +99,18 @@ func newFixture(t *testing.T, maxConcurrent int, newSource func(capture.Target, 
 		MinBackoff:      5 * time.Millisecond,
 		Retention:       capture.Retention{MaxAge: 24 * time.Hour, MaxBytes: 4000, Interval: 10 * time.Millisecond},
 		MaxBackoff:      20 * time.Millisecond,
-	})
-	return f
+	}
+}
+
+// newClockFixture is newFixture whose manager runs on a fake clock that the test steps.
+func newClockFixture(t *testing.T, maxConcurrent int) (*fixture, *testingclock.FakeClock) {
+	t.Helper()
+	f := newParts(t, nil)
+	clk := testingclock.NewFakeClock(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
+	cfg := f.config(maxConcurrent)
+	cfg.Clock = clk
+	f.m = runManager(t, cfg)
+	return f, clk
 }
 
 // runManager makes a manager of cfg and runs it until the test ends.

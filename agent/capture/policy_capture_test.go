@@ -61,12 +61,21 @@ func TestPolicyCaptureKeepsFilesWithMetadata(t *testing.T) {
 }
 
 func TestPolicyCaptureExpiresAfterMaxDuration(t *testing.T) {
-	f := newFixture(t, 4, nil)
+	f, clk := newClockFixture(t, 4)
 	f.res.Set("default", "web", capture.Target{PID: 42})
 	ensure(t, f.m, policySpec("web", 100*time.Millisecond))
+	eventually(t, "running", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
+	clk.Step(99 * time.Millisecond)
+	if p := phase(f.m, "default", "web"); p != capture.PhaseRunning {
+		t.Fatalf("phase %s before max_duration passed", p)
+	}
+	clk.Step(time.Millisecond)
 	eventually(t, "expired", func() bool { return phase(f.m, "default", "web") == capture.PhaseExpired })
 	if !strings.Contains(f.events.String(), "max_duration 100ms reached") {
 		t.Fatalf("events:\n%s", f.events)
+	}
+	if ran := readSessionMeta(t, sessionDir(t, f, "web")).Stopped.Sub(f.startedAt(t, "web")); ran != 100*time.Millisecond {
+		t.Fatalf("ran %s, want max_duration 100ms", ran)
 	}
 	// the same decision again does not restart it ...
 	ensure(t, f.m, policySpec("web", 100*time.Millisecond))
@@ -80,14 +89,21 @@ func TestPolicyCaptureExpiresAfterMaxDuration(t *testing.T) {
 }
 
 func TestPolicyDeadlineMovesWithoutRestart(t *testing.T) {
-	f := newFixture(t, 4, nil)
+	f, clk := newClockFixture(t, 4)
 	f.res.Set("default", "web", capture.Target{PID: 42})
 	ensure(t, f.m, policySpec("web", 300*time.Millisecond))
 	eventually(t, "running", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
+	clk.Step(100 * time.Millisecond)
 	ensure(t, f.m, policySpec("web", time.Hour)) // the policy now says: an hour from now
-	eventually(t, "the first deadline to pass", func() bool { return time.Since(f.startedAt(t, "web")) > 600*time.Millisecond })
-	if p := phase(f.m, "default", "web"); p != capture.PhaseRunning || len(f.engine.Opens()) != 1 {
-		t.Fatalf("phase %s, opens %d: the moved deadline was not kept", p, len(f.engine.Opens()))
+	clk.Step(time.Hour - time.Millisecond)       // well past the first deadline
+	if p := phase(f.m, "default", "web"); p != capture.PhaseRunning {
+		t.Fatalf("phase %s an hour after the first deadline: the moved deadline was not kept", p)
+	}
+	clk.Step(time.Millisecond)
+	eventually(t, "expired", func() bool { return phase(f.m, "default", "web") == capture.PhaseExpired })
+	meta := readSessionMeta(t, sessionDir(t, f, "web"))
+	if ran := meta.Stopped.Sub(meta.Started); ran != 100*time.Millisecond+time.Hour || len(f.engine.Opens()) != 1 {
+		t.Fatalf("ran %s with %d opens; want 1h100ms, one open (the deadline moved, no restart)", ran, len(f.engine.Opens()))
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"k8s.io/utils/clock"
 )
 
 // The ring's defaults.
@@ -58,6 +59,31 @@ type RingOptions struct {
 	FlushInterval time.Duration // 0 means DefaultFlushInterval
 	BufferSize    int           // 0 means DefaultRingBufferSize
 	Perm          fs.FileMode   // 0 means DefaultRingFilePerm
+	// Clock runs the flush timer; nil means the real clock. Tests step a fake one.
+	Clock clock.WithDelayedExecution
+	// BeforeCreate, when set, is called before each file of the ring is created (the first
+	// one, and at every rotation); an error it returns fails the write like a full disk
+	// would. The capture manager checks the file system's free space here.
+	BeforeCreate func() error
+}
+
+// FileError is a failure to write a ring's files: a full disk, an I/O error, a permission,
+// or BeforeCreate's refusal. The capture's storage failed, not its packet source.
+type FileError struct {
+	Op   string // "write", "create", "remove", "close"
+	File string // the ring file's name
+	Err  error
+}
+
+func (e *FileError) Error() string { return e.Op + " ring file " + e.File + ": " + e.Err.Error() }
+func (e *FileError) Unwrap() error { return e.Err }
+
+// RingCounts are a ring's running totals.
+type RingCounts struct {
+	Packets   uint64 // packet records written
+	Bytes     uint64 // captured bytes of those packets (record data, no pcap headers)
+	FileBytes uint64 // bytes written to the files: global and record headers included
+	Rotations uint64 // rotations to a next file (the first file and a header rewritten in place are not)
 }
 
 // Ring writes a pcap stream to N files with tcpdump's `-C <size> -W N -w <base>` semantics
@@ -81,9 +107,12 @@ type Ring struct {
 	fileSize int64
 	interval time.Duration
 	perm     fs.FileMode
+	clock    clock.WithDelayedExecution
+	check    func() error
 
-	// Running totals, read without mu by Counts.
-	packets, bytes, rotations atomic.Uint64
+	// Running totals, read without mu by Counts and DiskBytes.
+	packets, bytes, fileBytes, rotations atomic.Uint64
+	onDisk                               atomic.Int64 // sum of sizes, buffered bytes included
 
 	// mu protects the fields below. The flush timer's callback takes it too.
 	mu        sync.Mutex
@@ -96,7 +125,8 @@ type Ring struct {
 	linkType  layers.LinkType
 	snaplen   uint32
 	hasFormat bool
-	timer     *time.Timer
+	sizes     []int64 // logical size of each file index (0: none); sizes[index] == size
+	timer     clock.Timer
 	armed     bool  // timer is pending
 	err       error // first write error; the ring refuses further writes (sticky, like bufio)
 	closed    bool
@@ -132,11 +162,14 @@ func NewRing(o RingOptions) (*Ring, error) {
 	if o.Perm&^0o666 != 0 {
 		return nil, fmt.Errorf("ring file mode %v: only read/write bits allowed", o.Perm)
 	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
 	root, err := os.OpenRoot(o.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("open ring directory: %w", err)
 	}
-	return &Ring{
+	r := &Ring{
 		root:     root,
 		dir:      o.Dir,
 		base:     o.Base,
@@ -144,10 +177,21 @@ func NewRing(o RingOptions) (*Ring, error) {
 		fileSize: o.FileSize,
 		interval: o.FlushInterval,
 		perm:     o.Perm,
+		clock:    o.Clock,
+		check:    o.BeforeCreate,
 		bw:       bufio.NewWriterSize(nil, o.BufferSize),
 		index:    o.Start,
 		pending:  true,
-	}, nil
+		sizes:    make([]int64, o.Files),
+	}
+	// files an earlier capture left under the ring's names count until they are replaced
+	for i := range r.sizes {
+		if fi, err := root.Lstat(RingFileName(r.base, r.files, i)); err == nil && fi.Mode().IsRegular() {
+			r.sizes[i] = fi.Size()
+			r.onDisk.Add(fi.Size())
+		}
+	}
+	return r, nil
 }
 
 // OpenRing is NewRing with the defaults for everything but the ring's place and size
@@ -179,12 +223,20 @@ func (r *Ring) Files() []string {
 	return out
 }
 
-// Counts returns the ring's running totals: packet records written, bytes written to its
-// files (global headers, record headers and packet data: what the files grew by), and
-// rotations to a next file (the first file and a header rewritten in place are not
-// rotations).
-func (r *Ring) Counts() (packets, bytes, rotations uint64) {
-	return r.packets.Load(), r.bytes.Load(), r.rotations.Load()
+// Counts returns the ring's running totals.
+func (r *Ring) Counts() RingCounts {
+	return RingCounts{Packets: r.packets.Load(), Bytes: r.bytes.Load(), FileBytes: r.fileBytes.Load(), Rotations: r.rotations.Load()}
+}
+
+// DiskBytes returns what the ring's files hold now, buffered bytes included: the sizes of
+// the files of the ring's names, as written or as found when the ring was made.
+func (r *Ring) DiskBytes() int64 { return r.onDisk.Load() }
+
+// WorstCaseBytes is the most a ring of files files of fileSize bytes may hold for a stream of
+// snaplen: a file is rotated once it exceeds fileSize, so it ends at most one record
+// (header and snaplen bytes) past it.
+func WorstCaseBytes(files int, fileSize int64, snaplen int) int64 {
+	return int64(files) * (fileSize + pcapRecordHeaderLen + int64(snaplen))
 }
 
 // Pattern describes the ring's file names for people, in shell brace notation:
@@ -273,10 +325,10 @@ func (r *Ring) WritePacket(ci gopacket.CaptureInfo, data []byte) error {
 		return r.failLocked(err)
 	}
 	n := int64(pcapRecordHeaderLen + len(data))
-	r.size += n
+	r.growLocked(n)
 	r.filePkts++
 	r.packets.Add(1)
-	r.bytes.Add(uint64(n))
+	r.bytes.Add(uint64(len(data)))
 	r.armLocked()
 	return nil
 }
@@ -320,9 +372,17 @@ func (r *Ring) usableLocked() error {
 
 func (r *Ring) failLocked(err error) error {
 	if r.err == nil {
-		r.err = fmt.Errorf("write ring file %s: %w", RingFileName(r.base, r.files, r.index), err)
+		r.err = &FileError{Op: "write", File: RingFileName(r.base, r.files, r.index), Err: err}
 	}
 	return r.err
+}
+
+// growLocked accounts n more bytes in the current file.
+func (r *Ring) growLocked(n int64) {
+	r.size += n
+	r.sizes[r.index] = r.size
+	r.onDisk.Add(n)
+	r.fileBytes.Add(uint64(n))
 }
 
 func (r *Ring) flushLocked() error {
@@ -341,11 +401,10 @@ func (r *Ring) armLocked() {
 		return
 	}
 	r.armed = true
-	if r.timer == nil {
-		r.timer = time.AfterFunc(r.interval, r.timedFlush)
-		return
-	}
-	r.timer.Reset(r.interval)
+	// A new timer each time rather than Reset: k8s.io/utils' fake clock cannot fire a Reset
+	// AfterFunc timer twice. The callback runs in a goroutine of its own: the fake clock
+	// calls it with its own lock held, which this ring's mu (held here) must not wait for.
+	r.timer = r.clock.AfterFunc(r.interval, func() { go r.timedFlush() })
 }
 
 func (r *Ring) timedFlush() {
@@ -367,7 +426,10 @@ func (r *Ring) rotateLocked() error {
 // reopenLocked finishes the current file and starts file index.
 func (r *Ring) reopenLocked(index int) error {
 	if err := r.closeFileLocked(); err != nil {
-		return r.failLocked(err)
+		if r.err == nil {
+			r.err = &FileError{Op: "close", File: RingFileName(r.base, r.files, r.index), Err: err}
+		}
+		return r.err
 	}
 	r.index = index
 	return r.openLocked()
@@ -390,16 +452,24 @@ func (r *Ring) closeFileLocked() error {
 func (r *Ring) openLocked() error {
 	r.pending = true
 	name := RingFileName(r.base, r.files, r.index)
-	if err := r.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove ring file %s: %w", name, err)
+	if r.check != nil {
+		if err := r.check(); err != nil {
+			return &FileError{Op: "create", File: name, Err: err}
+		}
 	}
+	if err := r.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return &FileError{Op: "remove", File: name, Err: err}
+	}
+	r.onDisk.Add(-r.sizes[r.index])
+	r.sizes[r.index] = 0
 	f, err := r.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, r.perm)
 	if err != nil {
-		return fmt.Errorf("create ring file %s: %w", name, err)
+		return &FileError{Op: "create", File: name, Err: err}
 	}
 	r.f, r.pending = f, false
 	r.bw.Reset(f)
-	r.size, r.filePkts = pcapFileHeaderLen, 0
+	r.size, r.filePkts = 0, 0
+	r.growLocked(pcapFileHeaderLen)
 
 	var h [pcapFileHeaderLen]byte
 	binary.LittleEndian.PutUint32(h[0:4], pcapMagicMicro)
@@ -411,7 +481,6 @@ func (r *Ring) openLocked() error {
 	if _, err := r.bw.Write(h[:]); err != nil {
 		return r.failLocked(err)
 	}
-	r.bytes.Add(pcapFileHeaderLen)
 	r.armLocked()
 	return nil
 }

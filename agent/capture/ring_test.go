@@ -13,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/podcap/podcap/agent/capture"
 )
@@ -133,7 +134,7 @@ func TestRingRotationBoundary(t *testing.T) {
 			if got := names(r.Files()); !slices.Equal(got, tc.want) {
 				t.Fatalf("files = %v, want %v", got, tc.want)
 			}
-			if _, _, rot := r.Counts(); rot != uint64(len(tc.want)-1) {
+			if rot := r.Counts().Rotations; rot != uint64(len(tc.want)-1) {
 				t.Errorf("rotations = %d, want %d", rot, len(tc.want)-1)
 			}
 		})
@@ -167,8 +168,13 @@ func TestRingWrapsOldestFirst(t *testing.T) {
 			t.Errorf("%s holds %d packets (first %d bytes), want one of %d", p, len(pkts), len(pkts[0]), 12+i)
 		}
 	}
-	if p, b, rot := r.Counts(); p != 5 || rot != 4 || b != 5*24+5*16+(10+11+12+13+14) {
-		t.Errorf("Counts() = %d, %d, %d", p, b, rot)
+	want := capture.RingCounts{Packets: 5, Bytes: 10 + 11 + 12 + 13 + 14, FileBytes: 5*24 + 5*16 + (10 + 11 + 12 + 13 + 14), Rotations: 4}
+	if c := r.Counts(); c != want {
+		t.Errorf("Counts() = %+v, want %+v", c, want)
+	}
+	// what is on disk: the three files left, each a header and one record
+	if got, want := r.DiskBytes(), int64(3*24+3*16+(12+13+14)); got != want {
+		t.Errorf("DiskBytes() = %d, want %d", got, want)
 	}
 }
 
@@ -284,24 +290,36 @@ func TestRingCloseFlushes(t *testing.T) {
 	}
 }
 
+// The flush timer runs on the ring's clock: nothing reaches the file before the interval
+// passed, and everything within it once it did.
 func TestRingTimedFlush(t *testing.T) {
-	r := newRing(t, capture.RingOptions{Files: 2, FlushInterval: 20 * time.Millisecond})
+	clk := testingclock.NewFakeClock(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
+	r := newRing(t, capture.RingOptions{Files: 2, FlushInterval: 20 * time.Millisecond, Clock: clk})
 	if err := r.SetFormat(layers.LinkTypeEthernet, 65535); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(r.Dir(), "r.pcap0")
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
 	for i, want := range []int64{24 + 16 + 100, 24 + 16 + 100 + 16 + 7} {
+		before := size()
 		write(t, r, []int{100, 7}[i])
+		clk.Step(19 * time.Millisecond) // the timer is armed by the first buffered byte
+		if got := size(); got != before {
+			t.Fatalf("flushed %d bytes before the interval passed", got-before)
+		}
+		clk.Step(time.Millisecond)
 		deadline := time.Now().Add(5 * time.Second)
-		for {
-			fi, err := os.Stat(path)
-			if err == nil && fi.Size() == want {
-				break
-			}
+		for size() != want {
 			if time.Now().After(deadline) {
-				t.Fatalf("file not flushed by the timer: %v, %v; want %d bytes", fi, err, want)
+				t.Fatalf("file not flushed by the timer: %d bytes, want %d", size(), want)
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(time.Millisecond) // the timer's flush runs in its own goroutine
 		}
 	}
 }

@@ -48,7 +48,7 @@ type run struct {
 	lastErr     string
 	drops       uint64 // kernel drops of the sources that ended
 	srcDrops    uint64 // kernel drops of the current source, last seen
-	pushed      ringCounts
+	pushed      RingCounts // what refreshStats moved into the metrics
 	phaseShadow Phase // phase as the goroutine sees it, for Status
 	reason      string
 	maxDuration time.Duration // of the latest Ensure; 0: no deadline
@@ -62,8 +62,6 @@ type run struct {
 
 	deadlineMoved chan struct{} // poked by update when the deadline changes
 }
-
-type ringCounts struct{ packets, bytes, rotations uint64 }
 
 func newRun(spec Spec, dir string, prev *run) *run {
 	r := &run{
@@ -110,7 +108,8 @@ func (r *run) status() Status {
 		s.Phase = PhaseQueued
 	}
 	if r.ring != nil {
-		s.Packets, s.Bytes, _ = r.ring.Counts()
+		c := r.ring.Counts()
+		s.Packets, s.Bytes, s.DiskBytes = c.Packets, c.Bytes, r.ring.DiskBytes()
 	}
 	return s
 }
@@ -141,12 +140,12 @@ func (r *run) refreshStatsLocked(m *metrics.Metrics) {
 		r.takeDropsLocked(m, r.src.Stats().Dropped)
 	}
 	if r.ring != nil {
-		p, b, rot := r.ring.Counts()
+		c := r.ring.Counts()
 		l := []string{r.spec.Namespace, r.spec.Pod}
-		m.Packets.WithLabelValues(l...).Add(float64(p - r.pushed.packets))
-		m.Bytes.WithLabelValues(l...).Add(float64(b - r.pushed.bytes))
-		m.FileRotations.WithLabelValues(l...).Add(float64(rot - r.pushed.rotations))
-		r.pushed = ringCounts{p, b, rot}
+		m.Packets.WithLabelValues(l...).Add(float64(c.Packets - r.pushed.Packets))
+		m.Bytes.WithLabelValues(l...).Add(float64(c.Bytes - r.pushed.Bytes))
+		m.FileRotations.WithLabelValues(l...).Add(float64(c.Rotations - r.pushed.Rotations))
+		r.pushed = c
 	}
 }
 

@@ -36,8 +36,7 @@ func TestPipeline(t *testing.T) {
 	}()
 	ping(t, p)
 	waitFor(t, 10*time.Second, "4 packets in the ring", func() bool {
-		n, _, _ := ring.Counts()
-		return n >= 4
+		return ring.Counts().Packets >= 4
 	})
 	cancel()
 	if err := <-pumped; err != nil {

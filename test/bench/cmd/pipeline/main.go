@@ -185,7 +185,8 @@ func run(o options) (result, error) {
 			runErr = err
 		}
 	}
-	r.RingPackets, r.RingBytes, r.RingRotations = ring.Counts()
+	c := ring.Counts()
+	r.RingPackets, r.RingBytes, r.RingRotations = c.Packets, c.FileBytes, c.Rotations
 	r.Files = len(files)
 	for _, f := range files {
 		if fi, err := os.Stat(f); err == nil {
@@ -215,7 +216,7 @@ func drain(src capture.Source, ring *capture.Ring, poll, quiet, timeout time.Dur
 		if st != last {
 			last, lastChange = st, time.Now()
 		}
-		written, _, _ := ring.Counts()
+		written := ring.Counts().Packets
 		accounted := st.Captured+st.Dropped >= st.Received || time.Since(lastChange) >= quiet
 		if st.Received > 0 && accounted && written >= st.Captured {
 			return true
