@@ -46,10 +46,10 @@ type run struct {
 	started     time.Time
 	restarts    int
 	lastErr     string
-	drops       uint64 // kernel drops of the sources that ended
-	srcDrops    uint64 // kernel drops of the current source, last seen
+	drops       uint64     // kernel drops of the sources that ended
+	srcDrops    uint64     // kernel drops of the current source, last seen
 	pushed      RingCounts // what refreshStats moved into the metrics
-	phaseShadow Phase // phase as the goroutine sees it, for Status
+	phaseShadow Phase      // phase as the goroutine sees it, for Status
 	reason      string
 	maxDuration time.Duration // of the latest Ensure; 0: no deadline
 	armed       bool          // the capture has started: deadline counts from then
