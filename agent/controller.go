@@ -252,26 +252,25 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err // transient (tcpdump could not check a filter, the evaluation was cancelled): retried
 	}
-	c.report(ctx, pod, want.problems) // permanent until the pod or the policy changes: not retried
-	if want.keep {
-		return nil // the policy could not decide in time: the capture stays as it is
-	}
-	if want.spec == nil {
+	problems := want.problems // permanent until the pod or the policy changes: not retried
+	switch {
+	case want.keep: // the policy could not decide in time: the capture stays as it is
+	case want.spec == nil:
 		c.captures.Stop(namespace, name)
-		return nil
+	default:
+		// a queued capture's CaptureQueued Event comes from the capture manager, which knows
+		// what it waits for
+		_, err := c.captures.Ensure(*want.spec)
+		switch {
+		case errors.Is(err, capture.ErrShutdown):
+			return nil // the agent is stopping
+		case errors.Is(err, capture.ErrOverBudget):
+			problems = append(problems, &invalidRequest{reason: metrics.InvalidOverBudget, message: err.Error()})
+		case err != nil:
+			problems = append(problems, &invalidRequest{reason: metrics.InvalidName, message: err.Error()})
+		}
 	}
-	queued, err := c.captures.Ensure(*want.spec)
-	if errors.Is(err, capture.ErrShutdown) {
-		return nil // the agent is stopping
-	}
-	if err != nil {
-		c.report(ctx, pod, append(want.problems, &invalidRequest{reason: metrics.InvalidName, message: err.Error()}))
-		return nil
-	}
-	if queued {
-		c.recorder.Eventf(pod, corev1.EventTypeWarning, capture.ReasonQueued,
-			"capture waits: the node already runs its maximum of concurrent captures (--max-concurrent-captures); it starts when one ends")
-	}
+	c.report(ctx, pod, problems)
 	return nil
 }
 

@@ -72,7 +72,7 @@ type fakeCaptures struct {
 	mu      sync.Mutex
 	ensured map[string]capture.Spec
 	stopped []string
-	queue   bool
+	err     error // what Ensure returns
 }
 
 var _ CaptureManager = (*fakeCaptures)(nil)
@@ -80,8 +80,11 @@ var _ CaptureManager = (*fakeCaptures)(nil)
 func (f *fakeCaptures) Ensure(s capture.Spec) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.err != nil {
+		return false, f.err
+	}
 	f.ensured[capture.Key(s.Namespace, s.Pod)] = s
-	return f.queue, nil
+	return false, nil
 }
 
 func (f *fakeCaptures) Stop(ns, pod string) {
@@ -239,12 +242,17 @@ func TestSyncHostNetworkPods(t *testing.T) {
 	}
 }
 
-func TestSyncQueuedCaptureIsReported(t *testing.T) {
+// A capture the node's byte budget can never hold is refused once, with an Event and a metric.
+func TestSyncOverBudgetIsRefusedOnce(t *testing.T) {
 	f := newCtrl(t, Config{}, pod("web", map[string]string{"tcpdump.antrea.io": "1"}))
-	f.captures.queue = true
+	f.captures.err = fmt.Errorf("%w: a ring of ...", capture.ErrOverBudget)
 	f.sync(t, "default/web")
-	if ev := f.events(); len(ev) != 1 || !strings.HasPrefix(ev[0], "Warning CaptureQueued") {
+	f.sync(t, "default/web")
+	if ev := f.events(); len(ev) != 1 || !strings.HasPrefix(ev[0], "Warning "+ReasonInvalidRequest) || !strings.Contains(ev[0], "byte budget") {
 		t.Fatalf("events = %q", ev)
+	}
+	if got := testutil.ToFloat64(f.metrics.InvalidRequests.WithLabelValues(metrics.InvalidOverBudget)); got != 1 {
+		t.Fatalf("over_budget refusals = %v, want 1", got)
 	}
 }
 

@@ -53,6 +53,22 @@ const (
 	SourcePolicy = "policy"
 )
 
+func (s Spec) snaplen() int {
+	if s.Snaplen <= 0 {
+		return DefaultSnaplen
+	}
+	return s.Snaplen
+}
+
+// worstCase is what the capture's ring may hold on disk.
+func (s Spec) worstCase() int64 {
+	size := s.FileSize
+	if size <= 0 {
+		size = DefaultFileSize
+	}
+	return WorstCaseBytes(s.Files, size, s.snaplen())
+}
+
 // sameCapture reports whether o asks for the capture s describes: everything but the
 // deadline and the reason must match.
 func (s Spec) sameCapture(o Spec) bool {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -45,7 +46,13 @@ type Config struct {
 	Metrics       *metrics.Metrics
 	Clock         clock.WithTickerAndDelayedExecution // every timer and tick (tests step a fake one)
 
-	Retention       Retention     // what finished non-manual captures keep
+	// Retention bounds what capture files keep; its MaxBytes is the node's byte budget of
+	// all capture files, running captures' worst case included (see Ensure).
+	Retention Retention
+	// MinFreeBytes is the free space a ring leaves on the capture directory's file system:
+	// a ring file that could take it under this is not created, and the capture fails (its
+	// files kept) until space is back.
+	MinFreeBytes    int64
 	StatsInterval   time.Duration // how often kernel counters are asked for (default 5s)
 	RecheckInterval time.Duration // how often a running capture checks the pod's PID (default 30s)
 	MinBackoff      time.Duration // first delay after a failure (default 1s)
@@ -87,9 +94,12 @@ type Manager struct {
 	// mu protects the fields below.
 	runs     map[string]*run // desired captures by key: queued, starting, running, backing off
 	stopping map[string]*run // captures asked to stop whose goroutine has not finished
-	queue    []*run          // runs waiting for a slot, oldest first
+	queue    []*run          // runs waiting for a slot or for budget, oldest first
 	active   int             // goroutines holding a slot (running or stopping)
+	reserved int64           // the worst case of the captures holding a slot, in bytes
+	kept     int64           // bytes of the files of no live capture, as of the last sweep
 
+	sweepMu  sync.Mutex    // one retention sweep at a time
 	sweepNow chan struct{} // kickSweep asks Run for a retention sweep
 }
 
@@ -103,18 +113,25 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("create capture dir: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{
+	m := &Manager{
 		cfg:      cfg,
 		ctx:      ctx,
 		cancel:   cancel,
 		runs:     map[string]*run{},
 		stopping: map[string]*run{},
 		sweepNow: make(chan struct{}, 1),
-	}, nil
+	}
+	cfg.Metrics.SetFileBytes(m.fileBytes)
+	return m, nil
 }
 
-// ErrShutdown is returned by Ensure once the manager is shutting down.
-var ErrShutdown = errors.New("capture manager is shutting down")
+// Errors of Ensure.
+var (
+	ErrShutdown = errors.New("capture manager is shutting down")
+	// ErrOverBudget: the capture's worst case alone exceeds the node's byte budget. A
+	// permanent refusal for this spec.
+	ErrOverBudget = errors.New("the capture may write more than the node's byte budget")
+)
 
 // Key is how captures are named: namespace/pod, like a workqueue key.
 func Key(namespace, pod string) string { return namespace + "/" + pod }
@@ -123,8 +140,15 @@ func Key(namespace, pod string) string { return namespace + "/" + pod }
 // that it still follows the pod's container and takes the new deadline; a different one
 // (ring size, pod UID, filter, ...) is stopped (a manual one's files deleted) and the new one
 // started. A capture that reached its MaxDuration is not started again for the same spec
-// until Stop. It reports whether the capture had to be queued by this call because
-// --max-concurrent-captures captures already run.
+// until Stop.
+//
+// Every capture reserves its worst case (WorstCaseBytes of its ring) against the node's byte
+// budget (Retention.MaxBytes) while it holds a slot, so that the running captures together
+// can never write more than the budget; finished captures' files are evicted, oldest first,
+// to make room. A capture that finds no free slot under MaxConcurrent or no room for its
+// reservation waits in a queue (a CaptureQueued Event says which) and starts when a capture
+// ends; one whose worst case alone exceeds the budget is refused (ErrOverBudget). Ensure
+// reports whether this call queued the capture.
 func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	podDir, err := m.podDir(spec.Namespace, spec.Pod)
 	if err != nil {
@@ -133,17 +157,23 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	if spec.Files < 1 {
 		return false, fmt.Errorf("ring of %d files", spec.Files)
 	}
+	need := spec.worstCase()
+	if need > m.cfg.Retention.MaxBytes {
+		return false, fmt.Errorf("%w: a ring of %d files of %d bytes at snaplen %d may hold %d bytes, the budget is %d (--retention-max-bytes): ask for fewer or smaller files",
+			ErrOverBudget, spec.Files, spec.FileSize, spec.snaplen(), need, m.cfg.Retention.MaxBytes)
+	}
 	key := Key(spec.Namespace, spec.Pod)
 	now := m.cfg.Clock.Now()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.ctx.Err() != nil {
+		m.mu.Unlock()
 		return false, ErrShutdown
 	}
 	if r := m.runs[key]; r != nil {
 		if r.spec.sameCapture(spec) {
 			r.update(spec, now)
 			r.poke()
+			m.mu.Unlock()
 			return false, nil
 		}
 		m.stopLocked(r)
@@ -154,14 +184,53 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	}
 	r := newRun(spec, dir, m.stopping[key])
 	m.runs[key] = r
-	if m.active < m.cfg.MaxConcurrent {
+	why := m.waitReasonLocked(r)
+	if why == "" {
 		m.startLocked(r)
-		return false, nil
+	} else {
+		r.phase = PhaseQueued
+		m.queue = append(m.queue, r)
+		m.queueChangedLocked()
 	}
-	r.phase = PhaseQueued
-	m.queue = append(m.queue, r)
-	m.cfg.Metrics.CapturesQueued.Set(float64(len(m.queue)))
-	return true, nil
+	m.mu.Unlock()
+	if why != "" {
+		m.cfg.Notifier.Notify(spec, EventWarning, ReasonQueued, m.queuedMessage(why, need))
+	}
+	return why != "", nil
+}
+
+// waitReasonLocked says what r waits for before it may start ("": nothing).
+func (m *Manager) waitReasonLocked(r *run) string {
+	switch {
+	case m.active >= m.cfg.MaxConcurrent:
+		return metrics.QueuedConcurrency
+	case m.reserved+r.reserve > m.cfg.Retention.MaxBytes:
+		return metrics.QueuedBudget
+	}
+	return ""
+}
+
+func (m *Manager) queuedMessage(why string, need int64) string {
+	if why == metrics.QueuedConcurrency {
+		return fmt.Sprintf("capture waits: the node already runs its maximum of %d concurrent captures (--max-concurrent-captures); it starts when one ends", m.cfg.MaxConcurrent)
+	}
+	return fmt.Sprintf("capture waits: it may write up to %d bytes and the captures running on the node have reserved too much of its budget of %d bytes (--retention-max-bytes); it starts when one ends",
+		need, m.cfg.Retention.MaxBytes)
+}
+
+// queueChangedLocked sets podcap_captures_queued from the queue.
+func (m *Manager) queueChangedLocked() {
+	n := map[string]int{}
+	for range m.queue {
+		if m.active >= m.cfg.MaxConcurrent {
+			n[metrics.QueuedConcurrency]++
+		} else {
+			n[metrics.QueuedBudget]++ // it would have started otherwise
+		}
+	}
+	for _, why := range []string{metrics.QueuedConcurrency, metrics.QueuedBudget} {
+		m.cfg.Metrics.CapturesQueued.WithLabelValues(why).Set(float64(n[why]))
+	}
 }
 
 // sessionTimeFormat names the directory of a non-manual capture after its start time.
@@ -227,11 +296,12 @@ func (m *Manager) dequeueLocked(r *run) {
 			break
 		}
 	}
-	m.cfg.Metrics.CapturesQueued.Set(float64(len(m.queue)))
+	m.queueChangedLocked()
 }
 
 func (m *Manager) startLocked(r *run) {
 	m.active++
+	m.reserved += r.reserve
 	r.phase = PhaseStarting
 	ctx, cancel := context.WithCancel(m.ctx)
 	r.cancel = cancel
@@ -247,6 +317,7 @@ func (m *Manager) finish(r *run) {
 	key := Key(r.spec.Namespace, r.spec.Pod)
 	m.mu.Lock()
 	m.active--
+	m.reserved -= r.reserve
 	if m.stopping[key] == r {
 		delete(m.stopping, key)
 	}
@@ -261,12 +332,22 @@ func (m *Manager) finish(r *run) {
 		r.phase = PhaseStopped
 	}
 	r.setPhase(r.phase)
-	if len(m.queue) > 0 && m.ctx.Err() == nil {
-		next := m.queue[0]
-		m.dequeueLocked(next)
-		m.startLocked(next)
+	if m.ctx.Err() == nil {
+		m.startQueuedLocked()
 	}
 	m.mu.Unlock()
+}
+
+// startQueuedLocked starts the queued captures that fit now, oldest first; one that waits for
+// room does not hold back a smaller one behind it.
+func (m *Manager) startQueuedLocked() {
+	for _, r := range slices.Clone(m.queue) {
+		if m.waitReasonLocked(r) == "" {
+			m.dequeueLocked(r)
+			m.startLocked(r)
+		}
+	}
+	m.queueChangedLocked()
 }
 
 // Run serves the manager until ctx ends: it refreshes kernel counters, and on return stops
@@ -283,7 +364,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.mu.Lock()
 			m.cancel() // under mu: no Ensure starts a capture after this
 			m.queue = nil
-			m.cfg.Metrics.CapturesQueued.Set(0)
+			m.queueChangedLocked()
 			m.mu.Unlock()
 			m.wg.Wait()
 			return nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gopacket/gopacket/layers"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"k8s.io/utils/clock"
 
@@ -265,19 +266,19 @@ func (e *slowStopEvents) Notify(s capture.Spec, eventType, reason, message strin
 }
 
 // The sweep asked for when a policy capture ends runs once the capture no longer counts as
-// live, so its files are evicted at once when over budget, not a retention interval later.
+// live, so its files are evicted at once when due, not a retention interval later.
 func TestEndedPolicyCaptureIsEvictedWithoutWaitingForTheNextSweep(t *testing.T) {
 	f := newFixture(t, 4, nil)
 	m := runManager(t, capture.Config{
 		Dir: t.TempDir(), MaxConcurrent: 4, Engine: f.engine, Resolver: f.res, Notifier: &slowStopEvents{},
-		Metrics: f.metrics, Retention: capture.Retention{MaxBytes: 1, Interval: time.Hour},
+		Metrics: f.metrics, Retention: capture.Retention{MaxAge: time.Nanosecond, Interval: time.Hour},
 	})
 	f.res.Set("default", "web", capture.Target{PID: 42})
 	ensure(t, m, policySpec("web", 0))
 	eventually(t, "running", func() bool { return phase(m, "default", "web") == capture.PhaseRunning })
 	st, _ := m.Status("default", "web")
 	m.Stop("default", "web")
-	eventually(t, "the ended capture evicted (budget 1 byte)", func() bool { return !exists(st.Dir) })
+	eventually(t, "the ended capture evicted (max age 1ns)", func() bool { return !exists(st.Dir) })
 }
 
 // A policy capture stopped before its process ever ran captured nothing: its directory goes
@@ -293,5 +294,24 @@ func TestPolicyCaptureThatNeverStartedLeavesNothing(t *testing.T) {
 	eventually(t, "the pod's directory gone", func() bool { return !exists(filepath.Join(f.dir, "default/web")) })
 	if n := f.events.count("CaptureStopped"); n != 0 {
 		t.Errorf("%d CaptureStopped Events for a capture that never started:\n%s", n, f.events)
+	}
+}
+
+// podcap_capture_bytes_total counts captured packet bytes, as its HELP says: no pcap file or
+// record headers.
+func TestCaptureBytesCountPacketData(t *testing.T) {
+	f := newFixture(t, 4, func(capture.Target, capture.SourceOptions) *capturetest.Source {
+		return capturetest.NewSource(layers.LinkTypeLinuxSLL2, 262144, pkt(100), pkt(200)).Hold()
+	})
+	f.res.Set("default", "web", capture.Target{PID: 42})
+	ensure(t, f.m, spec("default", "web", 2))
+	eventually(t, "two packets counted", func() bool {
+		return testutil.ToFloat64(f.metrics.Packets.WithLabelValues("default", "web")) == 2
+	})
+	if got := testutil.ToFloat64(f.metrics.Bytes.WithLabelValues("default", "web")); got != 300 {
+		t.Fatalf("podcap_capture_bytes_total = %v, want 300 (the packets' bytes)", got)
+	}
+	if st, _ := f.m.Status("default", "web"); st.Bytes != 300 || st.DiskBytes != 24+2*16+300 {
+		t.Fatalf("status bytes %d, disk bytes %d; want 300 and %d", st.Bytes, st.DiskBytes, 24+2*16+300)
 	}
 }

@@ -97,7 +97,7 @@ func (f *fixture) config(maxConcurrent int) capture.Config {
 		StatsInterval:   10 * time.Millisecond,
 		RecheckInterval: time.Hour, // rechecks are poked by Ensure in these tests
 		MinBackoff:      5 * time.Millisecond,
-		Retention:       capture.Retention{MaxAge: 24 * time.Hour, MaxBytes: 4000, Interval: 10 * time.Millisecond},
+		Retention:       capture.Retention{MaxAge: 24 * time.Hour, MaxBytes: 64 << 20, Interval: 10 * time.Millisecond},
 		MaxBackoff:      20 * time.Millisecond,
 	}
 }
@@ -220,7 +220,7 @@ func TestConcurrencyCapQueuesAndStartsWhenASlotFrees(t *testing.T) {
 	if err != nil || !queued {
 		t.Fatalf("second Ensure = %v, %v; want queued", queued, err)
 	}
-	if got := testutil.ToFloat64(f.metrics.CapturesQueued); got != 1 {
+	if got := testutil.ToFloat64(f.metrics.CapturesQueued.WithLabelValues(metrics.QueuedConcurrency)); got != 1 {
 		t.Fatalf("podcap_captures_queued = %v, want 1", got)
 	}
 	eventually(t, "a running", func() bool { return phase(f.m, "default", "a") == capture.PhaseRunning })
@@ -229,7 +229,7 @@ func TestConcurrencyCapQueuesAndStartsWhenASlotFrees(t *testing.T) {
 	}
 	f.m.Stop("default", "a")
 	eventually(t, "b running", func() bool { return phase(f.m, "default", "b") == capture.PhaseRunning })
-	if got := testutil.ToFloat64(f.metrics.CapturesQueued); got != 0 {
+	if got := testutil.ToFloat64(f.metrics.CapturesQueued.WithLabelValues(metrics.QueuedConcurrency)); got != 0 {
 		t.Fatalf("podcap_captures_queued = %v, want 0", got)
 	}
 }

@@ -132,8 +132,10 @@ func TestRetentionEvictsByAgeAndBudget(t *testing.T) {
 		return filepath.Dir(p)
 	}
 	var ancient, older, newer, manual string
-	f := newFixture(t, 4, nil, func(dir string) { // the files exist before the first sweep
-		root = dir
+	f := newParts(t, nil)
+	root = f.dir
+	func() { // the files exist before the first sweep
+		dir := root
 		ancient = mk("default/a/policy-1/capture-a.pcap0", 10, 48*time.Hour)
 		older = mk("default/b/policy-2/capture-b.pcap0", 2500, 2*time.Hour)
 		newer = mk("default/b/policy-3/capture-b.pcap0", 2500, time.Hour)
@@ -144,7 +146,10 @@ func TestRetentionEvictsByAgeAndBudget(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-	})
+	}()
+	cfg := f.config(4)
+	cfg.Retention.MaxBytes = 4000
+	f.m = runManager(t, cfg)
 	eventually(t, "evictions", func() bool {
 		return testutil.ToFloat64(f.metrics.RetentionEvictions.WithLabelValues("age")) == 1 &&
 			testutil.ToFloat64(f.metrics.RetentionEvictions.WithLabelValues("budget")) == 1

@@ -10,16 +10,18 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 )
 
-// Retention bounds what finished non-manual captures keep on the node: directories older than
-// MaxAge are removed, and while all capture files together exceed MaxBytes the oldest finished
-// directories are removed first. Running captures and manual rings are never evicted (they are
-// bounded by their ring size); they do count towards MaxBytes.
+// Retention bounds what capture files keep on the node: finished non-manual captures'
+// directories older than MaxAge are removed, and while the files of finished captures plus
+// what the live captures reserved (their worst case, see Manager.Ensure) exceed MaxBytes the
+// oldest finished directories are removed first. Live captures are never evicted: their
+// reservations are what they may write, and Ensure keeps those under MaxBytes.
 type Retention struct {
 	MaxAge   time.Duration // default 24h
-	MaxBytes int64         // node byte budget; default 1 GiB
+	MaxBytes int64         // node byte budget of all capture files; default 1 GiB
 	Interval time.Duration // how often to sweep; default 1m (and after each capture ends)
 }
 
@@ -107,23 +109,26 @@ type session struct {
 	bytes int64
 }
 
-// sweep applies the retention rules and updates the disk usage gauge.
+// sweep applies the retention rules and counts the bytes of the files no live capture
+// writes (m.kept).
 func (m *Manager) sweep() {
+	m.sweepMu.Lock()
+	defer m.sweepMu.Unlock()
 	log := klog.Background().WithName("retention")
 	now := m.cfg.Clock.Now()
 	m.mu.Lock()
 	live := m.dirsInUseLocked(nil)
 	m.mu.Unlock()
 
-	var total int64
+	var total int64 // bytes of files outside live captures' directories
 	var finished []session
 	_ = filepath.WalkDir(m.cfg.Dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return nil // vanished meanwhile
 		}
 		if d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				total += fi.Size()
+			if fi, err := d.Info(); err == nil && !live[filepath.Dir(p)] {
+				total += fi.Size() // a live capture's ring counts itself (fileBytes)
 			}
 			return nil
 		}
@@ -157,11 +162,14 @@ func (m *Manager) sweep() {
 	slices.SortFunc(finished, func(a, b session) int { return a.mtime.Compare(b.mtime) })
 	ret := m.cfg.Retention
 	for _, s := range finished {
+		m.mu.Lock()
+		reserved := m.reserved
+		m.mu.Unlock()
 		why := ""
 		switch {
 		case now.Sub(s.mtime) > ret.MaxAge:
 			why = "age"
-		case total > ret.MaxBytes:
+		case total+reserved > ret.MaxBytes:
 			why = "budget"
 		default:
 			continue
@@ -178,10 +186,69 @@ func (m *Manager) sweep() {
 		log.Info("Evicted capture files", "dir", s.dir, "reason", why, "bytes", s.bytes)
 		m.pruneDirs(filepath.Dir(s.dir), nil)
 	}
-	m.cfg.Metrics.CaptureFileBytes.Set(float64(total))
-	if total > ret.MaxBytes {
-		log.Info("Capture files exceed the node's byte budget; only running captures and manual rings are left", "bytes", total, "budget", ret.MaxBytes)
+	m.mu.Lock()
+	m.kept = total
+	reserved := m.reserved
+	m.mu.Unlock()
+	if total+reserved > ret.MaxBytes {
+		// files that are no capture's (put there by hand, or a ring of an earlier agent's
+		// that no pod asks for any more) are not retention's to delete
+		log.Info("Capture files exceed the node's byte budget and nothing more can be evicted", "bytes", total, "reserved", reserved, "budget", ret.MaxBytes)
 	}
+}
+
+// makeRoom evicts finished captures until the live captures' reservations and the other
+// files fit the byte budget; a capture calls it before it writes.
+func (m *Manager) makeRoom() {
+	m.mu.Lock()
+	over := m.kept+m.reserved > m.cfg.Retention.MaxBytes
+	m.mu.Unlock()
+	if over {
+		m.sweep()
+	}
+}
+
+// spaceCheck returns the ring's BeforeCreate check: the file system of the capture directory
+// must keep MinFreeBytes free after the ring file s may write next.
+func (m *Manager) spaceCheck(s Spec) func() error {
+	need := WorstCaseBytes(1, s.FileSize, s.snaplen())
+	return func() error {
+		var st unix.Statfs_t
+		if err := unix.Statfs(m.cfg.Dir, &st); err != nil {
+			return fmt.Errorf("free space of %s: %w", m.cfg.Dir, err)
+		}
+		free := int64(st.Bavail) * st.Bsize
+		if free-need < m.cfg.MinFreeBytes {
+			klog.Background().WithName("retention").Info("Not creating a capture file: free disk space under the floor",
+				"pod", Key(s.Namespace, s.Pod), "free", free, "fileMayNeed", need, "minFreeBytes", m.cfg.MinFreeBytes)
+			return fmt.Errorf("%w: %s would have less than %d bytes free (--min-free-bytes) once a ring file of up to %d bytes is written",
+				ErrLowDiskSpace, m.cfg.Dir, m.cfg.MinFreeBytes, need)
+		}
+		return nil
+	}
+}
+
+// fileBytes is what the capture files hold now: the live captures' rings as written, the
+// rest as of the last sweep (podcap_capture_file_bytes).
+func (m *Manager) fileBytes() int64 {
+	m.mu.Lock()
+	total := m.kept
+	var rs []*run
+	for _, r := range m.runs {
+		rs = append(rs, r)
+	}
+	for _, r := range m.stopping {
+		rs = append(rs, r)
+	}
+	m.mu.Unlock()
+	for _, r := range rs {
+		r.mu.Lock()
+		if r.ring != nil && !r.statsDone {
+			total += r.ring.DiskBytes()
+		}
+		r.mu.Unlock()
+	}
+	return total
 }
 
 // dirsInUseLocked returns the directories of every capture but self that may still write:

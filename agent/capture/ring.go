@@ -78,6 +78,10 @@ type FileError struct {
 func (e *FileError) Error() string { return e.Op + " ring file " + e.File + ": " + e.Err.Error() }
 func (e *FileError) Unwrap() error { return e.Err }
 
+// ErrLowDiskSpace is what BeforeCreate returns (wrapped) when the file system's free space is
+// under the agent's floor.
+var ErrLowDiskSpace = errors.New("free disk space under the floor")
+
 // RingCounts are a ring's running totals.
 type RingCounts struct {
 	Packets   uint64 // packet records written

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -33,6 +34,7 @@ type run struct {
 	spec    Spec
 	dir     string
 	prev    *run          // the capture of the same pod being stopped; we start after it
+	reserve int64         // the ring's worst case, reserved against the node's byte budget
 	done    chan struct{} // closed when the goroutine has cleaned up
 	recheck chan struct{} // poked by Ensure: check that the capture follows the pod's container
 	cancel  context.CancelFunc
@@ -68,6 +70,7 @@ func newRun(spec Spec, dir string, prev *run) *run {
 		spec:          spec,
 		dir:           dir,
 		prev:          prev,
+		reserve:       spec.worstCase(),
 		done:          make(chan struct{}),
 		recheck:       make(chan struct{}, 1),
 		deadlineMoved: make(chan struct{}, 1),
@@ -206,7 +209,11 @@ func (m *Manager) runCapture(ctx context.Context, r *run) {
 		m.failed(r, metrics.FailureFiles, err)
 		return
 	}
-	ring, err := NewRing(RingOptions{Dir: r.dir, Base: base, Files: r.spec.Files, FileSize: r.spec.FileSize, Start: start})
+	m.makeRoom() // its reservation counts now: finished captures may have to go first
+	ring, err := NewRing(RingOptions{
+		Dir: r.dir, Base: base, Files: r.spec.Files, FileSize: r.spec.FileSize, Start: start,
+		Clock: m.cfg.Clock, BeforeCreate: m.spaceCheck(r.spec),
+	})
 	if err != nil {
 		m.failed(r, metrics.FailureFiles, fmt.Errorf("open ring: %w", err))
 		return
@@ -323,6 +330,10 @@ loop:
 	if ctx.Err() != nil || errors.Is(result, errReattach) {
 		return result
 	}
+	if ferr := (*FileError)(nil); errors.As(result, &ferr) {
+		// the ring could not be written: the capture's storage failed, not its process
+		return m.failed(r, metrics.FailureFiles, fileFailure(r.dir, ferr))
+	}
 	// the process ended on its own: tcpdump died, or the pod's network namespace went away
 	if cerr == nil {
 		cerr = result
@@ -331,6 +342,18 @@ loop:
 		cerr = errors.New("capture process exited")
 	}
 	return m.failed(r, metrics.FailureExited, fmt.Errorf("capture process ended: %w", cerr))
+}
+
+// fileFailure says what a ring's write error means for the people reading the Event.
+func fileFailure(dir string, err *FileError) error {
+	switch {
+	case errors.Is(err, ErrLowDiskSpace):
+		return fmt.Errorf("capture stopped writing: %w", err)
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("the disk is full: cannot write the capture files in %s: %w", dir, err)
+	default:
+		return fmt.Errorf("cannot write the capture files in %s: %w", dir, err)
+	}
 }
 
 // moved reports whether the pod now runs in another process than target (its container

@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,13 @@ const (
 	InvalidValue       = "invalid_value" // the annotation's value is not an accepted ring size
 	InvalidHostNetwork = "host_network"  // hostNetwork pod without --allow-host-network
 	InvalidName        = "invalid_name"  // namespace or pod name unusable as a path element
+	InvalidOverBudget  = "over_budget"   // the capture's worst case exceeds the node's byte budget
+)
+
+// Reasons of podcap_captures_queued: what a queued capture waits for.
+const (
+	QueuedConcurrency = "concurrency" // a slot under --max-concurrent-captures
+	QueuedBudget      = "budget"      // room for its worst case under --retention-max-bytes
 )
 
 // Reasons of podcap_policy_errors_total.
@@ -41,7 +49,7 @@ const (
 // Metrics are the agent's collectors.
 type Metrics struct {
 	CapturesRunning    *prometheus.GaugeVec   // source
-	CapturesQueued     prometheus.Gauge       //
+	CapturesQueued     *prometheus.GaugeVec   // reason
 	CaptureStarts      *prometheus.CounterVec // source
 	CaptureFailures    *prometheus.CounterVec // reason
 	CaptureRestarts    prometheus.Counter     //
@@ -52,11 +60,17 @@ type Metrics struct {
 	FileRotations      *prometheus.CounterVec // namespace, pod
 	SyncErrors         prometheus.Counter     //
 	SyncDuration       prometheus.Histogram   //
-	CaptureFileBytes   prometheus.Gauge       // bytes of ring files on disk, all captures
+	CaptureFileBytes   prometheus.Collector   // bytes of capture files on disk, read from SetFileBytes's func
 	RetentionEvictions *prometheus.CounterVec // reason
 	PolicyEvaluations  *prometheus.CounterVec // result
 	PolicyErrors       *prometheus.CounterVec // reason
+
+	fileBytes atomic.Pointer[func() int64] // what podcap_capture_file_bytes reads
 }
+
+// SetFileBytes sets what podcap_capture_file_bytes reads at each scrape (the capture manager's
+// count of what its files hold).
+func (m *Metrics) SetFileBytes(f func() int64) { m.fileBytes.Store(&f) }
 
 // New builds the collectors and registers them on reg.
 func New(reg prometheus.Registerer) *Metrics {
@@ -66,10 +80,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "podcap_captures_running",
 			Help: "Captures whose capture process is running, by what started them.",
 		}, []string{"source"}),
-		CapturesQueued: prometheus.NewGauge(prometheus.GaugeOpts{
+		CapturesQueued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "podcap_captures_queued",
-			Help: "Captures waiting for a slot under --max-concurrent-captures.",
-		}),
+			Help: "Captures waiting to start, by what they wait for (concurrency: a slot under --max-concurrent-captures; budget: room for their worst case under --retention-max-bytes).",
+		}, []string{"reason"}),
 		CaptureStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podcap_capture_starts_total",
 			Help: "Captures started, by what started them.",
@@ -92,7 +106,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, perCapture),
 		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podcap_capture_bytes_total",
-			Help: "Bytes of packet data (captured length) written for a running capture.",
+			Help: "Bytes of packet data (captured length, without pcap headers) written for a running capture.",
 		}, perCapture),
 		KernelDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podcap_capture_kernel_drops_total",
@@ -111,11 +125,16 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to sync one pod.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8),
 		}),
-		CaptureFileBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "podcap_capture_file_bytes",
-			Help: "Bytes of capture files on disk under the capture directory.",
-		}),
 	}
+	m.CaptureFileBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "podcap_capture_file_bytes",
+		Help: "Bytes of capture files on disk under the capture directory: running captures' rings as they are written, the rest as of the last retention sweep.",
+	}, func() float64 {
+		if f := m.fileBytes.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	m.RetentionEvictions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "podcap_retention_evictions_total",
 		Help: "Finished capture directories removed by retention, by reason (age, budget).",
@@ -148,7 +167,10 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{FailureResolve, FailureStart, FailureExited, FailureFiles} {
 		m.CaptureFailures.WithLabelValues(r)
 	}
-	for _, r := range []string{InvalidValue, InvalidHostNetwork, InvalidName} {
+	for _, r := range []string{QueuedConcurrency, QueuedBudget} {
+		m.CapturesQueued.WithLabelValues(r)
+	}
+	for _, r := range []string{InvalidValue, InvalidHostNetwork, InvalidName, InvalidOverBudget} {
 		m.InvalidRequests.WithLabelValues(r)
 	}
 	return m

@@ -119,6 +119,7 @@ func run(ctx context.Context, o *Options) error {
 		Notifier:      agent.PodEvents{Recorder: recorder},
 		Metrics:       m,
 		Retention:     capture.Retention{MaxAge: o.RetentionMaxAge, MaxBytes: o.RetentionMaxBytes, Interval: o.RetentionInterval},
+		MinFreeBytes:  o.MinFreeBytes,
 	})
 	if err != nil {
 		return err

@@ -36,6 +36,7 @@ type Options struct {
 	MaxCaptureDuration time.Duration
 	RetentionMaxAge    time.Duration
 	RetentionMaxBytes  int64
+	MinFreeBytes       int64
 	RetentionInterval  time.Duration
 	APITokenFile       string
 	// TLSCertFile and TLSPrivateKeyFile, both or neither: the HTTP server serves HTTPS.
@@ -71,7 +72,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.MaxCaptureDuration, "max-capture-duration", 24*time.Hour, "longest max_duration a policy decision may ask for")
 	fs.DurationVar(&o.RetentionMaxAge, "retention-max-age", 24*time.Hour, "finished policy captures older than this are deleted")
 	fs.DurationVar(&o.RetentionInterval, "retention-interval", time.Minute, "how often the retention rules are applied (also after every policy capture ends)")
-	fs.Int64Var(&o.RetentionMaxBytes, "retention-max-bytes", 1<<30, "byte budget of all capture files on the node; finished policy captures are deleted oldest first above it")
+	fs.Int64Var(&o.RetentionMaxBytes, "retention-max-bytes", 1<<30, "byte budget of all capture files on the node: each running capture reserves its worst case (files × (file size + snaplen)) against it, a capture that does not fit waits, and finished policy captures are deleted oldest first to make room")
+	fs.Int64Var(&o.MinFreeBytes, "min-free-bytes", 1<<30, "free space captures leave on the capture directory's file system: no ring file is created that could take it below this (the capture fails with a CaptureFailed Event until space is back)")
 	fs.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token of the HTTP API (/api/v1/...); empty or missing: the API is off")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate (then its chain) of the server; with --tls-private-key-file the server serves HTTPS only, and reloads both files when they change")
 	fs.StringVar(&o.TLSPrivateKeyFile, "tls-private-key-file", "", "PEM private key of --tls-cert-file")
@@ -104,8 +106,8 @@ func (o *Options) Validate() error {
 	if o.PolicyEvalTimeout <= 0 || o.PolicyEvalTimeout > maxPolicyEvalTimeout {
 		errs = append(errs, fmt.Errorf("--policy-eval-timeout %s must be positive and at most %s", o.PolicyEvalTimeout, maxPolicyEvalTimeout))
 	}
-	if o.MaxFileSizeBytes < 64<<10 || o.RetentionMaxBytes <= 0 {
-		errs = append(errs, errors.New("--max-file-size-bytes must be at least 65536 and --retention-max-bytes positive"))
+	if o.MaxFileSizeBytes < 64<<10 || o.RetentionMaxBytes <= 0 || o.MinFreeBytes < 0 {
+		errs = append(errs, errors.New("--max-file-size-bytes must be at least 65536, --retention-max-bytes positive and --min-free-bytes not negative"))
 	}
 	if o.ListenAddress == "" {
 		errs = append(errs, errors.New("--listen-address is required"))

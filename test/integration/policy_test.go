@@ -349,13 +349,20 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 		t.Fatalf("%d tcpdump processes: an expired capture was restarted", n)
 	}
 
-	// retention: a node budget of one byte evicts a finished policy capture at once
-	b2 := startAgent(t, c, "--policy-dir="+rules, "--retention-max-bytes=1")
+	// retention: a node budget that holds one capture's worst case (rules/labels.rego's ring)
+	// and little more: the next capture's reservation evicts a finished one at once
+	b2 := startAgent(t, c, "--policy-dir="+rules, fmt.Sprintf("--retention-max-bytes=%d", labelsWorstCase+4096))
 	labelled := runningPod(t, c, "policy-retention", "web", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}})
 	session := policySession(t, b2, labelled)
 	waitPackets(t, b2, labelled, filepath.Join(filepath.Base(session), "capture-web.pcap0")) // a capture with data ends
 	setLabel(t, c, labelled, "podcap.io/capture", nil)
-	waitFor(t, 30*time.Second, "the finished capture evicted, and counted", func() (bool, error) {
+	waitEvent(t, c, labelled, corev1.EventTypeNormal, "CaptureStopped", "files kept in "+session)
+	if gone(session) {
+		t.Fatal("a finished capture evicted while its files fit the budget")
+	}
+	next := runningPod(t, c, "policy-retention", "next", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}})
+	policySession(t, b2, next)
+	waitFor(t, 30*time.Second, "the finished capture evicted for the next one's reservation, and counted", func() (bool, error) {
 		return gone(session) && metric(t, b2, `podcap_retention_evictions_total{reason="budget"}`) >= 1, nil
 	})
 
@@ -370,4 +377,66 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 	waitFor(t, 30*time.Second, "the finished capture evicted by age, and counted", func() (bool, error) {
 		return gone(session) && metric(t, b3, `podcap_retention_evictions_total{reason="age"}`) >= 1, nil
 	})
+}
+
+// labelsWorstCase is what a capture of rules/labels.rego (5 files of 1,000,000 bytes, default
+// snaplen 262144) reserves of the node's byte budget: each file may pass its size by one
+// record (16-byte header and a whole packet).
+const labelsWorstCase = 5 * (1_000_000 + 16 + 262144)
+
+// TestRunningCapturesStayWithinTheByteBudget: five policy captures of 5 × 1 MB under a 20 MB
+// budget: three reserve their worst case and run, two wait with an Event and a metric, and
+// one starts when a running capture ends. What is on disk never passes the budget.
+func TestRunningCapturesStayWithinTheByteBudget(t *testing.T) {
+	c := testBed(t)
+	const budget = 20_000_000 // 3 × labelsWorstCase = 18.9 MB fit, a fourth does not
+	a := startAgent(t, c, "--policy-dir="+policyDir(t, c, nil), fmt.Sprintf("--retention-max-bytes=%d", budget), "--max-concurrent-captures=8")
+	var pods []*corev1.Pod
+	for i := range 5 {
+		pods = append(pods, runningPod(t, c, "policy-budget", fmt.Sprintf("p%d", i), testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}}))
+	}
+	running := func() (run, queued []*corev1.Pod) {
+		for _, p := range pods {
+			if m, _ := filepath.Glob(filepath.Join(podDir(a, p), "policy-*", "capture-*.pcap0")); len(m) > 0 {
+				run = append(run, p)
+			} else {
+				queued = append(queued, p)
+			}
+		}
+		return run, queued
+	}
+	waitFor(t, 60*time.Second, "three captures running and two queued for the budget", func() (bool, error) {
+		run, _ := running()
+		return len(run) == 3 && metric(t, a, `podcap_captures_queued{reason="budget"}`) == 2, nil
+	})
+	run, queued := running()
+	for _, p := range queued {
+		waitEvent(t, c, p, corev1.EventTypeWarning, "CaptureQueued", "--retention-max-bytes")
+	}
+	if used := du(t, a.CaptureDir); used > budget {
+		t.Fatalf("%d bytes of capture files, budget %d", used, budget)
+	}
+	setLabel(t, c, run[0], "podcap.io/capture", nil)
+	waitFor(t, 60*time.Second, "a queued capture to start when a running one ended", func() (bool, error) {
+		now, _ := running()
+		return len(now) == 4 && metric(t, a, `podcap_captures_queued{reason="budget"}`) == 1, nil
+	})
+	if got := metric(t, a, "podcap_capture_file_bytes"); got <= 0 || got > budget {
+		t.Fatalf("podcap_capture_file_bytes %v: want what the rings hold, within the budget %d", got, budget)
+	}
+}
+
+// du is the bytes of the regular files under dir.
+func du(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
