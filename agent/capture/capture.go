@@ -110,19 +110,34 @@ type Engine interface {
 }
 
 // Source is a live packet stream from one capture process or socket.
+//
+// A source ends in two ways. Stop ends it gracefully: the capture stops taking packets,
+// and ReadPacket goes on returning those it had already taken (for tcpdump: what is in its
+// buffer and in the pipe) until io.EOF. Close ends it at once: whatever was not read yet is
+// discarded. Pump stops its source and reads it to the end; Close comes after, to reap the
+// capture and get its verdict.
 type Source interface {
 	// LinkType and Snaplen describe the stream (the pcap global header).
 	LinkType() layers.LinkType
 	Snaplen() uint32
 	// ReadPacket returns the next packet; data is valid until the next call. It returns
-	// io.EOF when the capture ended (process exited or Close was called).
+	// io.EOF when the capture ended: after Stop, once the packets the capture had taken
+	// have all been returned (a record torn by the end of the stream is the end, not an
+	// error); after Close, at once.
 	ReadPacket() (ci gopacket.CaptureInfo, data []byte, err error)
+	// Stop asks the capture to end and returns at once. The source bounds the end itself
+	// (tcpdump: SIGTERM, SIGKILL after its stop timeout): after that, ReadPacket reaches
+	// io.EOF once it has returned what was taken before. It may be called more than once,
+	// from any goroutine.
+	Stop()
 	// RequestStats asks for fresh kernel counters (tcpdump: SIGUSR1); best effort, async.
 	RequestStats()
 	// Stats returns the last kernel counters seen.
 	Stats() Stats
-	// Close stops the capture (SIGTERM, bounded wait, SIGKILL) and reaps it. It returns
-	// why the capture ended if that was not Close itself (e.g. tcpdump's own error).
+	// Close stops the capture if Stop was not called, discards what was not read (a
+	// blocked ReadPacket returns io.EOF), and reaps the capture: bounded by the stop
+	// timeout. It returns why the capture ended if that was not Stop or Close (e.g.
+	// tcpdump's own error). Afterwards Stats are the final counters.
 	Close() error
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/podcap/podcap/agent/capture"
 	"github.com/podcap/podcap/agent/capture/capturetest"
@@ -50,6 +51,7 @@ func TestPumpCopiesUntilEOF(t *testing.T) {
 	}
 }
 
+// A cancelled context stops the source (gracefully) instead of closing it.
 func TestPumpStopsWithContext(t *testing.T) {
 	r := newRing(t, capture.RingOptions{Files: 2})
 	src := capturetest.NewSource(layers.LinkTypeEthernet, 65535, fakePackets(10)...).Hold()
@@ -75,8 +77,79 @@ func TestPumpStopsWithContext(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Pump did not return after its context was cancelled")
 	}
+	if !src.Stopped() || src.Closed() {
+		t.Errorf("source stopped %v, closed %v; want stopped, and closing left to the caller", src.Stopped(), src.Closed())
+	}
+}
+
+// After its context is done Pump goes on writing what the stopped source still returns,
+// until the source ends: the last packets of a capture are not thrown away.
+func TestPumpWritesWhatTheStoppedSourceHolds(t *testing.T) {
+	r := newRing(t, capture.RingOptions{Files: 2, FlushInterval: time.Hour})
+	src := capturetest.NewSource(layers.LinkTypeEthernet, 65535, fakePackets(10, 20, 30, 40)...).Hold()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // done before Pump read anything
+	var tapped int
+	st, err := capture.Pump(ctx, src, r, capture.PumpOptions{Tap: func(gopacket.CaptureInfo, []byte) { tapped++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st != (capture.PumpStats{Packets: 4, Bytes: 100}) || tapped != 4 {
+		t.Errorf("PumpStats = %+v, tapped %d; want all 4 packets", st, tapped)
+	}
+	// The held source ended only because Pump stopped it, and Pump did not close it.
+	if !src.Stopped() || src.Closed() {
+		t.Errorf("source stopped %v, closed %v; want stopped only", src.Stopped(), src.Closed())
+	}
+	if n := len(readPcap(t, filepath.Join(r.Dir(), "r.pcap0"))); n != 4 {
+		t.Errorf("ring holds %d packets, want 4", n)
+	}
+}
+
+// A source that does not end when stopped is closed StopTimeout later, which ends a
+// ReadPacket blocked in it: Pump returns and says it gave up.
+func TestPumpGivesUpAfterStopTimeout(t *testing.T) {
+	r := newRing(t, capture.RingOptions{Files: 2})
+	src := capturetest.NewSource(layers.LinkTypeEthernet, 65535, fakePackets(10, 20)...).Hold().IgnoreStop()
+	clk := testingclock.NewFakeClock(time.Now())
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		st  capture.PumpStats
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := capture.Pump(ctx, src, r, capture.PumpOptions{StopTimeout: time.Minute, Clock: clk})
+		done <- result{st, err}
+	}()
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for !src.Stopped() || !clk.HasWaiters() || src.Read() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Pump did not stop the source and wait (stopped %v, timer %v, read %d)", src.Stopped(), clk.HasWaiters(), src.Read())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	clk.Step(time.Minute - time.Nanosecond)
+	select {
+	case res := <-done:
+		t.Fatalf("Pump returned before its stop timeout: %+v", res)
+	default:
+	}
+	clk.Step(time.Nanosecond)
+	select {
+	case res := <-done:
+		if res.err != nil {
+			t.Fatalf("Pump: %v", res.err)
+		}
+		if res.st != (capture.PumpStats{Packets: 2, Bytes: 30, StopTimedOut: true}) {
+			t.Errorf("PumpStats = %+v, want the 2 packets and StopTimedOut", res.st)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Pump did not return after its stop timeout")
+	}
 	if !src.Closed() {
-		t.Error("Pump did not close the source to unblock it")
+		t.Error("Pump did not close the source it gave up on")
 	}
 }
 

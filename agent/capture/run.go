@@ -290,9 +290,11 @@ func (m *Manager) attempt(ctx context.Context, r *run, started *bool) error {
 			"capture restarted in the pod's network namespace (pid %d), same ring", target.PID))
 	}
 
+	// Pump stops the source when pumpCtx ends and writes what it still holds (bounded).
+	pumpCtx, stopPump := context.WithCancel(ctx)
 	pumped := make(chan error, 1)
 	go func() {
-		_, err := Pump(ctx, src, r.ring, PumpOptions{})
+		_, err := Pump(pumpCtx, src, r.ring, PumpOptions{Clock: m.cfg.Clock})
 		pumped <- err
 	}()
 	recheck := m.cfg.Clock.NewTicker(m.cfg.RecheckInterval)
@@ -316,10 +318,11 @@ loop:
 			break loop
 		}
 	}
-	cerr := src.Close()
+	stopPump()
 	if pumped != nil {
 		<-pumped
 	}
+	cerr := src.Close() // after Pump: closing first would discard what it has not written
 	m.cfg.Metrics.CapturesRunning.WithLabelValues(sourceLabel(s)).Dec()
 	r.mu.Lock()
 	r.takeDropsLocked(m.cfg.Metrics, src.Stats().Dropped)

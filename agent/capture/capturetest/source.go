@@ -32,17 +32,20 @@ var _ capture.Source = (*Source)(nil)
 
 // Source is a capture.Source that returns its packets in order, then ends with io.EOF (or
 // the error given to EndWith). A held source (Hold) instead blocks after its packets until
-// Close, as a live capture without traffic does.
+// Stop or Close, as a live capture without traffic does. As with a real capture, Stop lets
+// ReadPacket return the packets not read yet before the end, and Close ends it at once.
 type Source struct {
 	linkType layers.LinkType
 	snaplen  uint32
 	closed   chan struct{}
+	stopped  chan struct{}
 
 	// mu protects the fields below.
 	mu        sync.Mutex
 	packets   []Packet
 	next      int
 	hold      bool
+	deaf      bool // Stop does not end the source: only Close does
 	endErr    error
 	closeErr  error
 	slowClose <-chan struct{} // Close returns only once this is closed
@@ -53,14 +56,23 @@ type Source struct {
 
 // NewSource returns a source of the given format replaying packets.
 func NewSource(lt layers.LinkType, snaplen uint32, packets ...Packet) *Source {
-	return &Source{linkType: lt, snaplen: snaplen, packets: packets, closed: make(chan struct{})}
+	return &Source{linkType: lt, snaplen: snaplen, packets: packets, closed: make(chan struct{}), stopped: make(chan struct{})}
 }
 
-// Hold makes ReadPacket block after the last packet until Close, and returns s.
+// Hold makes ReadPacket block after the last packet until Stop or Close, and returns s.
 func (s *Source) Hold() *Source {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hold = true
+	return s
+}
+
+// IgnoreStop makes a held source ignore Stop: it ends only with Close, as a process that
+// does not die of SIGTERM and whose kill never comes. It returns s.
+func (s *Source) IgnoreStop() *Source {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deaf = true
 	return s
 }
 
@@ -108,10 +120,16 @@ func (s *Source) ReadPacket() (gopacket.CaptureInfo, []byte, error) {
 		s.mu.Unlock()
 		return p.CI, p.Data, nil
 	}
-	hold := s.hold
+	hold, deaf := s.hold, s.deaf
 	s.mu.Unlock()
-	if hold {
+	switch {
+	case hold && deaf:
 		<-s.closed
+	case hold:
+		select {
+		case <-s.closed:
+		case <-s.stopped:
+		}
 	}
 	return gopacket.CaptureInfo{}, nil, s.end()
 }
@@ -134,6 +152,28 @@ func (s *Source) isClosed() bool {
 	}
 }
 
+// Stop implements capture.Source: a held source ends once its packets were read (unless
+// IgnoreStop). It may be called more than once.
+func (s *Source) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stopped:
+	default:
+		close(s.stopped)
+	}
+}
+
+// Stopped reports whether Stop was called.
+func (s *Source) Stopped() bool {
+	select {
+	case <-s.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
 // RequestStats implements capture.Source; it counts the calls.
 func (s *Source) RequestStats() {
 	s.mu.Lock()
@@ -148,9 +188,9 @@ func (s *Source) Stats() capture.Stats {
 	return s.stats
 }
 
-// Close implements capture.Source: it ends the source (a blocked ReadPacket returns) and
-// returns the close error given to EndWith, after SlowClose's release if one was given. It
-// may be called more than once.
+// Close implements capture.Source: it ends the source at once (a blocked ReadPacket
+// returns, packets not read yet are not returned) and returns the close error given to
+// EndWith, after SlowClose's release if one was given. It may be called more than once.
 func (s *Source) Close() error {
 	s.mu.Lock()
 	s.closes++

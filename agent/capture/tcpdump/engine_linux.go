@@ -40,8 +40,9 @@ func New(cfg Config) (*Engine, error) {
 // Config.OpenTimeout with tcpdump's or nsenter's own message (bad filter, no such process).
 //
 // ctx bounds the whole capture, as with exec.CommandContext: when it is done the capture
-// stops as if Close had been called. Close must be called in any case to reap the process
-// and get its verdict. ctx's logger is used for the capture's log lines.
+// stops as if Stop had been called (what tcpdump captured can still be read). Close must be
+// called in any case to reap the process and get its verdict. ctx's logger is used for the
+// capture's log lines.
 func (e *Engine) Open(ctx context.Context, t capture.Target, o capture.SourceOptions) (capture.Source, error) {
 	return e.open(ctx, t, o)
 }

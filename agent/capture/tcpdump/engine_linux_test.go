@@ -270,8 +270,12 @@ func TestContextEndsCapture(t *testing.T) {
 	}
 	read := make(chan error, 1)
 	go func() {
-		_, _, err := src.ReadPacket()
-		read <- err
+		for { // the packets tcpdump captured before it stopped, then the end
+			if _, _, err := src.ReadPacket(); err != nil {
+				read <- err
+				return
+			}
+		}
 	}()
 	cancel()
 	select {

@@ -28,6 +28,13 @@ var _ capture.Source = (*Source)(nil)
 
 // Source is one running nsenter+tcpdump process and its pcap stream. ReadPacket is for one
 // goroutine; the other methods may be called from any.
+//
+// Stopping keeps what tcpdump captured: Stop sends SIGTERM and leaves the pipe to the
+// reader. tcpdump (-U, one write per packet) ends its loop, prints its final counters and
+// exits, and ReadPacket returns every packet it wrote until the pipe's EOF. If tcpdump
+// does not exit, exec sends SIGKILL Config.StopTimeout after the SIGTERM: what it wrote
+// before is still read, a record it was killed in the middle of is the end of the stream,
+// and what it had not written is lost. Close instead discards whatever is not read yet.
 type Source struct {
 	log         klog.Logger
 	cmd         *exec.Cmd
@@ -43,8 +50,9 @@ type Source struct {
 
 	counters counters
 	tail     tail
-	stopping atomic.Bool // stop was called: ReadPacket returns io.EOF
-	ended    atomic.Bool // the pcap stream ended before any stop: the process is exiting
+	stopping atomic.Bool // stop was called: the process is asked to end
+	closing  atomic.Bool // Close was called: ReadPacket returns io.EOF, the pipe is discarded
+	ended    atomic.Bool // the pcap stream ended: before any stop, the process is exiting
 	ready    atomic.Bool // tcpdump said "listening on": its SIGUSR1 handler is installed
 
 	closeOnce sync.Once
@@ -140,27 +148,34 @@ func (s *Source) LinkType() layers.LinkType { return s.r.LinkType() }
 func (s *Source) Snaplen() uint32 { return s.r.Snaplen() }
 
 // ReadPacket implements capture.Source. data is the reader's buffer, valid until the next
-// call. After the process ended it returns io.EOF, or an error if the stream ended within a
-// record; after Close (or the end of Open's context) it returns io.EOF.
+// call. At the end of the stream it returns io.EOF, also after Stop (or the end of Open's
+// context) once every packet tcpdump wrote was returned. A stream that ends within a record
+// is an error when the process ended on its own (it died mid-write) and the end after
+// Stop (SIGKILL at StopTimeout). After Close it returns io.EOF at once.
 func (s *Source) ReadPacket() (gopacket.CaptureInfo, []byte, error) {
-	if s.stopping.Load() {
+	if s.closing.Load() {
 		return gopacket.CaptureInfo{}, nil, io.EOF
 	}
 	data, ci, err := s.r.ZeroCopyReadPacketData()
-	if s.stopping.Load() {
-		// stop drains the pipe concurrently: what was read may be torn.
+	if s.closing.Load() {
+		// Close drains the pipe concurrently: what was read may be torn.
 		return gopacket.CaptureInfo{}, nil, io.EOF
 	}
-	if err != nil {
-		s.ended.Store(true)
+	if err == nil {
+		return ci, data, nil
+	}
+	s.ended.Store(true)
+	if errors.Is(err, io.EOF) && ci.CaptureLength > 0 {
+		err = io.ErrUnexpectedEOF // a record header without its data (pcapgo says io.EOF)
 	}
 	switch {
-	case err == nil:
-		return ci, data, nil
 	case errors.Is(err, io.EOF):
-		return ci, nil, io.EOF
+		return gopacket.CaptureInfo{}, nil, io.EOF
+	case errors.Is(err, io.ErrUnexpectedEOF) && s.stopping.Load():
+		s.log.V(2).Info("Capture process stopped within a record; the record is lost", "pid", s.pid)
+		return gopacket.CaptureInfo{}, nil, io.EOF
 	default:
-		return ci, nil, fmt.Errorf("read pcap stream: %w", err)
+		return gopacket.CaptureInfo{}, nil, fmt.Errorf("read pcap stream: %w", err)
 	}
 }
 
@@ -184,10 +199,17 @@ func (s *Source) RequestStats() {
 // Stats implements capture.Source. After Close they are tcpdump's final counters.
 func (s *Source) Stats() capture.Stats { return s.counters.stats() }
 
-// Close implements capture.Source: SIGTERM, SIGKILL after Config.StopTimeout, reap. It
-// returns nil if the process was still running when it (or the end of Open's context)
-// stopped it; otherwise why the process ended, with the tail of its stderr. It may be
-// called more than once, from any goroutine, and returns the same each time.
+// Stop implements capture.Source: SIGTERM (SIGKILL after Config.StopTimeout), and the
+// packets tcpdump still writes are left to ReadPacket. It does not wait. Nobody reading
+// them costs the StopTimeout (tcpdump blocks on the full pipe until killed) unless Close
+// follows, which drains the pipe.
+func (s *Source) Stop() { s.stop() }
+
+// Close implements capture.Source: Stop if it was not called, discard what was not read
+// (tcpdump can then finish and print its final counters even though nobody reads), reap.
+// It returns nil if the process was still running when Stop, Close or the end of Open's
+// context stopped it; otherwise why the process ended, with the tail of its stderr. It
+// may be called more than once, from any goroutine, and returns the same each time.
 func (s *Source) Close() error {
 	s.closeOnce.Do(func() { s.closeErr = s.close() })
 	return s.closeErr
@@ -195,6 +217,8 @@ func (s *Source) Close() error {
 
 func (s *Source) close() error {
 	s.stop()
+	s.closing.Store(true)
+	go func() { _, _ = io.Copy(io.Discard, s.stdout) }() // ends at EOF or when stdout is closed below
 	if s.stopAfter != nil {
 		s.stopAfter()
 	}
@@ -209,9 +233,9 @@ func (s *Source) close() error {
 	return s.result()
 }
 
-// stop asks the process to end (SIGTERM through the process' context) and drains its
-// stdout so that it can write what it still has and print its final counters even when
-// nobody reads packets any more.
+// stop asks the process to end: SIGTERM through the process' context, and exec's
+// WaitDelay sends SIGKILL StopTimeout later. It records whether the process was still
+// running, which decides Close's verdict.
 func (s *Source) stop() {
 	if s.stopping.Swap(true) {
 		return
@@ -221,7 +245,6 @@ func (s *Source) stop() {
 	s.stoppedByUs, s.stoppedAt = byUs, time.Now()
 	s.mu.Unlock()
 	s.cancel()
-	go func() { _, _ = io.Copy(io.Discard, s.stdout) }() // ends at EOF or when Close closes it
 }
 
 // hasExited reports whether the process has ended or is ending: its stdout or stderr

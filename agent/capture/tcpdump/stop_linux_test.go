@@ -2,6 +2,8 @@ package tcpdump_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -25,6 +27,9 @@ func fakeTcpdump(t *testing.T, script string) string {
 
 // pcapHeader is a pcap global header (LINUX_SLL2, snaplen 262144) in printf's octal.
 const pcapHeader = `\324\303\262\241\002\000\004\000\000\000\000\000\000\000\000\000\000\000\004\000\024\001\000\000`
+
+// pcapRecord is one pcap record of the 4 bytes "podc" (little-endian, like pcapHeader).
+const pcapRecord = `\001\000\000\000\000\000\000\000\004\000\000\000\004\000\000\000podc`
 
 func TestOpenTimesOut(t *testing.T) {
 	needRoot(t)
@@ -69,5 +74,49 @@ func TestCloseKillsWhatIgnoresSIGTERM(t *testing.T) {
 	}
 	if st := processState(src.PID()); st != "" {
 		t.Errorf("process %d still there after Close (state %s)", src.PID(), st)
+	}
+}
+
+// A stream torn within a record is the end of the capture after Stop (tcpdump was killed
+// at StopTimeout: what it wrote before is read) and an error otherwise (it died on its own).
+func TestTornRecordAtTheEnd(t *testing.T) {
+	needRoot(t)
+	p := newNetnsPair(t)
+	for _, tc := range []struct {
+		name    string
+		script  string
+		stop    bool
+		wantEOF bool
+	}{
+		{"stopped, killed within a header", "trap '' TERM; printf '" + pcapHeader + pcapRecord + `\002\000\000\000\000\000` + "'; exec sleep 60", true, true},
+		{"stopped, killed before a record's data", "trap '' TERM; printf '" + pcapHeader + pcapRecord + `\002\000\000\000\000\000\000\000\004\000\000\000\004\000\000\000` + "'; exec sleep 60", true, true},
+		{"died within a header", "printf '" + pcapHeader + pcapRecord + `\002\000\000\000\000\000` + "'", false, false},
+		{"died before a record's data", "printf '" + pcapHeader + pcapRecord + `\002\000\000\000\000\000\000\000\004\000\000\000\004\000\000\000` + "'", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := tcpdump.New(tcpdump.Config{TcpdumpPath: fakeTcpdump(t, tc.script), StopTimeout: 300 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := open(t, e, context.Background(), capture.Target{PID: p.sleeperPID}, capture.SourceOptions{})
+			if tc.stop {
+				src.Stop()
+			}
+			if _, data, err := src.ReadPacket(); err != nil || string(data) != "podc" {
+				t.Fatalf("ReadPacket = %q, %v; want the whole record before the torn one", data, err)
+			}
+			_, _, err = src.ReadPacket()
+			if gotEOF := errors.Is(err, io.EOF); gotEOF != tc.wantEOF || err == nil {
+				t.Fatalf("ReadPacket at the torn record: %v; want io.EOF %v", err, tc.wantEOF)
+			}
+			t.Logf("ReadPacket at the torn record: %v", err)
+			cerr := src.Close()
+			if tc.stop && cerr != nil {
+				t.Errorf("Close: %v, want nil (we stopped it)", cerr)
+			}
+			if !tc.stop && cerr == nil {
+				t.Error("Close: nil, want the process' own end")
+			}
+		})
 	}
 }
