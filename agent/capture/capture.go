@@ -47,11 +47,16 @@ type Spec struct {
 
 // Capture sources. A manual capture's ring lives directly in the pod's directory and is
 // deleted when it stops; any other capture writes a directory of its own under the pod's
-// (<source>-<start time>/) that is kept after it stops, under the retention rules.
+// (<source>-<start time>/) that is kept after it stops, under the retention rules. They are
+// also the values of the metrics' "source" label: this package owns them, not package
+// metrics, because it gives them their meaning, and metrics stays a leaf that it imports.
 const (
 	SourceManual = "manual"
 	SourcePolicy = "policy"
 )
+
+// sources are every Spec.Source, the "source" label values the manager initialises.
+var sources = []string{SourceManual, SourcePolicy}
 
 // sameCapture reports whether o asks for the capture s describes: everything but the
 // deadline and the reason must match.
