@@ -10,6 +10,7 @@ package capture
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -19,8 +20,25 @@ import (
 // DefaultFileSize is the size of one ring file: tcpdump's -C unit, 1,000,000 bytes (not MiB).
 const DefaultFileSize = 1_000_000
 
-// DefaultSnaplen is what tcpdump captures of each packet when no snaplen is given.
-const DefaultSnaplen = 262144
+// Snaplen bounds, in bytes kept of each packet; this package owns them (policy decisions are
+// checked against them with CheckSnaplen, the tcpdump engine refuses more than MaxSnaplen).
+const (
+	// DefaultSnaplen keeps whole packets: tcpdump's default, and what a Spec's 0 means.
+	DefaultSnaplen = 262144
+	// MaxSnaplen is the most tcpdump keeps of a packet (its MAXIMUM_SNAPLEN).
+	MaxSnaplen = DefaultSnaplen
+	// MinSnaplen keeps the link, IPv4 and transport headers: less makes a capture that
+	// shows nothing.
+	MinSnaplen = 64
+)
+
+// CheckSnaplen accepts a Spec's snaplen: 0 (DefaultSnaplen) or MinSnaplen to MaxSnaplen.
+func CheckSnaplen(n int) error {
+	if n != 0 && (n < MinSnaplen || n > MaxSnaplen) {
+		return fmt.Errorf("snaplen %d: must be 0 (whole packets) or from %d to %d", n, MinSnaplen, MaxSnaplen)
+	}
+	return nil
+}
 
 // Spec is the desired capture of one pod. It is built by the agent from validated input only.
 type Spec struct {
