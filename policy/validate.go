@@ -50,6 +50,11 @@ func (l Limits) withDefaults() Limits {
 // Validate checks a decision that captures against the node's limits and returns every
 // violation, one a line, for the pod's Events. A decision that does not capture is always
 // valid. The snaplen and the filter are the agent's to check (see Limits).
+//
+// The messages name the field and the bound, not the value: a rule may compute a value from
+// input.now (rules/debug-until.rego's max_duration), and a message that changed at every
+// evaluation would be a new Event each time instead of one (Kubernetes folds only identical
+// Events). `podcap-agent policy eval` and the agent's API show the decision's values.
 func (d Decision) Validate(l Limits) error {
 	if !d.Capture {
 		return nil
@@ -57,13 +62,13 @@ func (d Decision) Validate(l Limits) error {
 	l = l.withDefaults()
 	var errs []error
 	if d.Files < 1 || d.Files > l.MaxFiles {
-		errs = append(errs, fmt.Errorf("files %d: must be from 1 to %d on this node", d.Files, l.MaxFiles))
+		errs = append(errs, fmt.Errorf("files: must be from 1 to %d on this node", l.MaxFiles))
 	}
 	if d.FileSizeBytes < MinFileSizeBytes || d.FileSizeBytes > l.MaxFileSizeBytes {
-		errs = append(errs, fmt.Errorf("file_size_bytes %d: must be from %d to %d on this node", d.FileSizeBytes, MinFileSizeBytes, l.MaxFileSizeBytes))
+		errs = append(errs, fmt.Errorf("file_size_bytes: must be from %d to %d on this node", MinFileSizeBytes, l.MaxFileSizeBytes))
 	}
 	if md := time.Duration(d.MaxDuration); md < 0 || md > l.MaxDuration {
-		errs = append(errs, fmt.Errorf("max_duration %s: must be from 0 (no limit) to %s on this node", md, l.MaxDuration))
+		errs = append(errs, fmt.Errorf("max_duration: must be from 0 (no limit) to %s on this node", l.MaxDuration))
 	}
 	return errors.Join(errs...)
 }

@@ -17,17 +17,17 @@ func TestValidate(t *testing.T) {
 	}{
 		{name: "valid"},
 		{name: "no capture is always valid", change: func(d *Decision) { *d = Decision{Files: -1, Filter: "-z"} }},
-		{name: "zero files", change: func(d *Decision) { d.Files = 0 }, wantErr: "files 0: must be from 1 to 64"},
-		{name: "negative files", change: func(d *Decision) { d.Files = -3 }, wantErr: "files -3: must be from 1 to 64"},
-		{name: "files over the node's cap", change: func(d *Decision) { d.Files = 9 }, limits: Limits{MaxFiles: 8}, wantErr: "files 9: must be from 1 to 8 on this node"},
-		{name: "tiny files", change: func(d *Decision) { d.FileSizeBytes = 1000 }, wantErr: "file_size_bytes 1000: must be from 65536 to 100000000"},
-		{name: "huge files", change: func(d *Decision) { d.FileSizeBytes = 1 << 31 }, wantErr: "file_size_bytes 2147483648"},
-		{name: "negative duration", change: func(d *Decision) { d.MaxDuration = Duration(-time.Second) }, wantErr: "max_duration -1s: must be from 0"},
-		{name: "too long", change: func(d *Decision) { d.MaxDuration = Duration(25 * time.Hour) }, wantErr: "max_duration 25h0m0s: must be from 0 (no limit) to 24h0m0s"},
+		{name: "zero files", change: func(d *Decision) { d.Files = 0 }, wantErr: "files: must be from 1 to 64"},
+		{name: "negative files", change: func(d *Decision) { d.Files = -3 }, wantErr: "files: must be from 1 to 64"},
+		{name: "files over the node's cap", change: func(d *Decision) { d.Files = 9 }, limits: Limits{MaxFiles: 8}, wantErr: "files: must be from 1 to 8 on this node"},
+		{name: "tiny files", change: func(d *Decision) { d.FileSizeBytes = 1000 }, wantErr: "file_size_bytes: must be from 65536 to 100000000"},
+		{name: "huge files", change: func(d *Decision) { d.FileSizeBytes = 1 << 31 }, wantErr: "file_size_bytes: must be"},
+		{name: "negative duration", change: func(d *Decision) { d.MaxDuration = Duration(-time.Second) }, wantErr: "max_duration: must be from 0"},
+		{name: "too long", change: func(d *Decision) { d.MaxDuration = Duration(25 * time.Hour) }, wantErr: "max_duration: must be from 0 (no limit) to 24h0m0s"},
 		// the capture package's rules, checked by the agent (agent.CheckDecision)
 		{name: "snaplen and filter are not policy's", change: func(d *Decision) { d.Snaplen, d.Filter = 1, "-z /tmp/x" }},
 		{name: "every error", change: func(d *Decision) { d.Files, d.MaxDuration = 0, Duration(-1) },
-			wantErr: "files 0: must be from 1 to 64 on this node\nmax_duration -1ns: must be from 0 (no limit) to 24h0m0s on this node"},
+			wantErr: "files: must be from 1 to 64 on this node\nmax_duration: must be from 0 (no limit) to 24h0m0s on this node"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,7 +35,7 @@ const (
 // CheckSnaplen accepts a Spec's snaplen: 0 (DefaultSnaplen) or MinSnaplen to MaxSnaplen.
 func CheckSnaplen(n int) error {
 	if n != 0 && (n < MinSnaplen || n > MaxSnaplen) {
-		return fmt.Errorf("snaplen %d: must be 0 (whole packets) or from %d to %d", n, MinSnaplen, MaxSnaplen)
+		return fmt.Errorf("snaplen: must be 0 (whole packets) or from %d to %d", MinSnaplen, MaxSnaplen)
 	}
 	return nil
 }
