@@ -140,8 +140,9 @@ func (c *Controller) desired(ctx context.Context, pod *corev1.Pod) (desire, erro
 	}
 	var problems []*invalidRequest
 	if e.err != nil {
+		// the engine's error names the policy version already, as `policy eval` prints it
 		problems = append(problems, &invalidRequest{reason: metrics.PolicyErrorEval, eventReason: ReasonPolicyError,
-			message: fmt.Sprintf("policy %s: %v", shortVersion(e.policyVersion), e.err)})
+			message: e.err.Error()})
 	}
 	// true whenever the policy could not say: a broken policy never stops the manual path,
 	// but a veto it could read still holds when its decision is malformed
@@ -234,13 +235,6 @@ func one(p *invalidRequest) []*invalidRequest {
 		return nil
 	}
 	return []*invalidRequest{p}
-}
-
-func shortVersion(v string) string {
-	if len(v) > 12 {
-		return v[:12]
-	}
-	return v
 }
 
 // Explain reports the policy input the agent builds for a pod of this node, the policy's

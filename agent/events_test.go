@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +20,27 @@ import (
 	"github.com/podcap/podcap/agent/capture"
 	"github.com/podcap/podcap/policy"
 )
+
+// A PolicyError Event says the policy's error once, as `policy eval` prints it: the engine's
+// error already names the policy version.
+func TestPolicyErrorEventText(t *testing.T) {
+	dir := t.TempDir()
+	rule := "package podcap\n\ndecision := {\"capture\": true, \"colour\": \"red\"}\n"
+	if err := os.WriteFile(filepath.Join(dir, "colour.rego"), []byte(rule), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	engine, err := policy.New(policy.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newCtrl(t, Config{Policy: engine, Filters: fakeFilters{}}, pod("web", nil))
+	f.sync(t, "default/web")
+	want := "Warning PolicyError policy " + engine.Version() + ": decision.colour: unknown field " +
+		"(known: capture, reason, files, file_size_bytes, snaplen, filter, max_duration, alert_fingerprints)"
+	if ev := f.events(); len(ev) != 1 || ev[0] != want {
+		t.Fatalf("events = %q\nwant [%q]", ev, want)
+	}
+}
 
 // eventSink records Events through client-go's real broadcaster (with its correlator, which
 // folds identical Events into one whose count grows) into a fake clientset.
