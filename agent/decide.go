@@ -30,7 +30,9 @@ type Policy interface {
 	Version() string
 }
 
-// FilterChecker validates a BPF filter before it reaches tcpdump.
+// FilterChecker validates a BPF filter before it reaches tcpdump: capture.FilterChecker, the
+// agent's one filter validator. Its error wraps capture.ErrInvalidFilter for a refusal; any
+// other error is transient (tcpdump could not run).
 type FilterChecker interface {
 	Check(ctx context.Context, filter string) error
 }
@@ -138,8 +140,9 @@ func (c *Controller) desired(ctx context.Context, pod *corev1.Pod) (desire, erro
 	}
 	var problems []*invalidRequest
 	if e.err != nil {
+		// the engine's error names the policy version already, as `policy eval` prints it
 		problems = append(problems, &invalidRequest{reason: metrics.PolicyErrorEval, eventReason: ReasonPolicyError,
-			message: fmt.Sprintf("policy %s: %v", shortVersion(e.policyVersion), e.err)})
+			message: e.err.Error()})
 	}
 	// true whenever the policy could not say: a broken policy never stops the manual path,
 	// but a veto it could read still holds when its decision is malformed
@@ -174,20 +177,40 @@ func (c *Controller) desired(ctx context.Context, pod *corev1.Pod) (desire, erro
 	return desire{spec: spec, problems: append(problems, bad...)}, nil
 }
 
+// ErrInvalidDecision wraps every violation CheckDecision finds.
+var ErrInvalidDecision = errors.New("invalid decision")
+
+// CheckDecision checks a capturing decision before it becomes a capture.Spec, and returns
+// every violation in one error wrapping ErrInvalidDecision, one a line: the node's limits
+// (policy.Decision.Validate), then the snaplen and the filter by the capture package's rules
+// (capture.CheckSnaplen, filters), which package policy cannot import: so each rule has one
+// owner and a decision's filter meets exactly the checks of every capture. Any other error is
+// transient (tcpdump could not run). `podcap-agent policy eval` calls it too.
+func CheckDecision(ctx context.Context, d policy.Decision, l policy.Limits, filters FilterChecker) error {
+	if !d.Capture {
+		return nil
+	}
+	errs := []error{d.Validate(l), capture.CheckSnaplen(d.Snaplen)}
+	if err := filters.Check(ctx, d.Filter); err != nil {
+		if !errors.Is(err, capture.ErrInvalidFilter) {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidDecision, err)
+	}
+	return nil
+}
+
 // policySpec validates a capturing decision and turns it into a capture.Spec.
 func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.Decision) (*capture.Spec, []*invalidRequest, error) {
-	invalid := func(err error) []*invalidRequest {
-		return []*invalidRequest{{reason: metrics.PolicyErrorInvalid, eventReason: ReasonInvalidDecision,
-			message: fmt.Sprintf("capture decision refused: %v", err)}}
-	}
-	if err := d.Validate(c.cfg.Limits); err != nil {
-		return nil, invalid(err), nil
-	}
-	if err := c.filters.Check(ctx, d.Filter); err != nil {
-		if errors.Is(err, capture.ErrInvalidFilter) {
-			return nil, invalid(err), nil
+	if err := CheckDecision(ctx, d, c.cfg.Limits, c.filters); err != nil {
+		if !errors.Is(err, ErrInvalidDecision) {
+			return nil, nil, err // tcpdump could not run: transient, retried
 		}
-		return nil, nil, err // tcpdump could not run: transient, retried
+		return nil, []*invalidRequest{{reason: metrics.PolicyErrorInvalid, eventReason: ReasonInvalidDecision,
+			message: fmt.Sprintf("capture decision refused: %v", err)}}, nil
 	}
 	if pod.Spec.HostNetwork && !c.cfg.AllowHostNetwork {
 		return nil, []*invalidRequest{{reason: metrics.InvalidHostNetwork, message: hostNetworkRefusal}}, nil
@@ -212,13 +235,6 @@ func one(p *invalidRequest) []*invalidRequest {
 		return nil
 	}
 	return []*invalidRequest{p}
-}
-
-func shortVersion(v string) string {
-	if len(v) > 12 {
-		return v[:12]
-	}
-	return v
 }
 
 // Explain reports the policy input the agent builds for a pod of this node, the policy's

@@ -290,7 +290,7 @@ func checkReevaluated(b *testing.B, c *Controller, old, current string) {
 	}
 	for uid, e := range c.decisions.entries {
 		if e.policyVersion != current || e.err != nil {
-			b.Fatalf("pod %s: decision of version %s (err %v), want %s", uid, shortVersion(e.policyVersion), e.err, shortVersion(current))
+			b.Fatalf("pod %s: decision of version %s (err %v), want %s", uid, e.policyVersion, e.err, current)
 		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -300,5 +302,41 @@ func TestEvalTimeoutKeepsPolicyCapture(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(f.metrics.PolicyErrors.WithLabelValues(metrics.PolicyErrorEval)); v != 3 {
 		t.Fatalf("policy error metric = %v, want 3", v)
+	}
+}
+
+// The filter rules have one owner, capture.FilterChecker: a policy decision's filter gets the
+// same verdict, for the same reason, as the capture package gives it, and policy's own
+// validation has no opinion on filters.
+func TestFilterRulesHaveOneOwner(t *testing.T) {
+	tcpdump := filepath.Join(t.TempDir(), "tcpdump")
+	// accepts every filter: only the checker's own rules decide
+	if err := os.WriteFile(tcpdump, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, filter := range []string{
+		"udp port 53", `tcp[tcpflags] & (tcp-syn|tcp-ack) != 0 || ether proto \arp`, "   ",
+		"-z /tmp/x", "  -w /etc/passwd", "; rm -rf /", "tcp $(reboot)", "tcp `reboot`",
+		"tcp\x00-z", "tcp\nudp", "tcp\tor udp", "\x1b[2J", "tcp\x7f", "host café", "host \u202etsoh", "udp port \xff",
+		strings.Repeat("udp or ", 146) + "udp", strings.Repeat("udp or ", 147) + "udp",
+	} {
+		t.Run(fmt.Sprintf("%.40q", filter), func(t *testing.T) {
+			d := dnsDecision
+			d.Filter = filter
+			if err := d.Validate(policy.Limits{}); err != nil {
+				t.Fatalf("policy validated the filter itself: %v", err)
+			}
+			verdict := capture.NewFilterChecker(tcpdump).Check(context.Background(), filter)
+			f := newCtrl(t, Config{Policy: &fakePolicy{version: "v1", decide: capturing(d)}, Filters: capture.NewFilterChecker(tcpdump)}, pod("web", nil))
+			f.sync(t, "default/web")
+			_, started := f.captures.spec("default/web")
+			ev := f.events()
+			switch {
+			case verdict == nil && (!started || len(ev) != 0):
+				t.Fatalf("capture accepts the filter; the policy path started %v, events %q", started, ev)
+			case verdict != nil && (started || len(ev) != 1 || !strings.Contains(ev[0], verdict.Error())):
+				t.Fatalf("capture refuses the filter (%v); the policy path started %v, events %q", verdict, started, ev)
+			}
+		})
 	}
 }

@@ -89,7 +89,7 @@ func (c *Controller) desiredCapture(pod *corev1.Pod) (*capture.Spec, *invalidReq
 		UID:         string(pod.UID),
 		Files:       n,
 		FileSize:    capture.DefaultFileSize,
-		Source:      metrics.SourceManual,
+		Source:      capture.SourceManual,
 		HostNetwork: pod.Spec.HostNetwork,
 	}, nil
 }

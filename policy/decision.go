@@ -25,9 +25,11 @@ type Decision struct {
 	Files int `json:"files"`
 	// FileSizeBytes is the size of one ring file. Default DefaultFileSizeBytes.
 	FileSizeBytes int64 `json:"file_size_bytes"`
-	// Snaplen is how many bytes of each packet are kept. Default DefaultSnaplen.
+	// Snaplen is how many bytes of each packet are kept. Default 0: whole packets, the
+	// capture's default. Its bounds are the capture package's, checked by the agent.
 	Snaplen int `json:"snaplen"`
-	// Filter is a BPF expression (tcpdump's syntax), "" for all traffic. Default "".
+	// Filter is a BPF expression (tcpdump's syntax), "" for all traffic. Default "". It is
+	// checked by the agent with the capture package's filter validator, not here.
 	Filter string `json:"filter"`
 	// MaxDuration ends the capture that long after it started, a Go duration string such as
 	// "10m" or "1h30m" in Rego; 0 (the default) captures until the decision turns false.
@@ -41,7 +43,6 @@ const (
 	DefaultReason        = "policy"
 	DefaultFiles         = 5
 	DefaultFileSizeBytes = 1_000_000 // tcpdump -C 1, the manual annotation's file size
-	DefaultSnaplen       = 262144    // tcpdump's default, whole packets
 )
 
 // NoDecision is the reason of the decision of a policy that defines none for the pod.
@@ -127,9 +128,7 @@ func (d *Decision) applyDefaults(set map[string]any) {
 	if _, ok := set["file_size_bytes"]; !ok {
 		d.FileSizeBytes = DefaultFileSizeBytes
 	}
-	if _, ok := set["snaplen"]; !ok {
-		d.Snaplen = DefaultSnaplen
-	}
+	// snaplen stays 0, whole packets: its default and bounds are the capture package's
 }
 
 // UnmarshalJSON decodes a decision as strictly as DecodeDecision, with its defaults.

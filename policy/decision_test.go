@@ -19,7 +19,7 @@ func TestDecodeDecision(t *testing.T) {
 			name: "capture with defaults",
 			json: `{"capture": true}`,
 			want: Decision{Capture: true, Reason: DefaultReason, Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes,
-				Snaplen: DefaultSnaplen, AlertFingerprints: []string{}},
+				AlertFingerprints: []string{}},
 		},
 		{
 			name: "every field",
@@ -34,7 +34,7 @@ func TestDecodeDecision(t *testing.T) {
 			want: Decision{Reason: "denied", AlertFingerprints: []string{}},
 		},
 		{name: "empty filter and zero duration", json: `{"capture": true, "filter": "", "max_duration": "0"}`,
-			want: Decision{Capture: true, Reason: DefaultReason, Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes, Snaplen: DefaultSnaplen, AlertFingerprints: []string{}}},
+			want: Decision{Capture: true, Reason: DefaultReason, Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes, AlertFingerprints: []string{}}},
 
 		{name: "not an object", json: `true`, wantErr: "decision: want an object, got boolean true"},
 		{name: "a list", json: `[{"capture": true}]`, wantErr: "decision: want an object, got list"},
@@ -51,7 +51,7 @@ func TestDecodeDecision(t *testing.T) {
 		{name: "filter as list", json: `{"capture": true, "filter": ["udp"]}`, wantErr: `decision.filter: want a string, got list ["udp"]`},
 		{name: "reason number", json: `{"capture": true, "reason": 7}`, wantErr: "decision.reason: want a string, got number 7"},
 		{name: "reason of 256 bytes", json: `{"capture": true, "reason": "` + strings.Repeat("é", 128) + `"}`,
-			want: Decision{Capture: true, Reason: strings.Repeat("é", 128), Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes, Snaplen: DefaultSnaplen, AlertFingerprints: []string{}}},
+			want: Decision{Capture: true, Reason: strings.Repeat("é", 128), Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes, AlertFingerprints: []string{}}},
 		{name: "reason too long", json: `{"capture": true, "reason": "` + strings.Repeat("x", 257) + `"}`, wantErr: "decision.reason: 257 bytes, longer than the limit of 256"},
 		{name: "reason too long without capture", json: `{"capture": false, "reason": "` + strings.Repeat("x", 300) + `"}`, wantErr: "decision.reason: 300 bytes"},
 		{name: "reason with a newline", json: `{"capture": true, "reason": "ok\nforged: line"}`, wantErr: "decision.reason: byte 2 is U+000A: want printable text on one line"},

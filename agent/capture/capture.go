@@ -10,6 +10,7 @@ package capture
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -19,8 +20,25 @@ import (
 // DefaultFileSize is the size of one ring file: tcpdump's -C unit, 1,000,000 bytes (not MiB).
 const DefaultFileSize = 1_000_000
 
-// DefaultSnaplen is what tcpdump captures of each packet when no snaplen is given.
-const DefaultSnaplen = 262144
+// Snaplen bounds, in bytes kept of each packet; this package owns them (policy decisions are
+// checked against them with CheckSnaplen, the tcpdump engine refuses more than MaxSnaplen).
+const (
+	// DefaultSnaplen keeps whole packets: tcpdump's default, and what a Spec's 0 means.
+	DefaultSnaplen = 262144
+	// MaxSnaplen is the most tcpdump keeps of a packet (its MAXIMUM_SNAPLEN).
+	MaxSnaplen = DefaultSnaplen
+	// MinSnaplen keeps the link, IPv4 and transport headers: less makes a capture that
+	// shows nothing.
+	MinSnaplen = 64
+)
+
+// CheckSnaplen accepts a Spec's snaplen: 0 (DefaultSnaplen) or MinSnaplen to MaxSnaplen.
+func CheckSnaplen(n int) error {
+	if n != 0 && (n < MinSnaplen || n > MaxSnaplen) {
+		return fmt.Errorf("snaplen: must be 0 (whole packets) or from %d to %d", MinSnaplen, MaxSnaplen)
+	}
+	return nil
+}
 
 // Spec is the desired capture of one pod. It is built by the agent from validated input only.
 type Spec struct {
@@ -47,11 +65,16 @@ type Spec struct {
 
 // Capture sources. A manual capture's ring lives directly in the pod's directory and is
 // deleted when it stops; any other capture writes a directory of its own under the pod's
-// (<source>-<start time>/) that is kept after it stops, under the retention rules.
+// (<source>-<start time>/) that is kept after it stops, under the retention rules. They are
+// also the values of the metrics' "source" label: this package owns them, not package
+// metrics, because it gives them their meaning, and metrics stays a leaf that it imports.
 const (
 	SourceManual = "manual"
 	SourcePolicy = "policy"
 )
+
+// sources are every Spec.Source, the "source" label values the manager initialises.
+var sources = []string{SourceManual, SourcePolicy}
 
 func (s Spec) snaplen() int {
 	if s.Snaplen <= 0 {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 )
 
 // MaxFilterLen bounds a BPF filter expression; real filters are far shorter.
@@ -18,10 +17,11 @@ const MaxFilterLen = 1024
 // maxCachedFilters bounds the verdict cache; it is emptied when full.
 const maxCachedFilters = 1024
 
-// FilterChecker decides whether a BPF filter expression may reach a capture process: the
-// expression is one argv element that tcpdump compiles (`tcpdump -d -y LINUX_SLL2 -- <filter>`,
-// no shell anywhere), at most MaxFilterLen bytes, with no control characters and no leading '-'
-// (so that it can never be read as a tcpdump option, e.g. `-z /tmp/x`). Verdicts are cached by
+// FilterChecker decides whether a BPF filter expression may reach a capture process. It is the
+// agent's one filter validator: the manual annotation has no filter, and a policy decision's
+// filter is checked here, not by package policy (which cannot import this one). A filter
+// passes the checks of checkFilterText, then tcpdump must compile it as one argv element
+// (`tcpdump -d -y LINUX_SLL2 -- <filter>`, no shell anywhere). Verdicts are cached by
 // expression, so an unchanged policy costs one tcpdump run per distinct filter.
 type FilterChecker struct {
 	tcpdump string
@@ -46,7 +46,7 @@ func (f *FilterChecker) Check(ctx context.Context, filter string) error {
 	if filter == "" {
 		return nil
 	}
-	if err := staticFilterCheck(filter); err != nil {
+	if err := checkFilterText(filter); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidFilter, err)
 	}
 	f.mu.Lock()
@@ -69,23 +69,36 @@ func (f *FilterChecker) Check(ctx context.Context, filter string) error {
 	return verdict
 }
 
-func staticFilterCheck(filter string) error {
+// checkFilterText makes the checks of a filter that need no tcpdump. They are the agent's
+// only filter rules besides tcpdump's own verdict (policy decisions are checked here too):
+//   - at most MaxFilterLen bytes: bounds the tcpdump runs and the verdict cache;
+//   - printable ASCII on one line: libpcap's grammar has no use for anything else (it splits
+//     "host café" into "host caf" and garbage), and the filter is quoted in Events, logs and
+//     capture.json, where a newline, an escape sequence or a bidi override would forge or hide
+//     text. Tabs and newlines, which libpcap reads as blanks, are refused too: one spelling of
+//     a blank keeps messages and Spec comparisons plain;
+//   - not only blanks: "" is the one spelling of "all traffic";
+//   - no leading '-': it would be read as a tcpdump option (`-z /tmp/x`), were it ever passed
+//     without the "--" both tcpdump command lines put before it;
+//   - none of ; $ ` : never BPF, so refused with a message that says the filter is never
+//     shell input, instead of tcpdump's "syntax error".
+func checkFilterText(filter string) error {
 	if len(filter) > MaxFilterLen {
-		return fmt.Errorf("%d bytes, at most %d allowed", len(filter), MaxFilterLen)
+		return fmt.Errorf("%d bytes, longer than the limit of %d", len(filter), MaxFilterLen)
 	}
-	if strings.TrimSpace(filter) == "" {
-		return errors.New("only white space")
-	}
-	if strings.HasPrefix(strings.TrimLeftFunc(filter, unicode.IsSpace), "-") {
-		return errors.New("starts with '-': it could be read as a tcpdump option")
-	}
-	for _, r := range filter {
-		if r != ' ' && r != '\t' && unicode.IsControl(r) {
-			return fmt.Errorf("contains the control character %U", r)
+	for i := 0; i < len(filter); i++ {
+		if c := filter[i]; c < ' ' || c > '~' {
+			return fmt.Errorf("byte %d is %q: a filter is printable ASCII on one line (no control characters, tabs, newlines, NUL or non-ASCII text)", i, filter[i:i+1])
 		}
-		if r == unicode.ReplacementChar {
-			return errors.New("is not valid UTF-8")
-		}
+	}
+	if strings.Trim(filter, " ") == "" {
+		return errors.New(`only blanks: "" captures all traffic`)
+	}
+	if strings.HasPrefix(strings.TrimLeft(filter, " "), "-") {
+		return errors.New("starts with '-': tcpdump would read it as an option")
+	}
+	if i := strings.IndexAny(filter, ";$`"); i >= 0 {
+		return fmt.Errorf("%q is not part of BPF syntax (a filter is one argument of tcpdump, never shell input)", filter[i])
 	}
 	return nil
 }

@@ -112,6 +112,10 @@ func NewManager(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create capture dir: %w", err)
 	}
+	for _, s := range sources { // series exist from the first scrape, so that rate() works
+		cfg.Metrics.CapturesRunning.WithLabelValues(s)
+		cfg.Metrics.CaptureStarts.WithLabelValues(s)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg:      cfg,

@@ -442,7 +442,7 @@ func (r *run) startedAt() time.Time {
 
 func sourceLabel(s Spec) string {
 	if s.Source == "" {
-		return metrics.SourceManual
+		return SourceManual
 	}
 	return s.Source
 }

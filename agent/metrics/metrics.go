@@ -11,12 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Capture sources, the values of the "source" label.
-const (
-	SourceManual = "manual"
-	SourcePolicy = "policy"
-)
-
 // Reasons of podcap_capture_failures_total.
 const (
 	FailureResolve = "resolve" // the pod's network namespace could not be found through the CRI
@@ -48,9 +42,9 @@ const (
 
 // Metrics are the agent's collectors.
 type Metrics struct {
-	CapturesRunning    *prometheus.GaugeVec   // source
+	CapturesRunning    *prometheus.GaugeVec   // source: capture.Source*
 	CapturesQueued     *prometheus.GaugeVec   // reason
-	CaptureStarts      *prometheus.CounterVec // source
+	CaptureStarts      *prometheus.CounterVec // source: capture.Source*
 	CaptureFailures    *prometheus.CounterVec // reason
 	CaptureRestarts    prometheus.Counter     //
 	InvalidRequests    *prometheus.CounterVec // reason
@@ -159,11 +153,8 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.CapturesRunning, m.CapturesQueued, m.CaptureStarts, m.CaptureFailures,
 		m.CaptureRestarts, m.InvalidRequests, m.Packets, m.Bytes, m.KernelDrops, m.FileRotations,
 		m.SyncErrors, m.SyncDuration, m.CaptureFileBytes)
-	// label values known up front are initialised so that rate() works from the first scrape
-	for _, s := range []string{SourceManual, SourcePolicy} {
-		m.CapturesRunning.WithLabelValues(s)
-		m.CaptureStarts.WithLabelValues(s)
-	}
+	// label values known up front are initialised so that rate() works from the first scrape;
+	// the "source" values are the capture package's (capture.Source*), which initialises them
 	for _, r := range []string{FailureResolve, FailureStart, FailureExited, FailureFiles} {
 		m.CaptureFailures.WithLabelValues(r)
 	}

@@ -130,7 +130,7 @@ func run(ctx context.Context, o *Options) error {
 		MaxFiles:         o.MaxFiles,
 		AllowHostNetwork: o.AllowHostNetwork,
 		Limits: policy.Limits{MaxFiles: o.MaxFiles, MaxFileSizeBytes: o.MaxFileSizeBytes,
-			MaxDuration: o.MaxCaptureDuration, MaxFilterLen: capture.MaxFilterLen},
+			MaxDuration: o.MaxCaptureDuration},
 		Filters: capture.NewFilterChecker(o.TcpdumpPath),
 	}
 	var ctrl *agent.Controller

@@ -16,13 +16,15 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podcap/podcap/agent"
+	"github.com/podcap/podcap/agent/capture"
 	"github.com/podcap/podcap/policy"
 )
 
 const policyUsage = `usage: podcap-agent policy eval --pod FILE --policy-dir DIR [flags]
 
 Evaluates the policy of DIR for one pod, offline, as the agent would, and prints the input, the
-decision (validated against the node's limits) and data.podcap.manual_allowed as JSON.
+decision (checked as the agent checks it: the node's limits, and the filter with tcpdump -d)
+and data.podcap.manual_allowed as JSON.
 Exit status: 0 evaluated; 1 the policy failed (compile, evaluation, decision shape or limits:
 "error" says why); 2 bad usage or unreadable input files.
 
@@ -49,7 +51,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("podcap-agent policy eval", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, policyUsage); fs.PrintDefaults() }
-	var podFile, alertsFile, dir, node, nowFlag, key string
+	var podFile, alertsFile, dir, node, nowFlag, key, tcpdump string
 	var evalTimeout time.Duration
 	limits := policy.DefaultLimits()
 	fs.StringVar(&podFile, "pod", "", "`FILE` of the pod, as 'kubectl get pod -o json' (or -o yaml) prints it; - for stdin")
@@ -62,6 +64,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 	fs.Int64Var(&limits.MaxFileSizeBytes, "max-file-size-bytes", limits.MaxFileSizeBytes, "the agent's --max-file-size-bytes")
 	fs.DurationVar(&limits.MaxDuration, "max-capture-duration", limits.MaxDuration, "the agent's --max-capture-duration")
 	fs.DurationVar(&evalTimeout, "policy-eval-timeout", policy.DefaultEvalTimeout, "the agent's --policy-eval-timeout")
+	fs.StringVar(&tcpdump, "tcpdump", "tcpdump", "the agent's --tcpdump: checks a decision's filter (tcpdump -d, opens no interface)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -87,7 +90,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	out, err := explainPolicy(context.Background(), dir, evalTimeout, in, limits)
+	out, err := explainPolicy(context.Background(), dir, evalTimeout, in, limits, capture.NewFilterChecker(tcpdump))
 	if err != nil {
 		msg := err.Error()
 		out.Error = &msg
@@ -105,7 +108,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 }
 
 // explainPolicy loads the policy of dir and decides for in, with the agent's engine.
-func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, in policy.Input, limits policy.Limits) (policyExplanation, error) {
+func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, in policy.Input, limits policy.Limits, filters agent.FilterChecker) (policyExplanation, error) {
 	out := policyExplanation{Input: &in, ManualAllowed: true, Files: []string{}}
 	e, err := policy.New(policy.Options{Dir: dir, Logger: logr.Discard(), EvalTimeout: evalTimeout})
 	if err != nil {
@@ -122,7 +125,7 @@ func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, i
 		return out, err
 	}
 	out.Decision = &r.Decision
-	return out, r.Decision.Validate(limits)
+	return out, agent.CheckDecision(ctx, r.Decision, limits, filters)
 }
 
 // policyEvalInput builds the input from the files, with policy.BuildInput as the agent does.

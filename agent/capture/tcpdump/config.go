@@ -19,9 +19,6 @@ const (
 	DefaultStopTimeout = 2 * time.Second
 )
 
-// MaxSnaplen is the largest snaplen tcpdump accepts (its MAXIMUM_SNAPLEN).
-const MaxSnaplen = 262144
-
 // Config configures the engine. Zero values mean the defaults.
 type Config struct {
 	// NsenterPath and TcpdumpPath are the binaries; names without '/' are looked up in
@@ -80,8 +77,8 @@ func Args(nsenter, tcpdump string, t capture.Target, o capture.SourceOptions) ([
 	if snaplen == 0 {
 		snaplen = capture.DefaultSnaplen
 	}
-	if snaplen < 0 || snaplen > MaxSnaplen {
-		return nil, fmt.Errorf("snaplen %d: must be in [1, %d]", snaplen, MaxSnaplen)
+	if snaplen < 0 || snaplen > capture.MaxSnaplen {
+		return nil, fmt.Errorf("snaplen %d: must be in [1, %d]", snaplen, capture.MaxSnaplen)
 	}
 	if strings.ContainsRune(o.Filter, 0) {
 		return nil, errors.New("filter contains NUL")
