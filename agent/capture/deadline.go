@@ -57,7 +57,7 @@ func (m *Manager) watchDeadline(ctx context.Context, r *run, cancel context.Canc
 		if !deadline.IsZero() {
 			left := deadline.Sub(m.cfg.Clock.Now())
 			if left <= 0 {
-				m.expire(r, cancel)
+				expire(r, cancel)
 				return
 			}
 			t := m.cfg.Clock.NewTimer(left)
@@ -76,9 +76,9 @@ func (m *Manager) watchDeadline(ctx context.Context, r *run, cancel context.Canc
 }
 
 // expire marks r as ended by its deadline and cancels it.
-func (m *Manager) expire(r *run, cancel context.CancelFunc) {
-	m.mu.Lock()
+func expire(r *run, cancel context.CancelFunc) {
+	r.mu.Lock()
 	r.expired = true
-	m.mu.Unlock()
+	r.mu.Unlock()
 	cancel()
 }

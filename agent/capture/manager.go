@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -192,8 +191,7 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	if why == "" {
 		m.startLocked(r)
 	} else {
-		r.phase = PhaseQueued
-		m.queue = append(m.queue, r)
+		m.queue = append(m.queue, r) // a new run is Queued
 		m.queueChangedLocked()
 	}
 	m.mu.Unlock()
@@ -201,40 +199,6 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 		m.cfg.Notifier.Notify(spec, EventWarning, ReasonQueued, m.queuedMessage(why, need))
 	}
 	return why != "", nil
-}
-
-// waitReasonLocked says what r waits for before it may start ("": nothing).
-func (m *Manager) waitReasonLocked(r *run) string {
-	switch {
-	case m.active >= m.cfg.MaxConcurrent:
-		return metrics.QueuedConcurrency
-	case m.reserved+r.reserve > m.cfg.Retention.MaxBytes:
-		return metrics.QueuedBudget
-	}
-	return ""
-}
-
-func (m *Manager) queuedMessage(why string, need int64) string {
-	if why == metrics.QueuedConcurrency {
-		return fmt.Sprintf("capture waits: the node already runs its maximum of %d concurrent captures (--max-concurrent-captures); it starts when one ends", m.cfg.MaxConcurrent)
-	}
-	return fmt.Sprintf("capture waits: it may write up to %d bytes and the captures running on the node have reserved too much of its budget of %d bytes (--retention-max-bytes); it starts when one ends",
-		need, m.cfg.Retention.MaxBytes)
-}
-
-// queueChangedLocked sets podcap_captures_queued from the queue.
-func (m *Manager) queueChangedLocked() {
-	n := map[string]int{}
-	for range m.queue {
-		if m.active >= m.cfg.MaxConcurrent {
-			n[metrics.QueuedConcurrency]++
-		} else {
-			n[metrics.QueuedBudget]++ // it would have started otherwise
-		}
-	}
-	for _, why := range []string{metrics.QueuedConcurrency, metrics.QueuedBudget} {
-		m.cfg.Metrics.CapturesQueued.WithLabelValues(why).Set(float64(n[why]))
-	}
 }
 
 // sessionTimeFormat names the directory of a non-manual capture after its start time.
@@ -263,9 +227,9 @@ func (m *Manager) Stop(namespace, pod string) {
 	r := m.runs[key]
 	// a capture that never started (queued) has no goroutine to delete the files; an earlier
 	// agent's ring may be there, waiting to be adopted
-	neverStarted := r != nil && r.phase == PhaseQueued
+	neverStarted := false
 	if r != nil {
-		m.stopLocked(r)
+		neverStarted = m.stopLocked(r) == PhaseQueued
 	}
 	busy := m.stopping[key] != nil
 	m.mu.Unlock()
@@ -277,36 +241,26 @@ func (m *Manager) Stop(namespace, pod string) {
 }
 
 // stopLocked takes r out of the desired set; its goroutine (if started) stops the capture.
-func (m *Manager) stopLocked(r *run) {
+// It returns the phase r was in.
+func (m *Manager) stopLocked(r *run) Phase {
 	key := Key(r.spec.Namespace, r.spec.Pod)
 	delete(m.runs, key)
-	r.stopRequested = true
-	switch r.phase {
+	was := r.requestStop()
+	switch was {
 	case PhaseQueued:
 		m.dequeueLocked(r)
-		return
 	case PhaseExpired: // its goroutine is gone; its files stay under retention
-		return
+	default:
+		m.stopping[key] = r
+		r.cancel()
 	}
-	r.phase = PhaseStopping
-	m.stopping[key] = r
-	r.cancel()
-}
-
-func (m *Manager) dequeueLocked(r *run) {
-	for i, q := range m.queue {
-		if q == r {
-			m.queue = append(m.queue[:i], m.queue[i+1:]...)
-			break
-		}
-	}
-	m.queueChangedLocked()
+	return was
 }
 
 func (m *Manager) startLocked(r *run) {
 	m.active++
 	m.reserved += r.reserve
-	r.phase = PhaseStarting
+	r.setPhase(PhaseStarting)
 	ctx, cancel := context.WithCancel(m.ctx)
 	r.cancel = cancel
 	m.wg.Add(1)
@@ -328,30 +282,17 @@ func (m *Manager) finish(r *run) {
 	if m.runs[key] == r { // ended by shutdown, by a permanent failure, or expired
 		delete(m.runs, key)
 	}
-	if r.expired && m.runs[key] == nil && !r.stopRequested {
+	if requested, expired := r.ended(); expired && m.runs[key] == nil && !requested {
 		// max_duration passed: remembered so that the same decision does not restart it
-		r.phase = PhaseExpired
+		r.setPhase(PhaseExpired)
 		m.runs[key] = r
 	} else {
-		r.phase = PhaseStopped
+		r.setPhase(PhaseStopped)
 	}
-	r.setPhase(r.phase)
 	if m.ctx.Err() == nil {
 		m.startQueuedLocked()
 	}
 	m.mu.Unlock()
-}
-
-// startQueuedLocked starts the queued captures that fit now, oldest first; one that waits for
-// room does not hold back a smaller one behind it.
-func (m *Manager) startQueuedLocked() {
-	for _, r := range slices.Clone(m.queue) {
-		if m.waitReasonLocked(r) == "" {
-			m.dequeueLocked(r)
-			m.startLocked(r)
-		}
-	}
-	m.queueChangedLocked()
 }
 
 // Run serves the manager until ctx ends: it refreshes kernel counters, and on return stops

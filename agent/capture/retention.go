@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 )
 
@@ -197,60 +196,6 @@ func (m *Manager) sweep() {
 	}
 }
 
-// makeRoom evicts finished captures until the live captures' reservations and the other
-// files fit the byte budget; a capture calls it before it writes.
-func (m *Manager) makeRoom() {
-	m.mu.Lock()
-	over := m.kept+m.reserved > m.cfg.Retention.MaxBytes
-	m.mu.Unlock()
-	if over {
-		m.sweep()
-	}
-}
-
-// spaceCheck returns the ring's BeforeCreate check: the file system of the capture directory
-// must keep MinFreeBytes free after the ring file s may write next.
-func (m *Manager) spaceCheck(s Spec) func() error {
-	need := WorstCaseBytes(1, s.FileSize, s.snaplen())
-	return func() error {
-		var st unix.Statfs_t
-		if err := unix.Statfs(m.cfg.Dir, &st); err != nil {
-			return fmt.Errorf("free space of %s: %w", m.cfg.Dir, err)
-		}
-		free := int64(st.Bavail) * st.Bsize
-		if free-need < m.cfg.MinFreeBytes {
-			klog.Background().WithName("retention").Info("Not creating a capture file: free disk space under the floor",
-				"pod", Key(s.Namespace, s.Pod), "free", free, "fileMayNeed", need, "minFreeBytes", m.cfg.MinFreeBytes)
-			return fmt.Errorf("%w: %s would have less than %d bytes free (--min-free-bytes) once a ring file of up to %d bytes is written",
-				ErrLowDiskSpace, m.cfg.Dir, m.cfg.MinFreeBytes, need)
-		}
-		return nil
-	}
-}
-
-// fileBytes is what the capture files hold now: the live captures' rings as written, the
-// rest as of the last sweep (podcap_capture_file_bytes).
-func (m *Manager) fileBytes() int64 {
-	m.mu.Lock()
-	total := m.kept
-	var rs []*run
-	for _, r := range m.runs {
-		rs = append(rs, r)
-	}
-	for _, r := range m.stopping {
-		rs = append(rs, r)
-	}
-	m.mu.Unlock()
-	for _, r := range rs {
-		r.mu.Lock()
-		if r.ring != nil && !r.statsDone {
-			total += r.ring.DiskBytes()
-		}
-		r.mu.Unlock()
-	}
-	return total
-}
-
 // dirsInUseLocked returns the directories of every capture but self that may still write:
 // queued, starting, running or being stopped, and the earlier captures of the same pods they
 // wait for. Expired captures are done: their directories are retention's.
@@ -269,7 +214,7 @@ func (m *Manager) dirsInUseLocked(self *run) map[string]bool {
 		}
 	}
 	for _, r := range m.runs {
-		if r.phase != PhaseExpired {
+		if r.getPhase() != PhaseExpired {
 			add(r)
 		}
 	}

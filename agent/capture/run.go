@@ -2,15 +2,8 @@ package capture
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
-
-	"k8s.io/klog/v2"
 
 	"github.com/podcap/podcap/agent/metrics"
 )
@@ -40,27 +33,24 @@ type run struct {
 	cancel  context.CancelFunc
 
 	mu sync.Mutex
-	// mu protects the fields below (the Manager's mu protects phase, stopRequested and
-	// expired; the run's goroutine reads them only after it was cancelled).
-	target      Target
-	src         Source
-	ring        *Ring
-	started     time.Time
-	restarts    int
-	lastErr     string
-	drops       uint64     // kernel drops of the sources that ended
-	srcDrops    uint64     // kernel drops of the current source, last seen
-	pushed      RingCounts // what refreshStats moved into the metrics
-	phaseShadow Phase      // phase as the goroutine sees it, for Status
-	reason      string
-	maxDuration time.Duration // of the latest Ensure; 0: no deadline
-	armed       bool          // the capture has started: deadline counts from then
-	deadline    time.Time
-	statsDone   bool // the final counters went to the metrics; nothing more may
-
+	// mu protects the fields below. Lock order: the Manager's mu, then a run's mu.
 	phase         Phase
-	stopRequested bool
-	expired       bool
+	stopRequested bool // the capture is no longer desired (Stop, or replaced)
+	expired       bool // its max_duration passed
+	target        Target
+	src           Source
+	ring          *Ring
+	started       time.Time
+	restarts      int
+	lastErr       string
+	drops         uint64     // kernel drops of the sources that ended
+	srcDrops      uint64     // kernel drops of the current source, last seen
+	pushed        RingCounts // what refreshStats moved into the metrics
+	reason        string
+	maxDuration   time.Duration // of the latest Ensure; 0: no deadline
+	armed         bool          // the capture has started: deadline counts from then
+	deadline      time.Time
+	statsDone     bool // the final counters went to the metrics; nothing more may
 
 	deadlineMoved chan struct{} // poked by update when the deadline changes
 }
@@ -76,6 +66,7 @@ func newRun(spec Spec, dir string, prev *run) *run {
 		deadlineMoved: make(chan struct{}, 1),
 		reason:        spec.Reason,
 		maxDuration:   spec.MaxDuration,
+		phase:         PhaseQueued,
 	}
 	return r
 }
@@ -88,10 +79,41 @@ func (r *run) poke() {
 	}
 }
 
+// setPhase records where the capture's goroutine is. Once the capture is asked to stop it
+// stays Stopping until it ended (finish sets the last phase).
 func (r *run) setPhase(p Phase) {
 	r.mu.Lock()
-	r.phaseShadow = p
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	if r.stopRequested && (p == PhaseStarting || p == PhaseRunning || p == PhaseBackoff) {
+		return
+	}
+	r.phase = p
+}
+
+func (r *run) getPhase() Phase {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.phase
+}
+
+// requestStop marks the capture as no longer desired and returns the phase it was in; a
+// started one becomes Stopping.
+func (r *run) requestStop() Phase {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	was := r.phase
+	r.stopRequested = true
+	if was != PhaseQueued && was != PhaseExpired {
+		r.phase = PhaseStopping
+	}
+	return was
+}
+
+// ended reports why the capture's goroutine is ending: asked to stop, and/or its deadline.
+func (r *run) ended() (requested, expired bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopRequested, r.expired
 }
 
 func (r *run) status() Status {
@@ -99,16 +121,13 @@ func (r *run) status() Status {
 	defer r.mu.Unlock()
 	s := Status{
 		Spec:        r.spec,
-		Phase:       r.phaseShadow,
+		Phase:       r.phase,
 		Dir:         r.dir,
 		PID:         r.target.PID,
 		Started:     r.started,
 		Restarts:    r.restarts,
 		LastError:   r.lastErr,
 		KernelDrops: r.drops + r.srcDrops,
-	}
-	if s.Phase == "" {
-		s.Phase = PhaseQueued
 	}
 	if r.ring != nil {
 		c := r.ring.Counts()
@@ -163,275 +182,6 @@ func (r *run) fail(err error) {
 	r.mu.Lock()
 	r.lastErr = err.Error()
 	r.mu.Unlock()
-}
-
-// runCapture is the goroutine of one capture: wait for the previous capture of the pod to be
-// cleaned up, open the ring, then resolve the pod and run the engine until ctx ends,
-// restarting with backoff when the process dies and re-attaching when the pod's container
-// changes. On the way out it stops the process, closes the ring and, if asked, deletes files.
-func (m *Manager) runCapture(ctx context.Context, r *run) {
-	log := klog.FromContext(ctx).WithValues("pod", Key(r.spec.Namespace, r.spec.Pod), "uid", r.spec.UID, "source", r.spec.Source)
-	ctx, cancel := context.WithCancel(klog.NewContext(ctx, log))
-	defer cancel()
-	started := false
-	defer func() {
-		m.cleanup(log, r, started)
-		m.finish(r)
-		close(r.done)
-		if r.spec.Source != SourceManual && started {
-			m.kickSweep() // now that r no longer counts as live, its files may be evicted
-		}
-	}()
-	if r.prev != nil {
-		// Even when stopped meanwhile: whoever replaces r waits for r, and so for prev. Not
-		// waiting would let a third capture of the pod start while prev still runs (and prev's
-		// cleanup delete its ring). Bounded by prev's stop.
-		<-r.prev.done
-		if ctx.Err() != nil {
-			return
-		}
-	}
-	r.armDeadline(m.cfg.Clock.Now())
-	go m.watchDeadline(ctx, r, cancel)
-	if err := os.MkdirAll(r.dir, 0o750); err != nil {
-		m.failed(r, metrics.FailureFiles, fmt.Errorf("create capture directory: %w", err))
-		return // permanent for this spec: a later Ensure with a new spec tries again
-	}
-	base := RingBase(r.spec.Pod)
-	start := 0
-	if r.spec.Source == SourceManual {
-		var err error
-		if start, err = adoptRing(r.dir, base, r.spec.Files); err != nil {
-			m.failed(r, metrics.FailureFiles, err)
-			return
-		}
-	} else if err := writeSessionMeta(r, m.cfg.Clock.Now(), time.Time{}, ""); err != nil {
-		m.failed(r, metrics.FailureFiles, err)
-		return
-	}
-	m.makeRoom() // its reservation counts now: finished captures may have to go first
-	ring, err := NewRing(RingOptions{
-		Dir: r.dir, Base: base, Files: r.spec.Files, FileSize: r.spec.FileSize, Start: start,
-		Clock: m.cfg.Clock, BeforeCreate: m.spaceCheck(r.spec),
-	})
-	if err != nil {
-		m.failed(r, metrics.FailureFiles, fmt.Errorf("open ring: %w", err))
-		return
-	}
-	r.mu.Lock()
-	r.ring = ring
-	r.mu.Unlock()
-
-	backoff := m.cfg.MinBackoff
-	for ctx.Err() == nil {
-		r.setPhase(PhaseStarting)
-		t0 := m.cfg.Clock.Now()
-		err := m.attempt(ctx, r, &started)
-		if ctx.Err() != nil {
-			return
-		}
-		if m.cfg.Clock.Since(t0) > m.cfg.MaxBackoff {
-			backoff = m.cfg.MinBackoff
-		}
-		if errors.Is(err, errReattach) {
-			continue // the pod's container changed: attach again at once
-		}
-		r.setPhase(PhaseBackoff)
-		log.V(2).Info("Capture attempt ended, retrying", "err", err, "backoff", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.cfg.Clock.After(backoff):
-		}
-		backoff = min(2*backoff, m.cfg.MaxBackoff)
-	}
-}
-
-var errReattach = errors.New("pod's container changed")
-
-// attempt resolves the pod and runs one capture process until it ends, ctx ends, or the
-// pod's container changed (errReattach).
-func (m *Manager) attempt(ctx context.Context, r *run, started *bool) error {
-	s := r.spec
-	target, err := m.cfg.Resolver.Resolve(ctx, s.Namespace, s.Pod, s.UID)
-	if err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
-		return m.failed(r, metrics.FailureResolve, fmt.Errorf("find the pod's network namespace: %w", err))
-	}
-	src, err := m.cfg.Engine.Open(ctx, target, SourceOptions{Snaplen: s.Snaplen, Filter: s.Filter, HostNetwork: s.HostNetwork})
-	if err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
-		return m.failed(r, metrics.FailureStart, fmt.Errorf("start capture: %w", err))
-	}
-	r.mu.Lock()
-	r.target, r.src, r.srcDrops = target, src, 0
-	if !*started {
-		r.started = m.cfg.Clock.Now()
-	} else {
-		r.restarts++
-	}
-	r.lastErr = ""
-	r.phaseShadow = PhaseRunning
-	r.mu.Unlock()
-	m.cfg.Metrics.CapturesRunning.WithLabelValues(sourceLabel(s)).Inc()
-	if !*started {
-		*started = true
-		m.cfg.Metrics.CaptureStarts.WithLabelValues(sourceLabel(s)).Inc()
-		m.cfg.Notifier.Notify(s, EventNormal, ReasonStarted, fmt.Sprintf(
-			"capturing in the pod's network namespace (pid %d) into a ring of %d files of %d bytes: %s",
-			target.PID, s.Files, s.FileSize, r.ring.Pattern()))
-	} else {
-		m.cfg.Metrics.CaptureRestarts.Inc()
-		m.cfg.Notifier.Notify(s, EventNormal, ReasonStarted, fmt.Sprintf(
-			"capture restarted in the pod's network namespace (pid %d), same ring", target.PID))
-	}
-
-	// Pump stops the source when pumpCtx ends and writes what it still holds (bounded).
-	pumpCtx, stopPump := context.WithCancel(ctx)
-	pumped := make(chan error, 1)
-	go func() {
-		_, err := Pump(pumpCtx, src, r.ring, PumpOptions{Clock: m.cfg.Clock})
-		pumped <- err
-	}()
-	recheck := m.cfg.Clock.NewTicker(m.cfg.RecheckInterval)
-	defer recheck.Stop()
-	var result error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			result = ctx.Err()
-			break loop
-		case perr := <-pumped:
-			pumped = nil
-			result = perr
-			break loop
-		case <-r.recheck:
-		case <-recheck.C():
-		}
-		if moved(ctx, m.cfg.Resolver, s, target) {
-			result = errReattach
-			break loop
-		}
-	}
-	stopPump()
-	if pumped != nil {
-		<-pumped
-	}
-	cerr := src.Close() // after Pump: closing first would discard what it has not written
-	m.cfg.Metrics.CapturesRunning.WithLabelValues(sourceLabel(s)).Dec()
-	r.mu.Lock()
-	r.takeDropsLocked(m.cfg.Metrics, src.Stats().Dropped)
-	r.drops += r.srcDrops
-	r.srcDrops = 0
-	r.src = nil
-	r.mu.Unlock()
-	if ctx.Err() != nil || errors.Is(result, errReattach) {
-		return result
-	}
-	if ferr := (*FileError)(nil); errors.As(result, &ferr) {
-		// the ring could not be written: the capture's storage failed, not its process
-		return m.failed(r, metrics.FailureFiles, fileFailure(r.dir, ferr))
-	}
-	// the process ended on its own: tcpdump died, or the pod's network namespace went away
-	if cerr == nil {
-		cerr = result
-	}
-	if cerr == nil {
-		cerr = errors.New("capture process exited")
-	}
-	return m.failed(r, metrics.FailureExited, fmt.Errorf("capture process ended: %w", cerr))
-}
-
-// fileFailure says what a ring's write error means for the people reading the Event.
-func fileFailure(dir string, err *FileError) error {
-	switch {
-	case errors.Is(err, ErrLowDiskSpace):
-		return fmt.Errorf("capture stopped writing: %w", err)
-	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		return fmt.Errorf("the disk is full: cannot write the capture files in %s: %w", dir, err)
-	default:
-		return fmt.Errorf("cannot write the capture files in %s: %w", dir, err)
-	}
-}
-
-// moved reports whether the pod now runs in another process than target (its container
-// restarted). A pod that cannot be resolved right now (container restarting) has not moved:
-// the capture keeps its network namespace open meanwhile.
-func moved(ctx context.Context, res Resolver, s Spec, target Target) bool {
-	t, err := res.Resolve(ctx, s.Namespace, s.Pod, s.UID)
-	if err != nil {
-		return false
-	}
-	return t.PID != target.PID || t.SandboxID != target.SandboxID
-}
-
-// failed records a failed attempt: metric, last error, Warning Event. It returns err.
-func (m *Manager) failed(r *run, reason string, err error) error {
-	m.cfg.Metrics.CaptureFailures.WithLabelValues(reason).Inc()
-	r.fail(err)
-	m.cfg.Notifier.Notify(r.spec, EventWarning, ReasonFailed, err.Error())
-	return err
-}
-
-func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
-	r.mu.Lock()
-	ring := r.ring
-	r.mu.Unlock()
-	if ring != nil {
-		if err := ring.Close(); err != nil {
-			log.Error(err, "Closing capture ring")
-		}
-	}
-	r.finalStats(m.cfg.Metrics)
-	m.cfg.Metrics.ForgetCapture(r.spec.Namespace, r.spec.Pod)
-	m.mu.Lock()
-	requested, expired := r.stopRequested, r.expired
-	m.mu.Unlock()
-	r.mu.Lock()
-	maxDuration := r.maxDuration
-	r.mu.Unlock()
-	manual := r.spec.Source == SourceManual
-	deleteFiles := manual && requested
-	var why string
-	switch {
-	case expired:
-		why = fmt.Sprintf("max_duration %s reached", maxDuration)
-	case requested && manual:
-		why = "annotation removed or pod gone"
-	case requested:
-		why = "no longer decided"
-	default:
-		why = "agent stopping"
-	}
-	if deleteFiles {
-		m.removeManualRing(r.dir, r.spec.Pod, r)
-	}
-	switch {
-	case !manual && started:
-		if err := writeSessionMeta(r, r.startedAt(), m.cfg.Clock.Now(), why); err != nil {
-			log.Error(err, "Writing capture metadata")
-		}
-	case !manual:
-		// stopped before its process ever ran: nothing was captured, and a directory holding
-		// only the capture.json of its start would be left for retention to find
-		if err := os.RemoveAll(r.dir); err != nil {
-			log.Error(err, "Removing the directory of a capture that never started", "dir", r.dir)
-		}
-		m.pruneDirs(filepath.Dir(r.dir), r)
-	}
-	if started && (requested || expired) {
-		msg := fmt.Sprintf("capture stopped (%s); files kept in %s", why, r.dir)
-		if deleteFiles {
-			msg = "capture stopped and its files deleted"
-		}
-		m.cfg.Notifier.Notify(r.spec, EventNormal, ReasonStopped, msg)
-	}
-	log.V(1).Info("Capture ended", "why", why, "deletedFiles", deleteFiles)
 }
 
 func (r *run) startedAt() time.Time {
