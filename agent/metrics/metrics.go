@@ -66,58 +66,29 @@ type Metrics struct {
 // count of what its files hold).
 func (m *Metrics) SetFileBytes(f func() int64) { m.fileBytes.Store(&f) }
 
-// New builds the collectors and registers them on reg.
+// New builds the collectors and registers them on reg. Label values known up front are
+// initialised so that rate() works from the first scrape; the "source" values are the capture
+// package's (capture.Source*), which initialises them.
 func New(reg prometheus.Registerer) *Metrics {
 	perCapture := []string{"namespace", "pod"}
 	m := &Metrics{
-		CapturesRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "podcap_captures_running",
-			Help: "Captures whose capture process is running, by what started them.",
-		}, []string{"source"}),
-		CapturesQueued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "podcap_captures_queued",
-			Help: "Captures waiting to start, by what they wait for (concurrency: a slot under --max-concurrent-captures; budget: room for their worst case under --retention-max-bytes).",
-		}, []string{"reason"}),
-		CaptureStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "podcap_capture_starts_total",
-			Help: "Captures started, by what started them.",
-		}, []string{"source"}),
-		CaptureFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "podcap_capture_failures_total",
-			Help: "Capture attempts that failed or ended on their own, by reason.",
-		}, []string{"reason"}),
-		CaptureRestarts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "podcap_capture_restarts_total",
-			Help: "Capture processes restarted after they died or the pod's container changed.",
-		}),
-		InvalidRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "podcap_invalid_capture_requests_total",
-			Help: "Capture requests refused because they were invalid, by reason.",
-		}, []string{"reason"}),
-		Packets: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "podcap_capture_packets_total",
-			Help: "Packets written to the capture files of a running capture.",
-		}, perCapture),
-		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "podcap_capture_bytes_total",
-			Help: "Bytes of packet data (captured length, without pcap headers) written for a running capture.",
-		}, perCapture),
-		KernelDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "podcap_capture_kernel_drops_total",
-			Help: "Packets the kernel dropped before the capture could read them (tcpdump's counter).",
-		}, perCapture),
-		FileRotations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "podcap_capture_file_rotations_total",
-			Help: "Ring file rotations of a running capture.",
-		}, perCapture),
-		SyncErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "podcap_sync_errors_total",
-			Help: "Pod syncs that failed and were retried.",
-		}),
+		CapturesRunning: gaugeVec("podcap_captures_running", "Captures whose capture process is running, by what started them.", "source"),
+		CapturesQueued: gaugeVec("podcap_captures_queued",
+			"Captures waiting to start, by what they wait for (concurrency: a slot under --max-concurrent-captures; budget: room for their worst case under --retention-max-bytes).", "reason"),
+		CaptureStarts:      counterVec("podcap_capture_starts_total", "Captures started, by what started them.", "source"),
+		CaptureFailures:    counterVec("podcap_capture_failures_total", "Capture attempts that failed or ended on their own, by reason.", "reason"),
+		CaptureRestarts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "podcap_capture_restarts_total", Help: "Capture processes restarted after they died or the pod's container changed."}),
+		InvalidRequests:    counterVec("podcap_invalid_capture_requests_total", "Capture requests refused because they were invalid, by reason.", "reason"),
+		Packets:            counterVec("podcap_capture_packets_total", "Packets written to the capture files of a running capture.", perCapture...),
+		Bytes:              counterVec("podcap_capture_bytes_total", "Bytes of packet data (captured length, without pcap headers) written for a running capture.", perCapture...),
+		KernelDrops:        counterVec("podcap_capture_kernel_drops_total", "Packets the kernel dropped before the capture could read them (tcpdump's counter).", perCapture...),
+		FileRotations:      counterVec("podcap_capture_file_rotations_total", "Ring file rotations of a running capture.", perCapture...),
+		SyncErrors:         prometheus.NewCounter(prometheus.CounterOpts{Name: "podcap_sync_errors_total", Help: "Pod syncs that failed and were retried."}),
+		RetentionEvictions: counterVec("podcap_retention_evictions_total", "Finished capture directories removed by retention, by reason (age, budget).", "reason"),
+		PolicyEvaluations:  counterVec("podcap_policy_evaluations_total", "Policy decisions for pods, by result (capture, no_capture, error, cached).", "result"),
+		PolicyErrors:       counterVec("podcap_policy_errors_total", "Policy problems reported on pods, by reason (eval, invalid_decision, manual_veto).", "reason"),
 		SyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "podcap_sync_duration_seconds",
-			Help:    "Time to sync one pod.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8),
+			Name: "podcap_sync_duration_seconds", Help: "Time to sync one pod.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8),
 		}),
 	}
 	m.CaptureFileBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -129,42 +100,31 @@ func New(reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
-	m.RetentionEvictions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podcap_retention_evictions_total",
-		Help: "Finished capture directories removed by retention, by reason (age, budget).",
-	}, []string{"reason"})
-	m.PolicyEvaluations = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podcap_policy_evaluations_total",
-		Help: "Policy decisions for pods, by result (capture, no_capture, error, cached).",
-	}, []string{"result"})
-	m.PolicyErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podcap_policy_errors_total",
-		Help: "Policy problems reported on pods, by reason (eval, invalid_decision, manual_veto).",
-	}, []string{"reason"})
-	for _, r := range []string{"capture", "no_capture", "error", "cached"} {
-		m.PolicyEvaluations.WithLabelValues(r)
-	}
-	for _, r := range []string{PolicyErrorEval, PolicyErrorInvalid, PolicyErrorVeto} {
-		m.PolicyErrors.WithLabelValues(r)
-	}
-	reg.MustRegister(m.RetentionEvictions, m.PolicyEvaluations, m.PolicyErrors)
-	m.RetentionEvictions.WithLabelValues("age")
-	m.RetentionEvictions.WithLabelValues("budget")
 	reg.MustRegister(m.CapturesRunning, m.CapturesQueued, m.CaptureStarts, m.CaptureFailures,
 		m.CaptureRestarts, m.InvalidRequests, m.Packets, m.Bytes, m.KernelDrops, m.FileRotations,
-		m.SyncErrors, m.SyncDuration, m.CaptureFileBytes)
-	// label values known up front are initialised so that rate() works from the first scrape;
-	// the "source" values are the capture package's (capture.Source*), which initialises them
-	for _, r := range []string{FailureResolve, FailureStart, FailureExited, FailureFiles} {
-		m.CaptureFailures.WithLabelValues(r)
-	}
-	for _, r := range []string{QueuedConcurrency, QueuedBudget} {
-		m.CapturesQueued.WithLabelValues(r)
-	}
-	for _, r := range []string{InvalidValue, InvalidHostNetwork, InvalidName, InvalidOverBudget} {
-		m.InvalidRequests.WithLabelValues(r)
-	}
+		m.SyncErrors, m.SyncDuration, m.CaptureFileBytes, m.RetentionEvictions, m.PolicyEvaluations, m.PolicyErrors)
+	initLabels(m.CaptureFailures, FailureResolve, FailureStart, FailureExited, FailureFiles)
+	initLabels(m.CapturesQueued, QueuedConcurrency, QueuedBudget)
+	initLabels(m.InvalidRequests, InvalidValue, InvalidHostNetwork, InvalidName, InvalidOverBudget)
+	initLabels(m.RetentionEvictions, "age", "budget")
+	initLabels(m.PolicyEvaluations, "capture", "no_capture", "error", "cached")
+	initLabels(m.PolicyErrors, PolicyErrorEval, PolicyErrorInvalid, PolicyErrorVeto)
 	return m
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+}
+
+// initLabels creates the series of a one-label vector for each value.
+func initLabels[T any](v interface{ WithLabelValues(...string) T }, values ...string) {
+	for _, value := range values {
+		v.WithLabelValues(value)
+	}
 }
 
 // ForgetCapture deletes the per-capture series of a capture that ended.
