@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -101,9 +103,51 @@ func TestDaemonSetEndToEnd(t *testing.T) {
 		t.Errorf("touch in the CRI socket's directory from the agent pod: %v, want Read-only file system", err)
 	}
 
+	checkDaemonSetServing(t, c)
+
 	unannotate(t, c, pod)
 	waitFor(t, 30*time.Second, "files deleted", func() (bool, error) { return gone(dir), nil })
 	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "deleted")
 }
 
 func splitLines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
+
+// checkDaemonSetServing checks the deployed agent's two ports on the node (host network):
+// the API only over HTTPS, with the self-signed certificate whose fingerprint the agent
+// logged (no token Secret: the API answers 403), and health and metrics over plain HTTP.
+func checkDaemonSetServing(t *testing.T, c *testbed.Cluster) {
+	t.Helper()
+	ctx := t.Context()
+	logs, err := c.Kubectl(ctx, "-n", "podcap-system", "logs", "ds/podcap-agent")
+	if err != nil {
+		t.Fatalf("agent logs: %v", err)
+	}
+	client, err := testbed.PinnedAPIClient(logs)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs)
+	}
+	plain := &http.Client{Timeout: 30 * time.Second}
+	for _, tc := range []struct {
+		client *http.Client
+		url    string
+		code   int
+		body   string // in the response
+	}{
+		{client, "https://127.0.0.1:9696/api/v1/captures", http.StatusForbidden, "the API is disabled"},
+		{plain, "http://127.0.0.1:9696/api/v1/captures", http.StatusBadRequest, "HTTPS"},
+		{plain, "http://127.0.0.1:9695/readyz", http.StatusOK, "ok"},
+		{plain, "http://127.0.0.1:9695/metrics", http.StatusOK, `podcap_api_tls_info{tls="self_signed"} 1`},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tc.url, nil)
+		resp, err := tc.client.Do(req)
+		if err != nil {
+			t.Errorf("GET %s: %v", tc.url, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.body) {
+			t.Errorf("GET %s: %d, want %d with %q:\n%.2000s", tc.url, resp.StatusCode, tc.code, tc.body, b)
+		}
+	}
+}
