@@ -6,15 +6,23 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/podcap/podcap/agent/capture"
 )
 
 // testToken is a bearer token of the minimum length, MinAPITokenLen.
 const testToken = "s3cret-s3cret-s3"
+
+// handlerOnlyAPIServer is an API server whose routes the test calls through Handler, never
+// through a listener (so its transport does not matter).
+func handlerOnlyAPIServer(t *testing.T) *Server {
+	t.Helper()
+	srv, err := NewAPIServer("127.0.0.1:0", APITransport{InsecureHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
 
 func TestAPIAuthentication(t *testing.T) {
 	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
@@ -33,7 +41,7 @@ func TestAPIAuthentication(t *testing.T) {
 		{"right token", testToken, "Bearer " + testToken, http.StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true })
+			srv := handlerOnlyAPIServer(t)
 			f.c.RegisterAPI(srv, tc.token, list)
 			for _, path := range []string{"/api/v1/decisions/default/web", "/api/v1/captures"} {
 				req := httptest.NewRequest(http.MethodGet, path, nil)
@@ -48,7 +56,7 @@ func TestAPIAuthentication(t *testing.T) {
 			}
 		})
 	}
-	srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true })
+	srv := handlerOnlyAPIServer(t)
 	f.c.RegisterAPI(srv, testToken, list)
 	for path, want := range map[string]int{"/api/v1/decisions/default/web": 200, "/api/v1/decisions/default/gone": 404} {
 		req := httptest.NewRequest(http.MethodGet, path, nil)
@@ -80,7 +88,7 @@ func TestAPIClientGoneDoesNotStopCapture(t *testing.T) {
 	p.version = "v2" // the next evaluation is a fresh one, by the API
 	p.mu.Unlock()
 
-	srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true })
+	srv := handlerOnlyAPIServer(t)
 	f.c.RegisterAPI(srv, testToken, func() []capture.Status { return nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the client is gone
@@ -102,20 +110,5 @@ func TestAPIClientGoneDoesNotStopCapture(t *testing.T) {
 	}
 	if ev := f.events(); len(ev) != 0 {
 		t.Fatalf("events = %q", ev)
-	}
-}
-
-// Every phase of a connection is bounded: a stalled client holds a connection for a bounded time.
-func TestServerTimeouts(t *testing.T) {
-	srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true }).httpServer()
-	for name, d := range map[string]time.Duration{"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,
-		"WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout} {
-		if d <= 0 {
-			t.Errorf("%s is not set", name)
-		}
-	}
-	// a response may take a fresh policy evaluation, up to --policy-eval-timeout's maximum
-	if srv.WriteTimeout < 10*time.Second {
-		t.Errorf("WriteTimeout %s is shorter than the longest policy evaluation", srv.WriteTimeout)
 	}
 }

@@ -14,19 +14,24 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Server serves the agent's HTTP endpoints: /healthz (the process serves), /readyz (the pod
-// cache synced), /metrics (Prometheus), and the API routes added with Handle; over HTTPS
-// after UseTLS.
+// Server serves one listener of the agent. The agent has two:
+//   - the metrics server (NewMetricsServer), plain HTTP: /healthz (the process serves), /readyz
+//     (the pod cache synced) and /metrics (Prometheus). Nothing on it takes credentials, so
+//     probes and scrapers need no TLS set-up;
+//   - the API server (NewAPIServer): the routes that take a bearer token (the API, and the
+//     Alertmanager webhook next), over HTTPS only, unless its caller explicitly opted out.
 type Server struct {
-	addr  string
-	ready func() bool
-	mux   *http.ServeMux
+	name string // "metrics" or "api", in logs
+	addr string
+	mux  *http.ServeMux
 	// getCertificate, if set, makes the server serve HTTPS only
 	getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
-// NewServer builds the HTTP server on addr; ready decides /readyz.
-func NewServer(addr string, gatherer prometheus.Gatherer, ready func() bool) *Server {
+// NewMetricsServer builds the plain HTTP server of health and metrics on addr; ready decides
+// /readyz. A request for /api/ gets 404 with where the API is: a client pointed at the old
+// single port learns the way, and no handler here ever reads its token.
+func NewMetricsServer(addr string, gatherer prometheus.Gatherer, ready func() bool) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -40,18 +45,40 @@ func NewServer(addr string, gatherer prometheus.Gatherer, ready func() bool) *Se
 	})
 	// a failing collector never fails the scrape
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
-	return &Server{addr: addr, ready: ready, mux: mux}
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "not here: the API is served over HTTPS on the agent's --api-listen-address", http.StatusNotFound)
+	})
+	return &Server{name: "metrics", addr: addr, mux: mux}
+}
+
+// APITransport is how the API server protects its connections: exactly one of the fields.
+type APITransport struct {
+	// GetCertificate serves HTTPS, TLS 1.2 or later, with the certificate it returns for each
+	// handshake (KeyPair.GetCertificate, SelfSigned.GetCertificate).
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// InsecureHTTP serves plain HTTP: bearer tokens then cross the network in cleartext. Only
+	// an explicit opt-out of the operator's sets it (--insecure-serve-api-over-http).
+	InsecureHTTP bool
+}
+
+// ErrAPIWithoutTLS is NewAPIServer's error for a transport with neither a certificate nor the
+// explicit opt-out.
+var ErrAPIWithoutTLS = errors.New("the API serves only over TLS: no certificate, and no explicit opt-out to plain HTTP")
+
+// NewAPIServer builds the server of the routes that take credentials, on addr, over TLS
+// unless t opts out. It adds no route; Handle and RegisterAPI do.
+func NewAPIServer(addr string, t APITransport) (*Server, error) {
+	switch {
+	case t.GetCertificate == nil && !t.InsecureHTTP:
+		return nil, ErrAPIWithoutTLS
+	case t.GetCertificate != nil && t.InsecureHTTP:
+		return nil, errors.New("the API server's transport: a certificate and plain HTTP both asked for")
+	}
+	return &Server{name: "api", addr: addr, mux: http.NewServeMux(), getCertificate: t.GetCertificate}, nil
 }
 
 // Handle adds a route (a net/http ServeMux pattern).
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
-
-// UseTLS makes Run serve HTTPS, TLS 1.2 or later, on every path, with the certificate
-// getCertificate returns for each handshake (KeyPair.GetCertificate); the listener then
-// answers a plain HTTP request with 400. Call it before Run.
-func (s *Server) UseTLS(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)) {
-	s.getCertificate = getCertificate
-}
 
 // Handler is the server's routes, for tests.
 func (s *Server) Handler() http.Handler { return s.mux }
@@ -89,7 +116,7 @@ func (s *Server) Run(ctx context.Context) error {
 // serve serves on ln until ctx ends, then shuts down gracefully; it closes ln.
 func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	srv := s.httpServer()
-	klog.FromContext(ctx).Info("Serving health and metrics", "address", ln.Addr().String(), "tls", srv.TLSConfig != nil)
+	klog.FromContext(ctx).Info("Serving", "server", s.name, "address", ln.Addr().String(), "tls", srv.TLSConfig != nil)
 	errc := make(chan error, 1)
 	go func() {
 		if srv.TLSConfig != nil {
@@ -100,13 +127,13 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	}()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve http: %w", err)
+		return fmt.Errorf("serve %s: %w", s.name, err)
 	case <-ctx.Done():
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shut down http: %w", err)
+		return fmt.Errorf("shut down %s: %w", s.name, err)
 	}
 	return nil
 }

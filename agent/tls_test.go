@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 )
@@ -171,14 +170,9 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// serveLocal serves a Server on 127.0.0.1, over TLS with kp unless kp is nil, and returns
-// its address; it stops when the test ends.
-func serveLocal(t *testing.T, kp *KeyPair) string {
+// serveLocal serves srv on 127.0.0.1 and returns its address; it stops when the test ends.
+func serveLocal(t *testing.T, srv *Server) string {
 	t.Helper()
-	srv := NewServer("127.0.0.1:0", prometheus.NewRegistry(), func() bool { return true })
-	if kp != nil {
-		srv.UseTLS(kp.GetCertificate)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -196,6 +190,18 @@ func serveLocal(t *testing.T, kp *KeyPair) string {
 	return ln.Addr().String()
 }
 
+// tlsAPIServer is an API server over TLS with the certificates of getCertificate and one
+// route, GET /api/v1/ok.
+func tlsAPIServer(t *testing.T, getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *Server {
+	t.Helper()
+	srv, err := NewAPIServer("127.0.0.1:0", APITransport{GetCertificate: getCertificate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Handle("GET /api/v1/ok", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
+	return srv
+}
+
 // servedSerial makes a new TLS connection to addr and returns the serial number of the
 // certificate it verified with pool.
 func servedSerial(t *testing.T, addr string, pool *x509.CertPool) int64 {
@@ -208,8 +214,8 @@ func servedSerial(t *testing.T, addr string, pool *x509.CertPool) int64 {
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 }
 
-// The server serves every path over TLS 1.2 or later with the mounted key pair, refuses
-// plain HTTP, follows a rotation of the Secret volume, and keeps the last good pair when a
+// The API server serves over TLS 1.2 or later with the mounted key pair, refuses plain
+// HTTP, follows a rotation of the Secret volume, and keeps the last good pair when a
 // rotation brings a broken one.
 func TestServerTLS(t *testing.T) {
 	ca := newTestCA(t)
@@ -220,24 +226,22 @@ func TestServerTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := serveLocal(t, kp)
+	addr := serveLocal(t, tlsAPIServer(t, kp.GetCertificate))
 
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: ca.pool}, DisableKeepAlives: true}}
-	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
-		resp, err := client.Get("https://" + addr + path)
-		if err != nil {
-			t.Fatalf("GET %s: %v", path, err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || resp.TLS == nil || resp.TLS.Version < tls.VersionTLS12 {
-			t.Fatalf("GET %s: %d over %+v, want 200 over TLS 1.2 or later", path, resp.StatusCode, resp.TLS)
-		}
+	resp, err := client.Get("https://" + addr + "/api/v1/ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil || resp.TLS.Version < tls.VersionTLS12 {
+		t.Fatalf("GET /api/v1/ok: %d over %+v, want 200 over TLS 1.2 or later", resp.StatusCode, resp.TLS)
 	}
 
 	t.Run("plain HTTP gets no 200", func(t *testing.T) {
-		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + "/healthz")
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + "/api/v1/ok")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -369,18 +373,5 @@ func TestLoadKeyPairErrors(t *testing.T) {
 				t.Fatalf("error %v: wraps ErrNotExist = %v", err, errors.Is(err, os.ErrNotExist))
 			}
 		})
-	}
-}
-
-// Without UseTLS the server speaks plain HTTP, as before.
-func TestServerPlainHTTP(t *testing.T) {
-	addr := serveLocal(t, nil)
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + "/healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.TLS != nil {
-		t.Fatalf("GET /healthz: %d, TLS %v; want 200 over plain HTTP", resp.StatusCode, resp.TLS)
 	}
 }

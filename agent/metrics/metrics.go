@@ -161,3 +161,21 @@ func RegisterPolicyStatus(reg prometheus.Registerer, status func() (ok bool, las
 		}),
 	)
 }
+
+// How the API server protects its connections, the values of podcap_api_tls_info's "tls" label.
+const (
+	APITLSFiles      = "files"       // the mounted key pair (--tls-cert-file, --tls-private-key-file)
+	APITLSSelfSigned = "self_signed" // a certificate the agent made at start
+	APITLSOff        = "off"         // plain HTTP: --insecure-serve-api-over-http
+)
+
+// RegisterAPITLS registers podcap_api_tls_info, 1 with the label tls = how the API server
+// protects its connections (APITLSFiles, APITLSSelfSigned, APITLSOff); alert on tls="off".
+func RegisterAPITLS(reg prometheus.Registerer, mode string) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "podcap_api_tls_info",
+		Help: `How the HTTP API protects its bearer tokens: tls="files" (mounted key pair), "self_signed" (made at start) or "off" (plain HTTP, --insecure-serve-api-over-http).`,
+	}, []string{"tls"})
+	g.WithLabelValues(mode).Set(1)
+	reg.MustRegister(g)
+}

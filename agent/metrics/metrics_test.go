@@ -40,3 +40,20 @@ podcap_capture_packets_total{namespace="other",pod="web"} 1
 		t.Fatal(err)
 	}
 }
+
+func TestAPITLSInfo(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	RegisterAPITLS(reg, APITLSOff)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil || len(problems) != 0 {
+		t.Fatalf("promlint: %v %+v", err, problems)
+	}
+	want := `
+# HELP podcap_api_tls_info How the HTTP API protects its bearer tokens: tls="files" (mounted key pair), "self_signed" (made at start) or "off" (plain HTTP, --insecure-serve-api-over-http).
+# TYPE podcap_api_tls_info gauge
+podcap_api_tls_info{tls="off"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -61,57 +61,138 @@ func main() {
 
 func criDefaults() []string { return cri.DefaultEndpoints }
 
+// run wires the agent's parts and runs them until ctx ends or one of them fails.
 func run(ctx context.Context, o *Options) error {
 	log := klog.FromContext(ctx)
-	var keyPair *agent.KeyPair
-	if o.TLSCertFile != "" { // first: a bad pair fails the start before anything else runs
-		var err error
-		keyPair, err = agent.LoadKeyPair(agent.KeyPairOptions{CertFile: o.TLSCertFile, KeyFile: o.TLSPrivateKeyFile, Logger: log.WithName("tls")})
-		if err != nil {
-			return fmt.Errorf("--tls-cert-file, --tls-private-key-file: %w", err)
-		}
-	}
-	cfg, err := restConfig(o.Kubeconfig)
+	// first: a bad key pair fails the start before anything else runs
+	transport, tlsMode, err := apiTransport(log, o)
 	if err != nil {
 		return err
+	}
+	client, err := kubeClient(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+	metrics.RegisterAPITLS(reg, tlsMode)
+
+	runtime, endpoint, err := dialRuntime(ctx, o.CRIEndpoint)
+	if err != nil {
+		return err
+	}
+	defer runtime.Close()
+	recorder, stopEvents := eventRecorder(ctx, client, o.NodeName)
+	defer stopEvents()
+	captures, err := newCaptureManager(o, runtime, recorder, m)
+	if err != nil {
+		return err
+	}
+	ctrl, rules, err := newController(log, o, client, captures, recorder, m, reg)
+	if err != nil {
+		return err
+	}
+	servers, err := newServers(log, o, reg, ctrl, captures.List, transport)
+	if err != nil {
+		return err
+	}
+
+	log.Info("Starting podcap agent", "node", o.NodeName, "criEndpoint", endpoint, "captureDir", o.CaptureDir,
+		"annotationKey", o.AnnotationKey, "maxFiles", o.MaxFiles, "maxConcurrentCaptures", o.MaxConcurrent)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return captures.Run(gctx) })
+	g.Go(func() error { return ctrl.Run(gctx) })
+	for _, srv := range servers {
+		g.Go(func() error { return srv.Run(gctx) })
+	}
+	if rules != nil {
+		g.Go(func() error { return rules.Run(gctx) })
+		g.Go(func() error { return reloadOnSIGHUP(gctx, rules) })
+	}
+	err = g.Wait()
+	log.Info("Agent stopped")
+	return err
+}
+
+// apiTransport is how the API server protects its bearer tokens, and the podcap_api_tls_info
+// label that says so: the mounted key pair (loaded now: a bad pair is an error), else a
+// self-signed certificate made now, else, on the explicit opt-out only, plain HTTP.
+func apiTransport(log klog.Logger, o *Options) (agent.APITransport, string, error) {
+	switch {
+	case o.InsecureServeAPIOverHTTP:
+		// an error entry, to stand out: the operator chose to send tokens in cleartext
+		log.Error(nil, "INSECURE: the API serves plain HTTP, its bearer token crosses the network in cleartext",
+			"flag", "--insecure-serve-api-over-http", "apiListenAddress", o.APIListenAddress)
+		return agent.APITransport{InsecureHTTP: true}, metrics.APITLSOff, nil
+	case o.TLSCertFile != "":
+		kp, err := agent.LoadKeyPair(agent.KeyPairOptions{CertFile: o.TLSCertFile, KeyFile: o.TLSPrivateKeyFile, Logger: log.WithName("tls")})
+		if err != nil {
+			return agent.APITransport{}, "", fmt.Errorf("--tls-cert-file, --tls-private-key-file: %w", err)
+		}
+		return agent.APITransport{GetCertificate: kp.GetCertificate}, metrics.APITLSFiles, nil
+	default:
+		ss, err := agent.NewSelfSigned(agent.SelfSignedOptions{
+			Hosts:  []string{o.NodeName, o.NodeIP, "localhost", "127.0.0.1", "::1"},
+			Logger: log.WithName("tls"),
+		})
+		if err != nil {
+			return agent.APITransport{}, "", err
+		}
+		return agent.APITransport{GetCertificate: ss.GetCertificate}, metrics.APITLSSelfSigned, nil
+	}
+}
+
+// kubeClient is the clientset of the kubeconfig, or of the in-cluster configuration.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
 	}
 	cfg.UserAgent = "podcap-agent"
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
+	return client, nil
+}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg)
-
-	endpoint := o.CRIEndpoint
+// dialRuntime connects to the CRI socket: endpoint, or the first of the default ones that
+// exists. A runtime that does not answer yet is logged, not an error.
+func dialRuntime(ctx context.Context, endpoint string) (*cri.Client, string, error) {
 	if endpoint == "" {
+		var err error
 		if endpoint, err = cri.PickEndpoint(cri.DefaultEndpoints, os.Stat); err != nil {
-			return fmt.Errorf("find the CRI socket (set --cri-endpoint): %w", err)
+			return nil, "", fmt.Errorf("find the CRI socket (set --cri-endpoint): %w", err)
 		}
 	}
 	runtime, err := cri.Dial(endpoint)
 	if err != nil {
-		return fmt.Errorf("CRI client for %s: %w", endpoint, err)
+		return nil, "", fmt.Errorf("CRI client for %s: %w", endpoint, err)
 	}
-	defer runtime.Close()
 	if err := runtime.Check(ctx); err != nil {
 		// not fatal: captures fail with Events and metrics and retry until the runtime answers
-		log.Error(err, "Container runtime not answering; captures will retry")
+		klog.FromContext(ctx).Error(err, "Container runtime not answering; captures will retry")
 	}
-	engine, err := tcpdump.New(tcpdump.Config{NsenterPath: o.NsenterPath, TcpdumpPath: o.TcpdumpPath})
-	if err != nil {
-		return fmt.Errorf("capture engine: %w", err)
-	}
+	return runtime, endpoint, nil
+}
 
+// eventRecorder records Events through the core API as the node's podcap-agent; stop flushes
+// and ends the broadcaster.
+func eventRecorder(ctx context.Context, client kubernetes.Interface, node string) (_ record.EventRecorder, stop func()) {
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(3)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "podcap-agent", Host: o.NodeName})
+	return broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "podcap-agent", Host: node}), broadcaster.Shutdown
+}
 
-	captures, err := capture.NewManager(capture.Config{
+// newCaptureManager builds the tcpdump engine and the capture manager over it.
+func newCaptureManager(o *Options, runtime *cri.Client, recorder record.EventRecorder, m *metrics.Metrics) (*capture.Manager, error) {
+	engine, err := tcpdump.New(tcpdump.Config{NsenterPath: o.NsenterPath, TcpdumpPath: o.TcpdumpPath})
+	if err != nil {
+		return nil, fmt.Errorf("capture engine: %w", err)
+	}
+	return capture.NewManager(capture.Config{
 		Dir:           o.CaptureDir,
 		MaxConcurrent: o.MaxConcurrent,
 		Engine:        engine,
@@ -121,10 +202,13 @@ func run(ctx context.Context, o *Options) error {
 		Retention:     capture.Retention{MaxAge: o.RetentionMaxAge, MaxBytes: o.RetentionMaxBytes, Interval: o.RetentionInterval},
 		MinFreeBytes:  o.MinFreeBytes,
 	})
-	if err != nil {
-		return err
-	}
-	ctrlCfg := agent.Config{
+}
+
+// newController builds the controller and, with --policy-dir, the policy engine it consults
+// (rules is nil without one) and the policy's reload metrics.
+func newController(log klog.Logger, o *Options, client kubernetes.Interface, captures *capture.Manager,
+	recorder record.EventRecorder, m *metrics.Metrics, reg prometheus.Registerer) (ctrl *agent.Controller, rules *policy.Engine, err error) {
+	cfg := agent.Config{
 		NodeName:         o.NodeName,
 		AnnotationKey:    o.AnnotationKey,
 		MaxFiles:         o.MaxFiles,
@@ -133,8 +217,6 @@ func run(ctx context.Context, o *Options) error {
 			MaxDuration: o.MaxCaptureDuration},
 		Filters: capture.NewFilterChecker(o.TcpdumpPath),
 	}
-	var ctrl *agent.Controller
-	var rules *policy.Engine
 	if o.PolicyDir != "" {
 		rules, err = policy.New(policy.Options{
 			Dir:          o.PolicyDir,
@@ -144,44 +226,37 @@ func run(ctx context.Context, o *Options) error {
 			OnChange:     func(string) { ctrl.EnqueueAll() }, // ctrl is set before Run starts the engine
 		})
 		if err != nil {
-			return fmt.Errorf("policy: %w", err)
+			return nil, nil, fmt.Errorf("policy: %w", err)
 		}
-		ctrlCfg.Policy = rules
+		cfg.Policy = rules
 		metrics.RegisterPolicyStatus(reg, func() (bool, time.Time) {
 			st := rules.Status()
 			return st.LastReloadSuccessful, st.LastSuccess
 		})
 	}
-	ctrl, err = agent.NewController(client, captures, recorder, m, ctrlCfg)
-	if err != nil {
-		return err
+	if ctrl, err = agent.NewController(client, captures, recorder, m, cfg); err != nil {
+		return nil, nil, err
 	}
+	return ctrl, rules, nil
+}
+
+// newServers builds the plain HTTP server of health and metrics and the API server over
+// transport, the API behind its bearer token (off, and logged why, without a usable one).
+func newServers(log klog.Logger, o *Options, reg prometheus.Gatherer, ctrl *agent.Controller,
+	list func() []capture.Status, transport agent.APITransport) ([]*agent.Server, error) {
 	token, off, err := readToken(o.APITokenFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if off != "" {
 		log.Info("HTTP API off", "why", off)
 	}
-	srv := agent.NewServer(o.ListenAddress, reg, ctrl.Synced)
-	if keyPair != nil {
-		srv.UseTLS(keyPair.GetCertificate)
+	api, err := agent.NewAPIServer(o.APIListenAddress, transport)
+	if err != nil {
+		return nil, err
 	}
-	ctrl.RegisterAPI(srv, token, captures.List)
-
-	log.Info("Starting podcap agent", "node", o.NodeName, "criEndpoint", endpoint, "captureDir", o.CaptureDir,
-		"annotationKey", o.AnnotationKey, "maxFiles", o.MaxFiles, "maxConcurrentCaptures", o.MaxConcurrent)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return captures.Run(gctx) })
-	g.Go(func() error { return ctrl.Run(gctx) })
-	g.Go(func() error { return srv.Run(gctx) })
-	if rules != nil {
-		g.Go(func() error { return rules.Run(gctx) })
-		g.Go(func() error { return reloadOnSIGHUP(gctx, rules) })
-	}
-	err = g.Wait()
-	log.Info("Agent stopped")
-	return err
+	ctrl.RegisterAPI(api, token, list)
+	return []*agent.Server{agent.NewMetricsServer(o.ListenAddress, reg, ctrl.Synced), api}, nil
 }
 
 // reloadOnSIGHUP reloads the policy when the agent gets SIGHUP.

@@ -1,10 +1,18 @@
 package main
 
 import (
+	"crypto/tls"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/podcap/podcap/agent"
+	"github.com/podcap/podcap/agent/metrics"
 )
 
 func TestReadToken(t *testing.T) {
@@ -36,4 +44,52 @@ func TestReadToken(t *testing.T) {
 	if _, _, err := readToken(dir); err == nil {
 		t.Fatal("a directory read as a token file")
 	}
+}
+
+// The API's transport: plain HTTP only on the explicit opt-out, which is logged as an error
+// entry; the mounted pair when given (a bad one fails the start); else a self-signed
+// certificate for the node's name and IP and localhost.
+func TestAPITransport(t *testing.T) {
+	newLogger := func(t *testing.T) (klog.Logger, func() ktesting.Log) {
+		logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.BufferLogs(true)))
+		return logger, logger.GetSink().(ktesting.Underlier).GetBuffer().Data
+	}
+	t.Run("opt-out", func(t *testing.T) {
+		logger, logged := newLogger(t)
+		tr, mode, err := apiTransport(logger, &Options{InsecureServeAPIOverHTTP: true, APIListenAddress: ":9696"})
+		if err != nil || !tr.InsecureHTTP || tr.GetCertificate != nil || mode != metrics.APITLSOff {
+			t.Fatalf("%+v %q %v", tr, mode, err)
+		}
+		entries := logged()
+		if len(entries) != 1 || entries[0].Type != ktesting.LogError || !strings.HasPrefix(entries[0].Message, "INSECURE: ") {
+			t.Fatalf("log %+v, want one error entry that starts with INSECURE", entries)
+		}
+	})
+	t.Run("mounted pair that does not load", func(t *testing.T) {
+		logger, _ := newLogger(t)
+		missing := filepath.Join(t.TempDir(), "missing")
+		if _, _, err := apiTransport(logger, &Options{TLSCertFile: missing, TLSPrivateKeyFile: missing}); err == nil ||
+			!strings.Contains(err.Error(), "--tls-cert-file") {
+			t.Fatalf("error %v, want one naming the flags", err)
+		}
+	})
+	t.Run("self-signed", func(t *testing.T) {
+		logger, logged := newLogger(t)
+		tr, mode, err := apiTransport(logger, &Options{NodeName: "node-1", NodeIP: "10.0.0.7"})
+		if err != nil || tr.InsecureHTTP || tr.GetCertificate == nil || mode != metrics.APITLSSelfSigned {
+			t.Fatalf("%+v %q %v", tr, mode, err)
+		}
+		cert, err := tr.GetCertificate(&tls.ClientHelloInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, host := range []string{"node-1", "10.0.0.7", "localhost", "127.0.0.1", "::1"} {
+			if err := cert.Leaf.VerifyHostname(host); err != nil {
+				t.Errorf("%s: %v", host, err)
+			}
+		}
+		if entries := logged(); len(entries) != 1 || !strings.Contains(fmt.Sprint(entries[0].ParameterKVList...), agent.Fingerprint(cert.Leaf)) {
+			t.Errorf("log %+v, want the certificate's fingerprint", entries)
+		}
+	})
 }

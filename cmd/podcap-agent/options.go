@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,7 +25,7 @@ type Options struct {
 	AnnotationKey    string
 	MaxFiles         int
 	MaxConcurrent    int
-	ListenAddress    string
+	ListenAddress    string // health and metrics, plain HTTP
 	AllowHostNetwork bool
 	NsenterPath      string
 	TcpdumpPath      string
@@ -39,9 +40,15 @@ type Options struct {
 	MinFreeBytes       int64
 	RetentionInterval  time.Duration
 	APITokenFile       string
-	// TLSCertFile and TLSPrivateKeyFile, both or neither: the HTTP server serves HTTPS.
-	TLSCertFile       string
-	TLSPrivateKeyFile string
+
+	// APIListenAddress serves the API over TLS: with TLSCertFile and TLSPrivateKeyFile (both
+	// or neither), else with a certificate made at start for NodeName, NodeIP and localhost;
+	// over plain HTTP only with InsecureServeAPIOverHTTP.
+	APIListenAddress         string
+	TLSCertFile              string
+	TLSPrivateKeyFile        string
+	NodeIP                   string
+	InsecureServeAPIOverHTTP bool
 }
 
 // Limits on flag values: the ring files of every capture must fit a node's disk.
@@ -61,7 +68,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.AnnotationKey, "annotation-key", agent.DefaultAnnotationKey, `pod annotation that requests a capture: "N" keeps a ring of N files of 1 MB`)
 	fs.IntVar(&o.MaxFiles, "max-files", 64, fmt.Sprintf("largest ring size N a pod may ask for (at most %d)", maxMaxFiles))
 	fs.IntVar(&o.MaxConcurrent, "max-concurrent-captures", 16, "captures running at once on this node; more wait until one ends")
-	fs.StringVar(&o.ListenAddress, "listen-address", ":9695", "address of the HTTP(S) server: /healthz, /readyz, /metrics, the API")
+	fs.StringVar(&o.ListenAddress, "listen-address", ":9695", "address of the plain HTTP server of /healthz, /readyz and /metrics (no credentials cross it)")
 	fs.BoolVar(&o.AllowHostNetwork, "allow-host-network", false, "allow captures of hostNetwork pods (they see the whole node's traffic)")
 	fs.StringVar(&o.NsenterPath, "nsenter", "nsenter", "nsenter binary (path or name on PATH)")
 	fs.StringVar(&o.TcpdumpPath, "tcpdump", "tcpdump", "tcpdump binary (path or name on PATH)")
@@ -75,8 +82,11 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&o.RetentionMaxBytes, "retention-max-bytes", 1<<30, "byte budget of all capture files on the node: each running capture reserves its worst case (files × (file size + snaplen)) against it, a capture that does not fit waits, and finished policy captures are deleted oldest first to make room")
 	fs.Int64Var(&o.MinFreeBytes, "min-free-bytes", 1<<30, "free space captures leave on the capture directory's file system: no ring file is created that could take it below this (the capture fails with a CaptureFailed Event until space is back)")
 	fs.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token of the HTTP API (/api/v1/...); empty or missing: the API is off")
-	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate (then its chain) of the server; with --tls-private-key-file the server serves HTTPS only, and reloads both files when they change")
+	fs.StringVar(&o.APIListenAddress, "api-listen-address", ":9696", "address of the HTTPS server of the API (/api/v1/...), the endpoints that take a bearer token")
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate (then its chain) of the API server, with --tls-private-key-file; reloaded when the files change. Neither: a self-signed certificate is made at start (its fingerprints are logged)")
 	fs.StringVar(&o.TLSPrivateKeyFile, "tls-private-key-file", "", "PEM private key of --tls-cert-file")
+	fs.StringVar(&o.NodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IP address, a name of the self-signed certificate besides --node-name and localhost (default: env NODE_IP)")
+	fs.BoolVar(&o.InsecureServeAPIOverHTTP, "insecure-serve-api-over-http", false, "INSECURE: serve the API over plain HTTP, so that its bearer token crosses the network in cleartext (logged at start, metric podcap_api_tls_info{tls=\"off\"})")
 }
 
 // Validate reports every invalid option at once.
@@ -109,11 +119,26 @@ func (o *Options) Validate() error {
 	if o.MaxFileSizeBytes < 64<<10 || o.RetentionMaxBytes <= 0 || o.MinFreeBytes < 0 {
 		errs = append(errs, errors.New("--max-file-size-bytes must be at least 65536, --retention-max-bytes positive and --min-free-bytes not negative"))
 	}
-	if o.ListenAddress == "" {
-		errs = append(errs, errors.New("--listen-address is required"))
+	errs = append(errs, o.validateServing()...)
+	return errors.Join(errs...)
+}
+
+// validateServing checks the listeners and the API's TLS options.
+func (o *Options) validateServing() []error {
+	var errs []error
+	if o.ListenAddress == "" || o.APIListenAddress == "" {
+		errs = append(errs, errors.New("--listen-address and --api-listen-address are required"))
+	} else if o.ListenAddress == o.APIListenAddress {
+		errs = append(errs, fmt.Errorf("--listen-address and --api-listen-address are both %s: the API needs its own port", o.ListenAddress))
 	}
 	if (o.TLSCertFile == "") != (o.TLSPrivateKeyFile == "") {
-		errs = append(errs, errors.New("--tls-cert-file and --tls-private-key-file go together: set both (HTTPS) or neither (HTTP)"))
+		errs = append(errs, errors.New("--tls-cert-file and --tls-private-key-file go together: set both (the mounted pair) or neither (a self-signed certificate)"))
 	}
-	return errors.Join(errs...)
+	if o.InsecureServeAPIOverHTTP && (o.TLSCertFile != "" || o.TLSPrivateKeyFile != "") {
+		errs = append(errs, errors.New("--insecure-serve-api-over-http contradicts --tls-cert-file and --tls-private-key-file: drop one or the other"))
+	}
+	if o.NodeIP != "" && net.ParseIP(o.NodeIP) == nil {
+		errs = append(errs, fmt.Errorf("--node-ip %q is not an IP address", o.NodeIP))
+	}
+	return errs
 }

@@ -9,7 +9,15 @@ import (
 
 func parseOptions(t *testing.T, args ...string) (*Options, error) {
 	t.Helper()
-	t.Setenv("NODE_NAME", "")
+	return parseOptionsEnv(t, "", "", args...)
+}
+
+// parseOptionsEnv parses args with the environment variables NODE_NAME and NODE_IP set to
+// nodeName and nodeIP.
+func parseOptionsEnv(t *testing.T, nodeName, nodeIP string, args ...string) (*Options, error) {
+	t.Helper()
+	t.Setenv("NODE_NAME", nodeName)
+	t.Setenv("NODE_IP", nodeIP)
 	o := &Options{}
 	fs := flag.NewFlagSet("podcap-agent", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -26,10 +34,24 @@ func TestOptionsDefaultsAreValid(t *testing.T) {
 	}
 }
 
-func TestOptionsTLSPairIsValid(t *testing.T) {
-	o, err := parseOptions(t, "--node-name=n1", "--tls-cert-file=/etc/tls/tls.crt", "--tls-private-key-file=/etc/tls/tls.key")
-	if err != nil || o.TLSCertFile != "/etc/tls/tls.crt" || o.TLSPrivateKeyFile != "/etc/tls/tls.key" {
-		t.Fatalf("both TLS flags: %+v, %v", o, err)
+// By default the API has its own port, next to the plain one of health and metrics, and
+// serves TLS (no opt-out).
+func TestOptionsDefaultsServeTheAPIOverTLS(t *testing.T) {
+	o, err := parseOptionsEnv(t, "n1", "10.0.0.7")
+	if err != nil || o.NodeName != "n1" || o.ListenAddress != ":9695" || o.APIListenAddress != ":9696" || o.InsecureServeAPIOverHTTP || o.NodeIP != "10.0.0.7" {
+		t.Fatalf("defaults: %+v, %v", o, err)
+	}
+}
+
+func TestOptionsServingIsValid(t *testing.T) {
+	for _, args := range [][]string{
+		{"--tls-cert-file=/etc/tls/tls.crt", "--tls-private-key-file=/etc/tls/tls.key"},
+		{"--insecure-serve-api-over-http"},
+		{"--node-ip=fd00::7", "--api-listen-address=127.0.0.1:9443"},
+	} {
+		if _, err := parseOptions(t, append([]string{"--node-name=n1"}, args...)...); err != nil {
+			t.Errorf("%v: %v", args, err)
+		}
 	}
 }
 
@@ -52,8 +74,12 @@ func TestOptionsValidate(t *testing.T) {
 		{[]string{"--max-file-size-bytes=1000"}, "--max-file-size-bytes"},
 		{[]string{"--retention-max-bytes=0"}, "--retention-max-bytes positive"},
 		{[]string{"--listen-address="}, "--listen-address"},
+		{[]string{"--api-listen-address="}, "--api-listen-address are required"},
+		{[]string{"--api-listen-address=:9695"}, "the API needs its own port"},
 		{[]string{"--tls-cert-file=/etc/tls/tls.crt"}, "--tls-cert-file and --tls-private-key-file go together"},
 		{[]string{"--tls-private-key-file=/etc/tls/tls.key"}, "--tls-cert-file and --tls-private-key-file go together"},
+		{[]string{"--insecure-serve-api-over-http", "--tls-cert-file=/a", "--tls-private-key-file=/b"}, "--insecure-serve-api-over-http contradicts"},
+		{[]string{"--node-ip=node-1"}, `--node-ip "node-1" is not an IP address`},
 	} {
 		args := tc.args
 		if tc.want != "--node-name" {

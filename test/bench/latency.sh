@@ -58,14 +58,17 @@ cleanup() {
 kubectl() { "$PODCAP_BIN/kubectl" --kubeconfig "$PODCAP_ADMIN_KUBECONFIG" "$@"; }
 
 start_agent() {
-  local port sid
-  # a port of this instance's range that nothing listens on (cluster.sh uses base+1..8)
+  local port api_port sid
+  # ports of this instance's range that nothing listens on (cluster.sh uses base+1..8): health
+  # and metrics, and the API (HTTPS, unused here, kept off the node's default :9696)
   port=$(( PODCAP_SINK_PORT + 50 ))
   while [ -n "$(ss -Hltn "sport = :$port")" ]; do port=$(( port + 1 )); done
+  api_port=$(( port + 1 ))
+  while [ -n "$(ss -Hltn "sport = :$api_port")" ]; do api_port=$(( api_port + 1 )); done
   mkdir -p "$CAPTURE_DIR"
   setsid "$AGENT" --kubeconfig="$PODCAP_AGENT_KUBECONFIG" --node-name="$PODCAP_NODE_NAME" \
     --cri-endpoint="$PODCAP_CRI_ENDPOINT" --capture-dir="$CAPTURE_DIR" \
-    --listen-address="127.0.0.1:$port" >"$RAW/agent.log" 2>&1 &
+    --listen-address="127.0.0.1:$port" --api-listen-address="127.0.0.1:$api_port" >"$RAW/agent.log" 2>&1 &
   AGENT_PID=$!
   # setsid execs directly (a background job is no process group leader): pid = session id
   sid=$(ps -o sid= -p "$AGENT_PID" | tr -d ' ')

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -11,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/podcap/podcap/test/testbed"
 )
@@ -101,9 +105,96 @@ func TestDaemonSetEndToEnd(t *testing.T) {
 		t.Errorf("touch in the CRI socket's directory from the agent pod: %v, want Read-only file system", err)
 	}
 
+	checkDaemonSetServing(t, c)
+
 	unannotate(t, c, pod)
 	waitFor(t, 30*time.Second, "files deleted", func() (bool, error) { return gone(dir), nil })
 	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "deleted")
 }
 
 func splitLines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
+
+// checkDaemonSetServing checks the deployed agent's two ports on the node (host network):
+// the API only over HTTPS, with the self-signed certificate whose fingerprint the agent
+// logged (no token Secret: the API answers 403), and health and metrics over plain HTTP.
+func checkDaemonSetServing(t *testing.T, c *testbed.Cluster) {
+	t.Helper()
+	ctx := t.Context()
+	logs, err := c.Kubectl(ctx, "-n", "podcap-system", "logs", "ds/podcap-agent")
+	if err != nil {
+		t.Fatalf("agent logs: %v", err)
+	}
+	client, err := testbed.PinnedAPIClient(logs)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs)
+	}
+	plain := &http.Client{Timeout: 30 * time.Second}
+	for _, tc := range []struct {
+		client *http.Client
+		url    string
+		code   int
+		body   string // in the response
+	}{
+		{client, "https://127.0.0.1:9696/api/v1/captures", http.StatusForbidden, "the API is disabled"},
+		{plain, "http://127.0.0.1:9696/api/v1/captures", http.StatusBadRequest, "HTTPS"},
+		{plain, "http://127.0.0.1:9695/readyz", http.StatusOK, "ok"},
+		{plain, "http://127.0.0.1:9695/metrics", http.StatusOK, `podcap_api_tls_info{tls="self_signed"} 1`},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tc.url, nil)
+		resp, err := tc.client.Do(req)
+		if err != nil {
+			t.Errorf("GET %s: %v", tc.url, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.body) {
+			t.Errorf("GET %s: %d, want %d with %q:\n%.2000s", tc.url, resp.StatusCode, tc.code, tc.body, b)
+		}
+	}
+}
+
+// TestDeployTLSComponent: the Component deploy/tls/ (bring your own Secret) renders onto
+// deploy/ with the Secret's mount and the two flags, and leaves the plain HTTP probes alone.
+func TestDeployTLSComponent(t *testing.T) {
+	c := testBed(t)
+	dir := t.TempDir()
+	deployDir, err := filepath.Rel(dir, filepath.Join(c.RepoRoot, "deploy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "kustomization.yaml"), "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"+
+		"resources:\n- "+deployDir+"\ncomponents:\n- "+deployDir+"/tls\n")
+	out, err := c.Kubectl(t.Context(), "kustomize", dir)
+	if err != nil {
+		t.Fatalf("kubectl kustomize: %v\n%s", err, out)
+	}
+	var ds *appsv1.DaemonSet
+	for _, doc := range strings.Split(out, "\n---\n") {
+		var obj appsv1.DaemonSet
+		if err := yaml.Unmarshal([]byte(doc), &obj); err == nil && obj.Kind == "DaemonSet" {
+			ds = &obj
+		}
+	}
+	if ds == nil {
+		t.Fatalf("no DaemonSet in\n%s", out)
+	}
+	agent := ds.Spec.Template.Spec.Containers[0]
+	for _, arg := range []string{"--api-listen-address=:9696", "--tls-cert-file=/etc/podcap/tls/tls.crt", "--tls-private-key-file=/etc/podcap/tls/tls.key"} {
+		if !slices.Contains(agent.Args, arg) {
+			t.Errorf("args %q lack %s", agent.Args, arg)
+		}
+	}
+	if !slices.ContainsFunc(agent.VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.Name == "tls" && m.MountPath == "/etc/podcap/tls" && m.ReadOnly
+	}) || !slices.ContainsFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.Name == "tls" && v.Secret != nil && v.Secret.SecretName == "podcap-agent-tls"
+	}) {
+		t.Errorf("no read-only mount of Secret podcap-agent-tls at /etc/podcap/tls: %+v %+v", agent.VolumeMounts, ds.Spec.Template.Spec.Volumes)
+	}
+	for name, p := range map[string]*corev1.Probe{"liveness": agent.LivenessProbe, "readiness": agent.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.String() != "metrics" || p.HTTPGet.Scheme == corev1.URISchemeHTTPS {
+			t.Errorf("%s probe %+v, want plain HTTP on port metrics", name, p)
+		}
+	}
+}

@@ -262,6 +262,16 @@ func startAgent(t *testing.T, c *testbed.Cluster, args ...string) *testbed.Agent
 	return a
 }
 
+// apiClient is an HTTPS client of a's API that trusts the self-signed certificate a logged.
+func apiClient(t *testing.T, a *testbed.AgentProcess) *http.Client {
+	t.Helper()
+	client, err := a.APIClient()
+	if err != nil {
+		t.Fatalf("API client: %v\n%s", err, a.Log())
+	}
+	return client
+}
+
 // waitPodIP waits until the pcap file holds a packet of ip (a pod's first packets may be IPv6
 // neighbour and multicast traffic; its pings to the bridge follow every 0.2 s).
 func waitPodIP(t *testing.T, file, ip string) {

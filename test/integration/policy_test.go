@@ -220,12 +220,13 @@ func TestExplainMatchesWhatTheAgentDid(t *testing.T) {
 	// the ring file exists once the capture process runs
 	waitFor(t, 30*time.Second, "the capture to run", func() (bool, error) { return fileSize(filepath.Join(session, "capture-dns.pcap0")) >= 24, nil })
 
+	client := apiClient(t, a)
 	get := func(auth string) (int, []byte) {
-		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.URL("/api/v1/decisions/policy-explain/dns"), nil)
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.APIURL("/api/v1/decisions/policy-explain/dns"), nil)
 		if auth != "" {
 			req.Header.Set("Authorization", "Bearer "+auth)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,6 +240,19 @@ func TestExplainMatchesWhatTheAgentDid(t *testing.T) {
 	code, body := get(token)
 	if code != http.StatusOK {
 		t.Fatalf("%d: %s", code, body)
+	}
+	// the API port speaks only TLS, and the plain port of health and metrics serves no API
+	for url, want := range map[string]int{"http://" + a.APIListenAddress + "/api/v1/captures": http.StatusBadRequest, a.URL("/api/v1/captures"): http.StatusNotFound} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("plain GET %s: %d, want %d", url, resp.StatusCode, want)
+		}
 	}
 	var live struct {
 		Decision map[string]any `json:"decision"`
@@ -317,10 +331,11 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 		t.Fatalf("capture.json: %v %s", err, b)
 	}
 	// the API shows the capture expired (or, once the window's end was evaluated, gone)
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.URL("/api/v1/decisions/policy-debug/window"), nil)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.APIURL("/api/v1/decisions/policy-debug/window"), nil)
 	req.Header.Set("Authorization", "Bearer "+token)
+	client := apiClient(t, a)
 	waitFor(t, 30*time.Second, "the capture to show as expired or gone", func() (bool, error) {
-		resp, err := http.DefaultClient.Do(req.Clone(t.Context()))
+		resp, err := client.Do(req.Clone(t.Context()))
 		if err != nil {
 			return false, err
 		}

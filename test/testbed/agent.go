@@ -2,6 +2,9 @@ package testbed
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,8 +51,11 @@ func (c *Cluster) BuildAgent(t testing.TB) string {
 type AgentProcess struct {
 	Args          []string // the full argument list
 	CaptureDir    string   // its --capture-dir
-	ListenAddress string   // its --listen-address (host:port)
-	LogPath       string   // its stdout and stderr; printed when the test fails
+	ListenAddress string   // its --listen-address (host:port): health and metrics, plain HTTP
+	// APIListenAddress is its --api-listen-address (host:port): the API, HTTPS unless the
+	// test passed --insecure-serve-api-over-http
+	APIListenAddress string
+	LogPath          string // its stdout and stderr; printed when the test fails
 
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited and been reaped
@@ -56,8 +63,9 @@ type AgentProcess struct {
 }
 
 // StartAgent builds the agent (BuildAgent) and starts it with --kubeconfig=AgentKubeconfig,
-// --node-name=NodeName, --cri-endpoint=CRIEndpoint, --listen-address=127.0.0.1:<free port> and
-// --capture-dir=<a t.TempDir()>, each unless args set it, followed by args. The agent runs
+// --node-name=NodeName, --cri-endpoint=CRIEndpoint, --listen-address=127.0.0.1:<free port>,
+// --api-listen-address=127.0.0.1:<free port> and --capture-dir=<a t.TempDir()>, each unless
+// args set it, followed by args. The agent runs
 // in a session of its own, recorded in RunDir/agent-sessions so that `cluster.sh down` kills
 // whatever of it survives the test; the test's cleanup stops it and kills its session.
 func (c *Cluster) StartAgent(t testing.TB, args ...string) *AgentProcess {
@@ -68,13 +76,18 @@ func (c *Cluster) StartAgent(t testing.TB, args ...string) *AgentProcess {
 		a.CaptureDir = t.TempDir()
 		args = append([]string{"--capture-dir=" + a.CaptureDir}, args...)
 	}
-	if a.ListenAddress = flagValue(args, "listen-address"); a.ListenAddress == "" {
-		port, err := freePort()
-		if err != nil {
-			t.Fatal(err)
+	for _, l := range []struct {
+		flag string
+		addr *string
+	}{{"listen-address", &a.ListenAddress}, {"api-listen-address", &a.APIListenAddress}} {
+		if *l.addr = flagValue(args, l.flag); *l.addr == "" {
+			port, err := freePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			*l.addr = "127.0.0.1:" + strconv.Itoa(port)
+			args = append([]string{"--" + l.flag + "=" + *l.addr}, args...)
 		}
-		a.ListenAddress = "127.0.0.1:" + strconv.Itoa(port)
-		args = append([]string{"--listen-address=" + a.ListenAddress}, args...)
 	}
 	for _, f := range []struct{ name, value string }{
 		{"cri-endpoint", c.CRIEndpoint}, {"node-name", c.NodeName}, {"kubeconfig", c.AgentKubeconfig},
@@ -172,8 +185,44 @@ func (a *AgentProcess) Kill() error {
 // SessionPIDs lists the live processes of the agent's session (the agent and its children).
 func (a *AgentProcess) SessionPIDs() ([]int, error) { return sessionPIDs(a.cmd.Process.Pid) }
 
-// URL is http://ListenAddress + path.
+// URL is http://ListenAddress + path: health and metrics.
 func (a *AgentProcess) URL(path string) string { return "http://" + a.ListenAddress + path }
+
+// APIURL is https://APIListenAddress + path: the API.
+func (a *AgentProcess) APIURL(path string) string { return "https://" + a.APIListenAddress + path }
+
+// selfSignedLogged matches the agent's log line of its self-signed certificate.
+var selfSignedLogged = regexp.MustCompile(`"Generated a self-signed TLS certificate".* sha256Fingerprint="([0-9A-F:]{95})"`)
+
+// APIClient is an HTTPS client of the agent's API that trusts exactly the self-signed
+// certificate the agent logged at start (PinnedAPIClient). Call it once the agent is ready.
+func (a *AgentProcess) APIClient() (*http.Client, error) { return PinnedAPIClient(a.Log()) }
+
+// PinnedAPIClient is an HTTPS client that trusts exactly the self-signed certificate whose
+// SHA-256 fingerprint an agent's log holds, as a user pins it from `kubectl logs`.
+func PinnedAPIClient(agentLog string) (*http.Client, error) {
+	m := selfSignedLogged.FindStringSubmatch(agentLog)
+	if m == nil {
+		return nil, errors.New("the agent logged no self-signed certificate")
+	}
+	pinned := m[1]
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// the certificate is verified below, by its fingerprint, instead of by a CA
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("no server certificate")
+			}
+			sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
+			if got := strings.ToUpper(hex.EncodeToString(sum[:])); got != strings.ReplaceAll(pinned, ":", "") {
+				return fmt.Errorf("server certificate %s, want the logged %s", got, pinned)
+			}
+			return nil
+		},
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}, nil
+}
 
 // MetricsURL is the agent's /metrics.
 func (a *AgentProcess) MetricsURL() string { return a.URL("/metrics") }
