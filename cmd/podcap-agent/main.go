@@ -100,7 +100,7 @@ func run(ctx context.Context, o *Options) error {
 		// not fatal: captures fail with Events and metrics and retry until the runtime answers
 		log.Error(err, "Container runtime not answering; captures will retry")
 	}
-	engine, err := tcpdump.New(tcpdump.Config{NsenterPath: o.NsenterPath, TcpdumpPath: o.TcpdumpPath})
+	engine, err := tcpdump.New(tcpdump.Config{NsenterPath: o.NsenterPath, TcpdumpPath: o.TcpdumpPath, NetNSDir: o.NetNSDir})
 	if err != nil {
 		return fmt.Errorf("capture engine: %w", err)
 	}
