@@ -62,17 +62,30 @@ func newNetnsPair(t *testing.T) *netnsPair {
 }
 
 // sleeperIn starts a long-lived process in the named network namespace and returns its PID
-// once it is in there; t.Cleanup kills it (before the namespaces are deleted).
+// once it is in there; t.Cleanup kills it (before the namespaces are deleted). It is started
+// from a goroutine locked to its thread until then: Pdeathsig follows the forking thread, and
+// the runtime ends threads (icmpConnIn's goroutines exit locked), which would kill it early.
 func sleeperIn(t *testing.T, ns string) int {
 	t.Helper()
+	started, done := make(chan error, 1), make(chan struct{})
 	sleeper := exec.Command("ip", "netns", "exec", ns, "sleep", "300")
 	sleeper.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := sleeper.Start(); err != nil {
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := sleeper.Start()
+		started <- err
+		if err == nil {
+			_ = sleeper.Wait()
+		}
+		<-done
+	}()
+	if err := <-started; err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		_ = sleeper.Process.Kill()
-		_ = sleeper.Wait()
+		close(done)
 	})
 	pid := sleeper.Process.Pid
 	// ip execs sleep after entering the namespace: wait until the process is in it.
