@@ -126,7 +126,7 @@ say "import the agent image $AGENT_IMAGE"
 run "$CLUSTER" agent-image bin/podcap-agent
 
 say "deploy the agent: deploy/ + test/deploy/local, rendered into $OVERLAY"
-render_local_overlay "$OVERLAY" "$API_PORT" "$CRI_DIR" "$CAPTURE_DIR"
+render_local_overlay "$OVERLAY" "$API_PORT" "$CRI_DIR" "$CAPTURE_DIR" "$NETNS_DIR"
 run "${KUBECTL[@]}" apply -k "$OVERLAY"
 run "${KUBECTL[@]}" -n "$AGENT_NS" rollout status ds/podcap-agent --timeout="${TIMEOUT}s"
 AGENT=$(agent_pod)

@@ -99,12 +99,23 @@ func (s Spec) sameCapture(o Spec) bool {
 	return s == o
 }
 
-// Target is where to capture: a process in the pod's network namespace, as found through the
-// CRI. PID is a host PID (the agent runs with hostPID); NetNSPath is the sandbox's netns file
-// when the runtime reports one.
+// Target is where to capture: the pod's network namespace, as found through the CRI. An
+// engine enters NetNSPath when it is set, else the node's network namespace for NodeNetwork,
+// else PID's (the fallback, which needs the agent to see host PIDs: hostPID).
 type Target struct {
+	// NetNSPath is the sandbox's network namespace file as the runtime pinned it (containerd
+	// and CRI-O: a bind mount of the namespace, e.g. /var/run/netns/cni-…); "" when the runtime
+	// reports none (a hostNetwork pod, a runtime that does not pin namespaces).
+	NetNSPath string
+	// NodeNetwork: the runtime gives the sandbox no network namespace of its own: the pod uses
+	// the node's (hostNetwork).
+	NodeNetwork bool
+	// PID is the host PID of a running container of the pod, and SandboxPID that of the
+	// sandbox's own process (pause or infra; 0 when the runtime runs none). When the PID is
+	// used, the network namespace it leads to must also be SandboxPID's, so that a PID reused
+	// since the lookup does not lead into another pod's namespace.
 	PID         int
-	NetNSPath   string
+	SandboxPID  int
 	SandboxID   string
 	ContainerID string
 }

@@ -22,6 +22,9 @@ type statusInfo struct {
 	// file (/var/run/netns/cni-… for containerd, <namespaces_dir>/netns/<uuid> for CRI-O) or
 	// /proc/<pid>/ns/net; "" for host-network pods or when the runtime does not report it.
 	NetNSPath string
+	// NodeNetwork: the spec lists the process' namespaces and a network namespace is not
+	// among them, so the process stays in the runtime's, the node's (a hostNetwork pod).
+	NodeNetwork bool
 }
 
 // verboseInfo is the part of the "info" JSON podcap decodes. Both runtimes put these two
@@ -74,10 +77,11 @@ func parseInfo(info map[string]string) (statusInfo, error) {
 		}
 		si.PID = *v.PID
 	}
-	if v.RuntimeSpec != nil && v.RuntimeSpec.Linux != nil {
+	if v.RuntimeSpec != nil && v.RuntimeSpec.Linux != nil && v.RuntimeSpec.Linux.Namespaces != nil {
+		si.NodeNetwork = true
 		for _, ns := range v.RuntimeSpec.Linux.Namespaces {
 			if ns.Type == "network" {
-				si.NetNSPath = ns.Path
+				si.NetNSPath, si.NodeNetwork = ns.Path, false
 				break
 			}
 		}

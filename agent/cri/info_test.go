@@ -17,7 +17,7 @@ func TestParseInfoFixtures(t *testing.T) {
 		{"containerd-1.6-container-running.json", statusInfo{PID: 10431, NetNSPath: "/proc/10390/ns/net"}},
 		{"containerd-1.6-container-exited.json", statusInfo{PID: 0, NetNSPath: "/proc/25471/ns/net"}},
 		{"containerd-1.6-sandbox-notready.json", statusInfo{PID: 0, NetNSPath: "/var/run/netns/cni-ac65c135-1633-5dd1-1998-5b4229856fa7"}},
-		{"containerd-1.6-sandbox-hostnetwork.json", statusInfo{PID: 27676, NetNSPath: ""}},
+		{"containerd-1.6-sandbox-hostnetwork.json", statusInfo{PID: 27676, NodeNetwork: true}},
 		{"crio-sandbox-infra.json", statusInfo{PID: 4242, NetNSPath: "/var/run/netns/0b9d5a3e-6c21-4f7a-9e48-2d1c7b6a5f30"}},
 		{"crio-sandbox-dropped-infra.json", statusInfo{PID: 0, NetNSPath: "/var/run/netns/0b9d5a3e-6c21-4f7a-9e48-2d1c7b6a5f30"}},
 		{"crio-container-running.json", statusInfo{PID: 4311, NetNSPath: "/var/run/netns/0b9d5a3e-6c21-4f7a-9e48-2d1c7b6a5f30"}},
@@ -61,6 +61,21 @@ func TestParseInfoErrors(t *testing.T) {
 			name: "first network namespace wins",
 			info: map[string]string{"info": `{"pid": 7, "runtimeSpec": {"linux": {"namespaces": [{"type": "ipc", "path": "/x"}, {"type": "network", "path": "/a"}, {"type": "network", "path": "/b"}]}}}`},
 			want: statusInfo{PID: 7, NetNSPath: "/a"},
+		},
+		{
+			name: "network namespace without a path: a new one, not pinned",
+			info: map[string]string{"info": `{"pid": 7, "runtimeSpec": {"linux": {"namespaces": [{"type": "network"}]}}}`},
+			want: statusInfo{PID: 7},
+		},
+		{
+			name: "no namespaces at all: the node's network",
+			info: map[string]string{"info": `{"pid": 7, "runtimeSpec": {"linux": {"namespaces": []}}}`},
+			want: statusInfo{PID: 7, NodeNetwork: true},
+		},
+		{
+			name: "namespaces not reported: unknown, not the node's",
+			info: map[string]string{"info": `{"pid": 7, "runtimeSpec": {"linux": {}}}`},
+			want: statusInfo{PID: 7},
 		},
 	}
 	for _, tt := range tests {

@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -29,8 +31,14 @@ var _ capture.Resolver = (*Client)(nil)
 //  1. the newest READY sandbox labelled with the pod's name, namespace and uid;
 //  2. its RUNNING containers, oldest first; the first whose verbose ContainerStatus reports a
 //     host PID gives Target.PID and Target.ContainerID;
-//  3. the sandbox's verbose PodSandboxStatus gives Target.NetNSPath (falling back to the
-//     container's own spec), "" for a host-network pod.
+//  3. the sandbox's verbose PodSandboxStatus gives Target.NetNSPath (the pinned netns file;
+//     else the container's, as CRI-O reports it there too), Target.NodeNetwork and
+//     Target.SandboxPID.
+//
+// Only a pinned file is reported as NetNSPath: containerd's container specs name the sandbox's
+// namespace as /proc/<sandbox pid>/ns/net, which is the PID path (and SandboxPID) again. Where
+// the file may be (under the configured netns directory) is checked by the engine, which opens
+// it.
 //
 // Target.PID is always a running container's process, never the sandbox's: CRI-O usually runs
 // no infra process at all, and a pod whose containers have not started (or all exited) is
@@ -69,15 +77,27 @@ func (c *Client) Resolve(ctx context.Context, namespace, name, uid string) (capt
 			continue // exited since ListContainers
 		}
 		t := capture.Target{
+			NetNSPath:   cmp.Or(pinned(sbInfo.NetNSPath), pinned(ci.NetNSPath)),
+			NodeNetwork: sbInfo.NodeNetwork,
 			PID:         ci.PID,
-			NetNSPath:   cmp.Or(sbInfo.NetNSPath, ci.NetNSPath),
+			SandboxPID:  sbInfo.PID,
 			SandboxID:   sb.GetId(),
 			ContainerID: ctr.GetId(),
 		}
-		logger.V(4).Info("Resolved pod", "sandbox", t.SandboxID, "container", t.ContainerID, "pid", t.PID, "netns", t.NetNSPath)
+		logger.V(4).Info("Resolved pod", "sandbox", t.SandboxID, "container", t.ContainerID, "pid", t.PID,
+			"sandboxPID", t.SandboxPID, "netns", t.NetNSPath, "nodeNetwork", t.NodeNetwork)
 		return t, nil
 	}
 	return capture.Target{}, fmt.Errorf("pod %s/%s: no container with a pid in sandbox %s: %w", namespace, name, sb.GetId(), capture.ErrPodNotFound)
+}
+
+// pinned returns path if it names a pinned network namespace file, "" if it names a process'
+// (/proc/<pid>/ns/net, or anything else under /proc) or nothing.
+func pinned(path string) string {
+	if path == "/proc" || strings.HasPrefix(path, "/proc/") || strings.HasPrefix(filepath.Clean(path), "/proc/") {
+		return ""
+	}
+	return path
 }
 
 // readySandbox returns the pod's newest READY sandbox. It checks the answer against the pod

@@ -78,7 +78,7 @@ func TestResolve(t *testing.T) {
 			sandboxes:  []critest.Sandbox{{ID: "sb1", Namespace: "shop", Name: "web", UID: "uid-web", State: ready, CreatedAt: 1, PID: 100, NetNSPath: "/var/run/netns/cni-1"}},
 			containers: []critest.Container{{ID: "c1", SandboxID: "sb1", Name: "nginx", State: running, CreatedAt: 2, PID: 101}},
 			pod:        web,
-			want:       capture.Target{PID: 101, NetNSPath: "/var/run/netns/cni-1", SandboxID: "sb1", ContainerID: "c1"},
+			want:       capture.Target{PID: 101, SandboxPID: 100, NetNSPath: "/var/run/netns/cni-1", SandboxID: "sb1", ContainerID: "c1"},
 		},
 		{
 			name: "not-ready sandbox of an earlier attempt is skipped",
@@ -91,7 +91,7 @@ func TestResolve(t *testing.T) {
 				{ID: "c-new", SandboxID: "sb-new", Name: "nginx", State: exited, CreatedAt: 6},
 			},
 			pod:  web,
-			want: capture.Target{PID: 101, NetNSPath: "/var/run/netns/cni-old", SandboxID: "sb-old", ContainerID: "c-old"},
+			want: capture.Target{PID: 101, SandboxPID: 100, NetNSPath: "/var/run/netns/cni-old", SandboxID: "sb-old", ContainerID: "c-old"},
 		},
 		{
 			name: "newest of two ready sandboxes",
@@ -104,7 +104,7 @@ func TestResolve(t *testing.T) {
 				{ID: "c-a", SandboxID: "sb-a", Name: "nginx", State: running, CreatedAt: 10, PID: 201},
 			},
 			pod:  web,
-			want: capture.Target{PID: 201, NetNSPath: "/var/run/netns/cni-a", SandboxID: "sb-a", ContainerID: "c-a"},
+			want: capture.Target{PID: 201, SandboxPID: 200, NetNSPath: "/var/run/netns/cni-a", SandboxID: "sb-a", ContainerID: "c-a"},
 		},
 		{
 			name: "oldest running container, exited and created ones skipped",
@@ -118,7 +118,7 @@ func TestResolve(t *testing.T) {
 				{ID: "c-new", SandboxID: "sb1", Name: "debug", State: created, CreatedAt: 5},
 			},
 			pod:  web,
-			want: capture.Target{PID: 103, NetNSPath: "/var/run/netns/cni-1", SandboxID: "sb1", ContainerID: "c-app"},
+			want: capture.Target{PID: 103, SandboxPID: 100, NetNSPath: "/var/run/netns/cni-1", SandboxID: "sb1", ContainerID: "c-app"},
 		},
 		{
 			name: "container that exited after the list is skipped",
@@ -131,21 +131,21 @@ func TestResolve(t *testing.T) {
 				{ID: "c2", SandboxID: "sb1", Name: "b", State: running, CreatedAt: 3, PID: 103},
 			},
 			pod:  web,
-			want: capture.Target{PID: 103, NetNSPath: "/var/run/netns/cni-1", SandboxID: "sb1", ContainerID: "c2"},
+			want: capture.Target{PID: 103, SandboxPID: 100, NetNSPath: "/var/run/netns/cni-1", SandboxID: "sb1", ContainerID: "c2"},
 		},
 		{
 			name:       "same name in two namespaces",
 			sandboxes:  twoWebSandboxes,
 			containers: twoWebContainers,
 			pod:        pod{"blog", "web", "uid-blog"},
-			want:       capture.Target{PID: 201, NetNSPath: "/var/run/netns/cni-blog", SandboxID: "sb-blog", ContainerID: "c-blog"},
+			want:       capture.Target{PID: 201, SandboxPID: 200, NetNSPath: "/var/run/netns/cni-blog", SandboxID: "sb-blog", ContainerID: "c-blog"},
 		},
 		{
 			name:       "empty uid matches by namespace and name",
 			sandboxes:  twoWebSandboxes,
 			containers: twoWebContainers,
 			pod:        pod{"shop", "web", ""},
-			want:       capture.Target{PID: 101, NetNSPath: "/var/run/netns/cni-shop", SandboxID: "sb-shop", ContainerID: "c-shop"},
+			want:       capture.Target{PID: 101, SandboxPID: 100, NetNSPath: "/var/run/netns/cni-shop", SandboxID: "sb-shop", ContainerID: "c-shop"},
 		},
 		{
 			name: "uid mismatch: a recreated pod of the same name",
@@ -204,7 +204,7 @@ func TestResolve(t *testing.T) {
 			containers: []critest.Container{{ID: "c1", SandboxID: "sb1", Name: "workload", State: running, CreatedAt: 2,
 				Info: fixture(t, "containerd-1.6-container-running.json")}},
 			pod:  web,
-			want: capture.Target{PID: 10431, NetNSPath: "/var/run/netns/cni-67a80422-641f-358a-d975-3eec84c32efa", SandboxID: "sb1", ContainerID: "c1"},
+			want: capture.Target{PID: 10431, SandboxPID: 10390, NetNSPath: "/var/run/netns/cni-67a80422-641f-358a-d975-3eec84c32efa", SandboxID: "sb1", ContainerID: "c1"},
 		},
 		{
 			name: "CRI-O with its infra container dropped",
@@ -216,13 +216,13 @@ func TestResolve(t *testing.T) {
 			want: capture.Target{PID: 4311, NetNSPath: "/var/run/netns/0b9d5a3e-6c21-4f7a-9e48-2d1c7b6a5f30", SandboxID: "sb1", ContainerID: "c1"},
 		},
 		{
-			name: "host network: no netns path",
+			name: "host network: the node's network, no netns path",
 			sandboxes: []critest.Sandbox{{ID: "sb1", Namespace: "shop", Name: "web", UID: "uid-web", State: ready, CreatedAt: 1,
 				Info: fixture(t, "containerd-1.6-sandbox-hostnetwork.json")}},
 			containers: []critest.Container{{ID: "c1", SandboxID: "sb1", Name: "nginx", State: running, CreatedAt: 2, PID: 301,
 				Info: `{"pid": 301, "runtimeSpec": {"linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}}}`}},
 			pod:  web,
-			want: capture.Target{PID: 301, SandboxID: "sb1", ContainerID: "c1"},
+			want: capture.Target{PID: 301, SandboxPID: 27676, NodeNetwork: true, SandboxID: "sb1", ContainerID: "c1"},
 		},
 		{
 			name:       "netns path from the container when the sandbox has none",
@@ -230,6 +230,47 @@ func TestResolve(t *testing.T) {
 			containers: []critest.Container{{ID: "c1", SandboxID: "sb1", Name: "nginx", State: running, CreatedAt: 2, Info: `{"pid": 5, "runtimeSpec": {"linux": {"namespaces": [{"type": "network", "path": "/var/run/netns/x"}]}}}`}},
 			pod:        web,
 			want:       capture.Target{PID: 5, NetNSPath: "/var/run/netns/x", SandboxID: "sb1", ContainerID: "c1"},
+		},
+		{
+			name: "CRI-O with an infra container: path, and the infra's pid for the fallback",
+			sandboxes: []critest.Sandbox{{ID: "sb1", Namespace: "shop", Name: "web", UID: "uid-web", State: ready, CreatedAt: 1,
+				Info: fixture(t, "crio-sandbox-infra.json")}},
+			containers: []critest.Container{{ID: "c1", SandboxID: "sb1", Name: "nginx", State: running, CreatedAt: 2,
+				Info: fixture(t, "crio-container-running.json")}},
+			pod:  web,
+			want: capture.Target{PID: 4311, SandboxPID: 4242, NetNSPath: "/var/run/netns/0b9d5a3e-6c21-4f7a-9e48-2d1c7b6a5f30", SandboxID: "sb1", ContainerID: "c1"},
+		},
+		{
+			name:       "CRI-O shape from the fake: path from the sandbox, no sandbox pid",
+			sandboxes:  []critest.Sandbox{{ID: "sb1", Namespace: "shop", Name: "web", UID: "uid-web", State: ready, CreatedAt: 1, NetNSPath: "/var/run/netns/u-1", Shape: critest.CRIO}},
+			containers: []critest.Container{{ID: "c1", SandboxID: "sb1", Name: "nginx", State: running, CreatedAt: 2, PID: 7}},
+			pod:        web,
+			want:       capture.Target{PID: 7, NetNSPath: "/var/run/netns/u-1", SandboxID: "sb1", ContainerID: "c1"},
+		},
+		{
+			name: "sandbox netns not pinned, container's is /proc/<sandbox pid>: the pid path",
+			sandboxes: []critest.Sandbox{{ID: "sb1", Namespace: "shop", Name: "web", UID: "uid-web", State: ready, CreatedAt: 1,
+				Info: `{"pid": 40, "runtimeSpec": {"linux": {"namespaces": [{"type": "network"}]}}}`}},
+			containers: []critest.Container{{ID: "c1", SandboxID: "sb1", Name: "nginx", State: running, CreatedAt: 2,
+				Info: `{"pid": 41, "runtimeSpec": {"linux": {"namespaces": [{"type": "network", "path": "/proc/40/ns/net"}]}}}`}},
+			pod:  web,
+			want: capture.Target{PID: 41, SandboxPID: 40, SandboxID: "sb1", ContainerID: "c1"},
+		},
+		{
+			name: "a /proc path in the sandbox's spec is not taken for a pinned file",
+			sandboxes: []critest.Sandbox{{ID: "sb1", Namespace: "shop", Name: "web", UID: "uid-web", State: ready, CreatedAt: 1,
+				Info: `{"pid": 40, "runtimeSpec": {"linux": {"namespaces": [{"type": "network", "path": "/proc/40/ns/net"}]}}}`}},
+			containers: []critest.Container{{ID: "c1", SandboxID: "sb1", Name: "nginx", State: running, CreatedAt: 2, PID: 41}},
+			pod:        web,
+			want:       capture.Target{PID: 41, SandboxPID: 40, SandboxID: "sb1", ContainerID: "c1"},
+		},
+		{
+			name: "a path the runtime reports is passed on as it is: the engine confines it",
+			sandboxes: []critest.Sandbox{{ID: "sb1", Namespace: "shop", Name: "web", UID: "uid-web", State: ready, CreatedAt: 1, PID: 40,
+				NetNSPath: "/var/run/netns/../../../etc/shadow"}},
+			containers: []critest.Container{{ID: "c1", SandboxID: "sb1", Name: "nginx", State: running, CreatedAt: 2, PID: 41}},
+			pod:        web,
+			want:       capture.Target{PID: 41, SandboxPID: 40, NetNSPath: "/var/run/netns/../../../etc/shadow", SandboxID: "sb1", ContainerID: "c1"},
 		},
 		{
 			name:       "malformed container info",
@@ -307,7 +348,7 @@ func TestResolveUnfilteredRuntime(t *testing.T) {
 	c, _ := newClient(t, rt)
 	_, ctx := ktesting.NewTestContext(t)
 	got, err := c.Resolve(ctx, "shop", "web", "uid-web")
-	want := capture.Target{PID: 101, NetNSPath: "/var/run/netns/cni-shop", SandboxID: "sb-shop", ContainerID: "c-shop"}
+	want := capture.Target{PID: 101, SandboxPID: 100, NetNSPath: "/var/run/netns/cni-shop", SandboxID: "sb-shop", ContainerID: "c-shop"}
 	if err != nil || got != want {
 		t.Fatalf("Resolve = %+v, %v; want %+v", got, err, want)
 	}

@@ -188,7 +188,7 @@ func eventRecorder(ctx context.Context, client kubernetes.Interface, node string
 
 // newCaptureManager builds the tcpdump engine and the capture manager over it.
 func newCaptureManager(o *Options, runtime *cri.Client, recorder record.EventRecorder, m *metrics.Metrics) (*capture.Manager, error) {
-	engine, err := tcpdump.New(tcpdump.Config{NsenterPath: o.NsenterPath, TcpdumpPath: o.TcpdumpPath})
+	engine, err := tcpdump.New(tcpdump.Config{NsenterPath: o.NsenterPath, TcpdumpPath: o.TcpdumpPath, NetNSDir: o.NetNSDir})
 	if err != nil {
 		return nil, fmt.Errorf("capture engine: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/podcap/podcap/agent"
+	"github.com/podcap/podcap/agent/capture/tcpdump"
 	"github.com/podcap/podcap/policy"
 )
 
@@ -29,6 +30,7 @@ type Options struct {
 	AllowHostNetwork bool
 	NsenterPath      string
 	TcpdumpPath      string
+	NetNSDir         string
 
 	PolicyDir          string
 	PolicyPollInterval time.Duration
@@ -72,6 +74,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.AllowHostNetwork, "allow-host-network", false, "allow captures of hostNetwork pods (they see the whole node's traffic)")
 	fs.StringVar(&o.NsenterPath, "nsenter", "nsenter", "nsenter binary (path or name on PATH)")
 	fs.StringVar(&o.TcpdumpPath, "tcpdump", "tcpdump", "tcpdump binary (path or name on PATH)")
+	fs.StringVar(&o.NetNSDir, "netns-dir", tcpdump.DefaultNetNSDir, "directory where the container runtime pins pods' network namespaces, as it names it; only files under it are entered")
 	fs.StringVar(&o.PolicyDir, "policy-dir", "", "directory of Rego capture policies (*.rego, package podcap); empty: manual captures only")
 	fs.DurationVar(&o.PolicyPollInterval, "policy-poll-interval", 2*time.Second, "how often the policy directory is checked for changes (SIGHUP reloads at once)")
 	fs.DurationVar(&o.PolicyEvalTimeout, "policy-eval-timeout", policy.DefaultEvalTimeout, fmt.Sprintf("longest evaluation of the policy for one pod (at most %s); a longer one is a PolicyError for the pod", maxPolicyEvalTimeout))
@@ -106,6 +109,9 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxConcurrent < 1 || o.MaxConcurrent > maxMaxConcurrent {
 		errs = append(errs, fmt.Errorf("--max-concurrent-captures %d must be from 1 to %d", o.MaxConcurrent, maxMaxConcurrent))
+	}
+	if !filepath.IsAbs(o.NetNSDir) || filepath.Clean(o.NetNSDir) != o.NetNSDir {
+		errs = append(errs, fmt.Errorf("--netns-dir %q must be a clean absolute path", o.NetNSDir))
 	}
 	if o.PolicyDir != "" && !filepath.IsAbs(o.PolicyDir) {
 		errs = append(errs, fmt.Errorf("--policy-dir %q must be an absolute path", o.PolicyDir))

@@ -666,6 +666,14 @@ EOF
 start_containerd() {
   alive containerd && return 0
   write_containerd_config
+  # containerd pins pods' network namespaces (bind mounts) in $NETNS_DIR: a shared mount, as
+  # /run is on a systemd host, so that a DaemonSet mounting it with HostToContainer
+  # propagation sees the namespaces of pods created after it started
+  mkdir -p "$NETNS_DIR"
+  if ! awk -v d="$NETNS_DIR" '$5 == d' /proc/self/mountinfo | grep -q shared:; then
+    mount --bind "$NETNS_DIR" "$NETNS_DIR"
+    mount --make-shared "$NETNS_DIR"
+  fi
   containerd --config "$CLUSTER_DIR/containerd/config.toml" >"$LOG/containerd.log" 2>&1 &
   echo $! >"$RUN/containerd.pid"
   wait_for containerd 60 "${CRICTL[@]}" info
@@ -836,7 +844,7 @@ env_cmd() {
   for kv in "PODCAP_CLUSTER=$INSTANCE" "KUBECONFIG=$ADMIN_KUBECONFIG" \
             "PODCAP_ADMIN_KUBECONFIG=$ADMIN_KUBECONFIG" "PODCAP_AGENT_KUBECONFIG=$AGENT_KUBECONFIG" \
             "PODCAP_AGENT_USER=$AGENT_USER" "PODCAP_API_SERVER=https://127.0.0.1:$API_PORT" \
-            "PODCAP_CRI_ENDPOINT=unix://$SOCK" "PODCAP_NODE_NAME=$NODE" \
+            "PODCAP_CRI_ENDPOINT=unix://$SOCK" "PODCAP_NETNS_DIR=$NETNS_DIR" "PODCAP_NODE_NAME=$NODE" \
             "PODCAP_SUBNET=$SUBNET" "PODCAP_GATEWAY=$GW" "PODCAP_SINK_PORT=$SINK_PORT" \
             "PODCAP_BIN=$BIN" "PODCAP_CLUSTER_DIR=$CLUSTER_DIR" "PODCAP_RUN_DIR=$RUN" "PODCAP_LOG_DIR=$LOG" \
             "PODCAP_CAPTURE_DIR=$CAPTURE_DIR" "PODCAP_AGENT_SESSIONS=$AGENT_SESSIONS" \

@@ -50,6 +50,7 @@ PKI=$RUN/pki
 LOG=$CLUSTER_DIR/logs
 CRI_DIR=$CLUSTER_DIR/cri
 SOCK=$CRI_DIR/containerd.sock
+NETNS_DIR=$CLUSTER_DIR/containerd/state/io.containerd.grpc.v1.cri/netns  # pods' pinned netns (netns_mounts_under_state_dir)
 KUBELET_DIR=$CLUSTER_DIR/kubelet
 CAPTURE_DIR=$CLUSTER_DIR/captures           # suggested root for agents' --capture-dir
 ADMIN_KUBECONFIG=$RUN/admin.kubeconfig

@@ -3,6 +3,7 @@ package integration
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -13,9 +14,11 @@ import (
 	"github.com/podcap/podcap/test/testbed"
 )
 
-// TestCRIResolveRealRuntime resolves real pods through containerd's CRI socket: the PID and
-// the netns path lead to the pod's own network namespace, the PID is the one crictl reports,
-// and two pods of one name in two namespaces resolve apart; a wrong uid is not found.
+// TestCRIResolveRealRuntime resolves real pods through containerd's CRI socket: the netns path
+// is a pinned file under the node's netns directory, it, the PID and the sandbox's PID lead to
+// the pod's own network namespace, the PID is the one crictl reports, and two pods of one name
+// in two namespaces resolve apart; a wrong uid is not found; a hostNetwork pod resolves to the
+// node's network with no path.
 func TestCRIResolveRealRuntime(t *testing.T) {
 	c := testBed(t)
 	_, ctx := ktesting.NewTestContext(t)
@@ -39,12 +42,15 @@ func TestCRIResolveRealRuntime(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.PID != want || got.SandboxID == "" || got.ContainerID == "" || got.NetNSPath == "" {
-			t.Fatalf("Resolve(%s/same) = %+v, want pid %d (crictl), a sandbox, a container and a netns path", ns, got, want)
+		if got.PID != want || got.SandboxPID <= 0 || got.SandboxID == "" || got.ContainerID == "" || got.NodeNetwork ||
+			filepath.Dir(got.NetNSPath) != c.NetNSDir {
+			t.Fatalf("Resolve(%s/same) = %+v, want pid %d (crictl), the sandbox's pid, a sandbox, a container and a netns path in %s",
+				ns, got, want, c.NetNSDir)
 		}
 		byPID, byPath := netnsOf(t, fmt.Sprintf("/proc/%d/ns/net", got.PID)), netnsOf(t, got.NetNSPath)
-		if byPID != byPath || byPID == host {
-			t.Errorf("%s: pid's netns %v, path's %v, host's %v", ns, byPID, byPath, host)
+		bySandbox := netnsOf(t, fmt.Sprintf("/proc/%d/ns/net", got.SandboxPID))
+		if byPID != byPath || bySandbox != byPath || byPID == host {
+			t.Errorf("%s: pid's netns %v, sandbox pid's %v, path's %v, host's %v", ns, byPID, bySandbox, byPath, host)
 		}
 		if other, dup := seen[byPID]; dup {
 			t.Errorf("%s/same and %s/same resolved to the same network namespace", ns, other)
@@ -53,6 +59,14 @@ func TestCRIResolveRealRuntime(t *testing.T) {
 		if _, err := client.Resolve(ctx, ns, "same", string(pod.UID)+"-not"); !errors.Is(err, capture.ErrPodNotFound) {
 			t.Errorf("Resolve with a wrong uid: %v, want ErrPodNotFound", err)
 		}
+	}
+	pod := runningPod(t, c, "cri-hostnet", "hn", testbed.PodOptions{HostNetwork: true})
+	got, err := client.Resolve(ctx, pod.Namespace, pod.Name, string(pod.UID))
+	if err != nil {
+		t.Fatalf("Resolve(hostNetwork pod): %v", err)
+	}
+	if !got.NodeNetwork || got.NetNSPath != "" || got.PID <= 0 {
+		t.Errorf("Resolve(hostNetwork pod) = %+v, want the node's network, no netns path, a pid", got)
 	}
 }
 

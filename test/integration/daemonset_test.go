@@ -25,6 +25,9 @@ import (
 // overlay: image, API address, the test node's CRI socket and capture dir), from an image
 // assembled from the built binary plus Debian's tcpdump and nsenter, and drives the seed flow
 // through it: annotate → ring files on the node with the pod's packets → remove → gone.
+// The DaemonSet has neither hostPID nor SYS_PTRACE: it enters the pod's network namespace by
+// the file containerd pins, mounted with HostToContainer propagation; the pod is created after
+// the agent started, so its namespace reaches the agent only through that propagation.
 func TestDaemonSetEndToEnd(t *testing.T) {
 	c := testBed(t)
 	ctx := t.Context()
@@ -43,7 +46,7 @@ func TestDaemonSetEndToEnd(t *testing.T) {
 	captureDir := filepath.Join(c.CaptureDirRoot, "daemonset")
 	overlay := filepath.Join(t.TempDir(), "overlay")
 	render := exec.CommandContext(ctx, filepath.Join(c.RepoRoot, "test/deploy/local/render.sh"),
-		overlay, api.Port(), filepath.Dir(criSock.Path), captureDir, filepath.Base(criSock.Path))
+		overlay, api.Port(), filepath.Dir(criSock.Path), captureDir, c.NetNSDir, filepath.Base(criSock.Path))
 	if out, err := render.CombinedOutput(); err != nil {
 		t.Fatalf("render overlay: %v\n%s", err, out)
 	}
@@ -89,6 +92,21 @@ func TestDaemonSetEndToEnd(t *testing.T) {
 	}
 	if sc := agents.Items[0].Spec.Containers[0].SecurityContext; sc == nil || sc.Privileged != nil && *sc.Privileged {
 		t.Errorf("agent runs privileged: %+v", sc)
+	} else if sc.Capabilities == nil || slices.Contains(sc.Capabilities.Add, "SYS_PTRACE") {
+		t.Errorf("agent capabilities %+v, want no SYS_PTRACE", sc.Capabilities)
+	}
+	if agents.Items[0].Spec.HostPID {
+		t.Error("agent runs with hostPID")
+	}
+	netnsMounted := false
+	for _, m := range agents.Items[0].Spec.Containers[0].VolumeMounts {
+		if m.Name == "netns" {
+			netnsMounted = m.MountPath == c.NetNSDir && m.ReadOnly &&
+				m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationHostToContainer
+		}
+	}
+	if !netnsMounted {
+		t.Errorf("mounts %+v, want %s mounted read-only with HostToContainer propagation", agents.Items[0].Spec.Containers[0].VolumeMounts, c.NetNSDir)
 	}
 	// the CRI socket's directory is mounted read-only, and the capture above shows that the
 	// socket answers through it

@@ -63,9 +63,9 @@ type AgentProcess struct {
 }
 
 // StartAgent builds the agent (BuildAgent) and starts it with --kubeconfig=AgentKubeconfig,
-// --node-name=NodeName, --cri-endpoint=CRIEndpoint, --listen-address=127.0.0.1:<free port>,
-// --api-listen-address=127.0.0.1:<free port> and --capture-dir=<a t.TempDir()>, each unless
-// args set it, followed by args. The agent runs
+// --node-name=NodeName, --cri-endpoint=CRIEndpoint, --netns-dir=NetNSDir,
+// --listen-address=127.0.0.1:<free port>, --api-listen-address=127.0.0.1:<free port> and
+// --capture-dir=<a t.TempDir()>, each unless args set it, followed by args. The agent runs
 // in a session of its own, recorded in RunDir/agent-sessions so that `cluster.sh down` kills
 // whatever of it survives the test; the test's cleanup stops it and kills its session.
 func (c *Cluster) StartAgent(t testing.TB, args ...string) *AgentProcess {
@@ -90,7 +90,7 @@ func (c *Cluster) StartAgent(t testing.TB, args ...string) *AgentProcess {
 		}
 	}
 	for _, f := range []struct{ name, value string }{
-		{"cri-endpoint", c.CRIEndpoint}, {"node-name", c.NodeName}, {"kubeconfig", c.AgentKubeconfig},
+		{"cri-endpoint", c.CRIEndpoint}, {"netns-dir", c.NetNSDir}, {"node-name", c.NodeName}, {"kubeconfig", c.AgentKubeconfig},
 	} {
 		if !hasFlag(args, f.name) {
 			args = append([]string{"--" + f.name + "=" + f.value}, args...)

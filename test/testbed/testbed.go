@@ -38,6 +38,7 @@ type Cluster struct {
 	AgentUser       string       // the agent kubeconfig's user name
 	APIServer       string       // https://127.0.0.1:PORT
 	CRIEndpoint     string       // unix://.../containerd.sock
+	NetNSDir        string       // where containerd pins pods' network namespaces (a shared mount)
 	NodeName        string       // the only node
 	Subnet          netip.Prefix // pod IPs (CNI bridge, no route out)
 	Gateway         netip.Addr   // the bridge's address on the host: pods' traffic goes here
@@ -290,6 +291,7 @@ func (c *Cluster) fill(env map[string]string) error {
 	c.AgentUser = get("PODCAP_AGENT_USER")
 	c.APIServer = get("PODCAP_API_SERVER")
 	c.CRIEndpoint = get("PODCAP_CRI_ENDPOINT")
+	c.NetNSDir = get("PODCAP_NETNS_DIR")
 	c.NodeName = get("PODCAP_NODE_NAME")
 	c.BinDir = get("PODCAP_BIN")
 	c.ClusterDir = get("PODCAP_CLUSTER_DIR")

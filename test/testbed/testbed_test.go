@@ -18,6 +18,7 @@ export PODCAP_AGENT_KUBECONFIG=/tmp/podcap-test/run/agent.kubeconfig
 export PODCAP_AGENT_USER=podcap-agent-under-test
 export PODCAP_API_SERVER=https://127.0.0.1:27103
 export PODCAP_CRI_ENDPOINT=unix:///tmp/podcap-test/cri/containerd.sock
+export PODCAP_NETNS_DIR=/tmp/podcap-test/containerd/state/io.containerd.grpc.v1.cri/netns
 export PODCAP_NODE_NAME=podcap-test
 export PODCAP_SUBNET=10.244.101.0/24
 export PODCAP_GATEWAY=10.244.101.1

@@ -15,6 +15,7 @@ import (
 const (
 	DefaultNsenter     = "nsenter"
 	DefaultTcpdump     = "tcpdump"
+	DefaultNetNSDir    = "/var/run/netns" // where containerd and CRI-O pin pods' network namespaces by default
 	DefaultOpenTimeout = 10 * time.Second
 	DefaultStopTimeout = 2 * time.Second
 )
@@ -26,6 +27,10 @@ type Config struct {
 	// the network namespace), so the path is the host's (the agent image's) tcpdump.
 	NsenterPath string
 	TcpdumpPath string
+	// NetNSDir is the only directory whose network namespace files (Target.NetNSPath) the
+	// engine opens: where the runtime pins them, as the runtime names it (the agent's
+	// container mounts it at the same path).
+	NetNSDir string
 	// OpenTimeout bounds Open: from starting the process to reading the pcap header.
 	OpenTimeout time.Duration
 	// StopTimeout is how long a stopping capture has between SIGTERM and SIGKILL.
@@ -39,6 +44,9 @@ func (c Config) withDefaults() Config {
 	if c.TcpdumpPath == "" {
 		c.TcpdumpPath = DefaultTcpdump
 	}
+	if c.NetNSDir == "" {
+		c.NetNSDir = DefaultNetNSDir
+	}
 	if c.OpenTimeout <= 0 {
 		c.OpenTimeout = DefaultOpenTimeout
 	}
@@ -48,30 +56,17 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Args returns the argv that captures t with o, given the binaries' paths:
+// Args returns the argv that captures with o in the network namespace file netns, given the
+// binaries' paths:
 //
-//	nsenter -t <pid> -n tcpdump -i any -U --immediate-mode -Z root -s <snaplen> -w - [-- <filter>]
+//	nsenter --net=<netns> tcpdump -i any -U --immediate-mode -Z root -s <snaplen> -w - [-- <filter>]
 //
-// A Target with a PID enters that process' network namespace; one with only a NetNSPath
-// uses `nsenter --net=<path>`. When both are set the PID wins: the agent runs with hostPID,
-// so /proc/<pid>/ns/net is always visible to it, while a runtime's netns path (under
-// /var/run/netns on the host) is visible only if that directory is mounted into the
-// agent's container. The filter is one argv element after "--", so it can never be taken
-// for an option.
-func Args(nsenter, tcpdump string, t capture.Target, o capture.SourceOptions) ([]string, error) {
-	args := []string{nsenter}
-	switch {
-	case t.PID < 0:
-		return nil, fmt.Errorf("target pid %d: negative", t.PID)
-	case t.PID > 0:
-		args = append(args, "-t", strconv.Itoa(t.PID), "-n")
-	case t.NetNSPath != "":
-		if !filepath.IsAbs(t.NetNSPath) || filepath.Clean(t.NetNSPath) != t.NetNSPath {
-			return nil, fmt.Errorf("target netns path %q: not a clean absolute path", t.NetNSPath)
-		}
-		args = append(args, "--net="+t.NetNSPath)
-	default:
-		return nil, errors.New("target has neither a pid nor a netns path")
+// The engine passes /proc/self/fd/3: the namespace file it opened and checked, inherited by
+// nsenter (see Engine.open). The filter is one argv element after "--", so it can never be
+// taken for an option.
+func Args(nsenter, tcpdump, netns string, o capture.SourceOptions) ([]string, error) {
+	if !filepath.IsAbs(netns) || filepath.Clean(netns) != netns {
+		return nil, fmt.Errorf("netns path %q: not a clean absolute path", netns)
 	}
 	snaplen := o.Snaplen
 	if snaplen == 0 {
@@ -83,10 +78,29 @@ func Args(nsenter, tcpdump string, t capture.Target, o capture.SourceOptions) ([
 	if strings.ContainsRune(o.Filter, 0) {
 		return nil, errors.New("filter contains NUL")
 	}
-	args = append(args, tcpdump, "-i", "any", "-U", "--immediate-mode", "-Z", "root",
-		"-s", strconv.Itoa(snaplen), "-w", "-")
+	args := []string{nsenter, "--net=" + netns, tcpdump, "-i", "any", "-U", "--immediate-mode", "-Z", "root",
+		"-s", strconv.Itoa(snaplen), "-w", "-"}
 	if o.Filter != "" {
 		args = append(args, "--", o.Filter)
 	}
 	return args, nil
+}
+
+// ErrNetNSPath refuses a network namespace path from the runtime that is not a file directly
+// or indirectly under Config.NetNSDir.
+var ErrNetNSPath = errors.New("netns path not under the netns directory")
+
+// netnsName returns path relative to dir, the directory the runtime pins network namespaces
+// in, or ErrNetNSPath: path must be clean and absolute (no "..", no "//") and name something
+// below dir, not dir itself. It is only the lexical half of the confinement: the file is then
+// opened inside an os.Root of dir, so that no symbolic link leads out of it either.
+func netnsName(dir, path string) (string, error) {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return "", fmt.Errorf("%w: %q is not a clean absolute path", ErrNetNSPath, path)
+	}
+	rel, err := filepath.Rel(dir, path)
+	if err != nil || rel == "." || !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("%w: %q is not under %s (set --netns-dir to where the runtime pins network namespaces)", ErrNetNSPath, path, dir)
+	}
+	return rel, nil
 }

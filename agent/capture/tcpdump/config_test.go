@@ -1,6 +1,7 @@
 package tcpdump
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -12,43 +13,37 @@ func TestArgs(t *testing.T) {
 	common := []string{"/t", "-i", "any", "-U", "--immediate-mode", "-Z", "root"}
 	for _, tc := range []struct {
 		name    string
-		target  capture.Target
+		netns   string
 		opts    capture.SourceOptions
 		want    []string // nil: error
 		wantErr string
 	}{
 		{
-			name:   "pid",
-			target: capture.Target{PID: 42},
-			want:   slices.Concat([]string{"/n", "-t", "42", "-n"}, common, []string{"-s", "262144", "-w", "-"}),
+			name:  "defaults",
+			netns: "/proc/self/fd/3",
+			want:  slices.Concat([]string{"/n", "--net=/proc/self/fd/3"}, common, []string{"-s", "262144", "-w", "-"}),
 		},
 		{
-			name:   "netns path, snaplen, filter",
-			target: capture.Target{NetNSPath: "/var/run/netns/cni-1"},
-			opts:   capture.SourceOptions{Snaplen: 128, Filter: "tcp port 80"},
-			want:   slices.Concat([]string{"/n", "--net=/var/run/netns/cni-1"}, common, []string{"-s", "128", "-w", "-", "--", "tcp port 80"}),
+			name:  "snaplen, filter",
+			netns: "/var/run/netns/cni-1",
+			opts:  capture.SourceOptions{Snaplen: 128, Filter: "tcp port 80"},
+			want:  slices.Concat([]string{"/n", "--net=/var/run/netns/cni-1"}, common, []string{"-s", "128", "-w", "-", "--", "tcp port 80"}),
 		},
 		{
-			name:   "pid wins over netns path",
-			target: capture.Target{PID: 7, NetNSPath: "/var/run/netns/x"},
-			want:   slices.Concat([]string{"/n", "-t", "7", "-n"}, common, []string{"-s", "262144", "-w", "-"}),
+			name:  "filter that looks like an option stays one operand",
+			netns: "/proc/self/fd/3",
+			opts:  capture.SourceOptions{Filter: "-w /etc/passwd"},
+			want:  slices.Concat([]string{"/n", "--net=/proc/self/fd/3"}, common, []string{"-s", "262144", "-w", "-", "--", "-w /etc/passwd"}),
 		},
-		{
-			name:   "filter that looks like an option stays one operand",
-			target: capture.Target{PID: 7},
-			opts:   capture.SourceOptions{Filter: "-w /etc/passwd"},
-			want:   slices.Concat([]string{"/n", "-t", "7", "-n"}, common, []string{"-s", "262144", "-w", "-", "--", "-w /etc/passwd"}),
-		},
-		{name: "no target", wantErr: "neither"},
-		{name: "negative pid", target: capture.Target{PID: -1}, wantErr: "negative"},
-		{name: "relative netns path", target: capture.Target{NetNSPath: "netns/x"}, wantErr: "absolute"},
-		{name: "unclean netns path", target: capture.Target{NetNSPath: "/var/run/netns/../x"}, wantErr: "absolute"},
-		{name: "snaplen too big", target: capture.Target{PID: 1}, opts: capture.SourceOptions{Snaplen: 262145}, wantErr: "snaplen"},
-		{name: "negative snaplen", target: capture.Target{PID: 1}, opts: capture.SourceOptions{Snaplen: -1}, wantErr: "snaplen"},
-		{name: "NUL in filter", target: capture.Target{PID: 1}, opts: capture.SourceOptions{Filter: "tcp\x00"}, wantErr: "NUL"},
+		{name: "no netns", wantErr: "absolute"},
+		{name: "relative netns path", netns: "netns/x", wantErr: "absolute"},
+		{name: "unclean netns path", netns: "/var/run/netns/../x", wantErr: "absolute"},
+		{name: "snaplen too big", netns: "/x", opts: capture.SourceOptions{Snaplen: 262145}, wantErr: "snaplen"},
+		{name: "negative snaplen", netns: "/x", opts: capture.SourceOptions{Snaplen: -1}, wantErr: "snaplen"},
+		{name: "NUL in filter", netns: "/x", opts: capture.SourceOptions{Filter: "tcp\x00"}, wantErr: "NUL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Args("/n", "/t", tc.target, tc.opts)
+			got, err := Args("/n", "/t", tc.netns, tc.opts)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("Args() = %q, %v; want error with %q", got, err, tc.wantErr)
@@ -57,6 +52,45 @@ func TestArgs(t *testing.T) {
 			}
 			if err != nil || !slices.Equal(got, tc.want) {
 				t.Fatalf("Args() = %q, %v\nwant %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// The runtime's netns path is accepted only below the netns directory: hostile or broken
+// paths are refused before anything is opened.
+func TestNetNSName(t *testing.T) {
+	const dir = "/var/run/netns"
+	for _, tc := range []struct {
+		path string
+		want string // "": refused
+	}{
+		{"/var/run/netns/cni-67a80422-641f-358a-d975-3eec84c32efa", "cni-67a80422-641f-358a-d975-3eec84c32efa"},
+		{"/var/run/netns/sub/x", "sub/x"},
+		{"/var/run/netns/..cni", "..cni"},
+		{"/var/run/netns/../../../etc/shadow", ""},
+		{"/var/run/netns/../netns2/x", ""},
+		{"/var/run/netns2/x", ""},
+		{"/var/run/netns", ""},
+		{"/var/run/netns/", ""},
+		{"/var/run/netns/.", ""},
+		{"/var/run/netns//x", ""},
+		{"/proc/1/ns/net", ""},
+		{"/proc/self/ns/net", ""},
+		{"cni-1", ""},
+		{"var/run/netns/cni-1", ""},
+		{"", ""},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			got, err := netnsName(dir, tc.path)
+			if tc.want == "" {
+				if err == nil || !errors.Is(err, ErrNetNSPath) {
+					t.Fatalf("netnsName(%q) = %q, %v; want ErrNetNSPath", tc.path, got, err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("netnsName(%q) = %q, %v; want %q", tc.path, got, err, tc.want)
 			}
 		})
 	}

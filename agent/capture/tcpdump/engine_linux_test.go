@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -157,7 +158,9 @@ func TestCaptureInPodNetns(t *testing.T) {
 		target capture.Target
 	}{
 		{"pid", capture.Target{PID: p.sleeperPID}},
+		{"pid checked against its sandbox's", capture.Target{PID: p.sleeperPID, SandboxPID: sleeperIn(t, p.a)}},
 		{"netns path", capture.Target{NetNSPath: p.aPath()}},
+		{"netns path wins over a pid elsewhere", capture.Target{NetNSPath: p.aPath(), PID: os.Getpid()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Open returns with no traffic at all: tcpdump -U flushes the header at once.
@@ -208,8 +211,9 @@ func TestOpenFails(t *testing.T) {
 		want   string
 	}{
 		{"bad filter", capture.Target{PID: p.sleeperPID}, capture.SourceOptions{Filter: "not-a-filter(("}, "can't parse filter expression"},
-		{"no such pid", capture.Target{PID: n + 1}, capture.SourceOptions{}, fmt.Sprintf("cannot open /proc/%d/ns/net", n+1)},
-		{"no such netns", capture.Target{NetNSPath: p.aPath() + "-gone"}, capture.SourceOptions{}, "cannot open " + p.aPath() + "-gone"},
+		{"no such pid", capture.Target{PID: n + 1}, capture.SourceOptions{}, fmt.Sprintf("open /proc/%d/ns/net: no such file", n+1)},
+		{"no such netns", capture.Target{NetNSPath: p.aPath() + "-gone"}, capture.SourceOptions{}, "open netns " + p.aPath() + "-gone: "},
+		{"netns path outside the netns dir", capture.Target{NetNSPath: "/proc/self/ns/net"}, capture.SourceOptions{}, "not under /var/run/netns"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
@@ -339,30 +343,35 @@ func TestAgentKilledLeavesNoTcpdump(t *testing.T) {
 }
 
 // A target in the node's network namespace (here: the test's own, like the agent's on a
-// node) is refused unless the pod is a hostNetwork pod that may be captured.
+// node) is refused unless the pod is a hostNetwork pod that may be captured, whichever way
+// the target leads there: a PID, a pinned file, or the runtime saying so (NodeNetwork).
 func TestNodeNetnsRefusedUnlessHostNetwork(t *testing.T) {
 	needRoot(t)
-	e := newEngine(t)
-	self := capture.Target{PID: os.Getpid()}
-	if src, err := e.Open(context.Background(), self, capture.SourceOptions{Filter: "icmp"}); !errors.Is(err, tcpdump.ErrNodeNetwork) {
-		if err == nil {
-			src.Close()
-		}
-		t.Fatalf("Open in the node's network namespace: %v, want ErrNodeNetwork", err)
+	dir := t.TempDir()
+	pin(t, "/proc/self/ns/net", filepath.Join(dir, "node"))
+	e, err := tcpdump.New(tcpdump.Config{NetNSDir: dir})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if src, err := e.Open(context.Background(), capture.Target{NetNSPath: "/proc/self/ns/net"}, capture.SourceOptions{}); !errors.Is(err, tcpdump.ErrNodeNetwork) {
-		if err == nil {
-			src.Close()
+	for _, target := range []capture.Target{
+		{PID: os.Getpid()},
+		{NetNSPath: filepath.Join(dir, "node")},
+		{NodeNetwork: true, PID: os.Getpid()},
+	} {
+		if src, err := e.Open(context.Background(), target, capture.SourceOptions{Filter: "icmp"}); !errors.Is(err, tcpdump.ErrNodeNetwork) {
+			if err == nil {
+				src.Close()
+			}
+			t.Fatalf("Open(%+v) in the node's network namespace: %v, want ErrNodeNetwork", target, err)
 		}
-		t.Fatalf("Open by the node's netns path: %v, want ErrNodeNetwork", err)
-	}
-	src := open(t, e, context.Background(), self, capture.SourceOptions{Filter: "icmp", HostNetwork: true})
-	if err := src.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
+		src := open(t, e, context.Background(), target, capture.SourceOptions{Filter: "icmp", HostNetwork: true})
+		if err := src.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
 	}
 	// a pod's own namespace is fine
 	p := newNetnsPair(t)
-	src = open(t, e, context.Background(), capture.Target{PID: p.sleeperPID}, capture.SourceOptions{Filter: "icmp"})
+	src := open(t, e, context.Background(), capture.Target{PID: p.sleeperPID}, capture.SourceOptions{Filter: "icmp"})
 	if err := src.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

@@ -1,10 +1,13 @@
 package tcpdump_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -13,6 +16,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/tcpdump"
 )
 
 // netnsPair is two network namespaces joined by a veth, with a long-lived process in A.
@@ -51,26 +57,63 @@ func newNetnsPair(t *testing.T) *netnsPair {
 		ipCmd(t, "-n", c.ns, "link", "set", "lo", "up")
 	}
 
-	sleeper := exec.Command("ip", "netns", "exec", p.a, "sleep", "300")
+	p.sleeperPID = sleeperIn(t, p.a)
+	return p
+}
+
+// sleeperIn starts a long-lived process in the named network namespace and returns its PID
+// once it is in there; t.Cleanup kills it (before the namespaces are deleted). It is started
+// from a goroutine locked to its thread until then: Pdeathsig follows the forking thread, and
+// the runtime ends threads (icmpConnIn's goroutines exit locked), which would kill it early.
+func sleeperIn(t *testing.T, ns string) int {
+	t.Helper()
+	started, done := make(chan error, 1), make(chan struct{})
+	sleeper := exec.Command("ip", "netns", "exec", ns, "sleep", "300")
 	sleeper.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := sleeper.Start(); err != nil {
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := sleeper.Start()
+		started <- err
+		if err == nil {
+			_ = sleeper.Wait()
+		}
+		<-done
+	}()
+	if err := <-started; err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { // runs before the namespaces are deleted
+	t.Cleanup(func() {
 		_ = sleeper.Process.Kill()
-		_ = sleeper.Wait()
+		close(done)
 	})
-	p.sleeperPID = sleeper.Process.Pid
+	pid := sleeper.Process.Pid
 	// ip execs sleep after entering the namespace: wait until the process is in it.
-	want, err := os.Stat(p.aPath())
+	want, err := os.Stat("/var/run/netns/" + ns)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "sleeper to enter "+p.a, func() bool {
-		got, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", p.sleeperPID))
+	waitFor(t, 5*time.Second, "sleeper to enter "+ns, func() bool {
+		got, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", pid))
 		return err == nil && os.SameFile(got, want)
 	})
-	return p
+	return pid
+}
+
+// pin bind-mounts the namespace file src onto a new file dst, as runtimes pin namespaces;
+// t.Cleanup unmounts it.
+func pin(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind %s on %s: %v", src, dst, err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dst, unix.MNT_DETACH) })
 }
 
 func ipCmd(t *testing.T, args ...string) {
@@ -137,4 +180,71 @@ func processState(pid int) string {
 		return s[i+2 : i+3]
 	}
 	return "?"
+}
+
+// A PID target is entered only if its network namespace is its sandbox's: a container PID
+// reused by a process of another pod (here: a process in B, the sandbox's in A) is refused.
+func TestPIDInAnotherNetnsThanItsSandboxRefused(t *testing.T) {
+	needRoot(t)
+	e := newEngine(t)
+	p := newNetnsPair(t)
+	reused := sleeperIn(t, p.b)
+	src, err := e.Open(context.Background(), capture.Target{PID: reused, SandboxPID: p.sleeperPID}, capture.SourceOptions{})
+	if !errors.Is(err, tcpdump.ErrWrongNetNS) {
+		if err == nil {
+			src.Close()
+		}
+		t.Fatalf("Open of a pid outside its sandbox's netns: %v, want ErrWrongNetNS", err)
+	}
+	// the same pid with its own sandbox is fine
+	s := open(t, e, context.Background(), capture.Target{PID: reused, SandboxPID: sleeperIn(t, p.b)}, capture.SourceOptions{})
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+// A runtime's netns path is entered only if it is a network namespace file inside the netns
+// directory: nothing leads out of it (.., symbolic links), and a file there that is not a
+// network namespace (a pin that did not propagate into the agent's mount namespace is an
+// empty file; another namespace type) is refused before nsenter runs.
+func TestNetNSPathChecked(t *testing.T) {
+	needRoot(t)
+	p := newNetnsPair(t)
+	dir := t.TempDir()
+	e, err := tcpdump.New(tcpdump.Config{NetNSDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin(t, p.aPath(), filepath.Join(dir, "sub", "a"))
+	pin(t, "/proc/self/ns/uts", filepath.Join(dir, "uts"))
+	if err := os.WriteFile(filepath.Join(dir, "unpinned"), nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(p.bPath(), filepath.Join(dir, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{filepath.Join(dir, "escape"), "escapes"},
+		{dir + "/sub/../../" + filepath.Base(dir) + "/sub/a", "not a clean absolute path"},
+		{p.aPath(), "not under " + dir},
+		{filepath.Join(dir, "unpinned"), "not a namespace file"},
+		{filepath.Join(dir, "uts"), "not a network namespace"},
+		{filepath.Join(dir, "gone"), "no such file"},
+	} {
+		t.Run(filepath.Base(tc.path), func(t *testing.T) {
+			src, err := e.Open(context.Background(), capture.Target{NetNSPath: tc.path}, capture.SourceOptions{})
+			if err == nil {
+				src.Close()
+				t.Fatalf("Open(%s) succeeded", tc.path)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open(%s): %v, want %q", tc.path, err, tc.want)
+			}
+		})
+	}
+	t.Run("pinned netns inside the dir", func(t *testing.T) {
+		src := open(t, e, context.Background(), capture.Target{NetNSPath: filepath.Join(dir, "sub", "a")}, capture.SourceOptions{Filter: "icmp"})
+		ping(t, p)
+		awaitEcho(t, src, p)
+	})
 }

@@ -1,8 +1,8 @@
 // Package critest is an in-memory CRI runtime service for tests. It serves, over a real gRPC
 // server on a unix socket, the calls podcap's CRI client makes: Version, ListPodSandbox,
 // PodSandboxStatus, ListContainers and ContainerStatus, with the runtime's filtering (id,
-// state, sandbox, labels) and verbose "info" documents in containerd's shape unless a test
-// supplies its own. Everything else answers Unimplemented.
+// state, sandbox, labels) and verbose "info" documents in containerd's or CRI-O's shape
+// (Sandbox.Shape) unless a test supplies its own. Everything else answers Unimplemented.
 package critest
 
 import (
@@ -31,6 +31,18 @@ const (
 	LabelContainerName = "io.kubernetes.container.name"
 )
 
+// Shape is the runtime whose verbose "info" documents the fake builds.
+type Shape int
+
+const (
+	// Containerd (containerd 1.6+): a sandbox's spec names its pinned netns file (none for
+	// a hostNetwork pod, NetNSPath ""), a container's names /proc/<sandbox pid>/ns/net.
+	Containerd Shape = iota
+	// CRIO (CRI-O with drop_infra_ctr, its default): a sandbox has no "pid" (unless PID is
+	// set: an infra container), and its containers' specs name the sandbox's pinned netns file.
+	CRIO
+)
+
 // Sandbox is a pod sandbox as the fake runtime holds it.
 type Sandbox struct {
 	ID                   string
@@ -38,9 +50,10 @@ type Sandbox struct {
 	State                runtimeapi.PodSandboxState
 	CreatedAt            int64 // nanoseconds, as CRI reports it
 	PID                  int
-	NetNSPath            string
-	// Info is the verbose "info" document returned as is; "" builds one in containerd's
-	// shape from PID and NetNSPath.
+	NetNSPath            string // "": a hostNetwork sandbox (no network namespace in its spec)
+	Shape                Shape
+	// Info is the verbose "info" document returned as is; "" builds one in Shape's shape
+	// from PID and NetNSPath.
 	Info string
 }
 
@@ -174,7 +187,7 @@ func (r *Runtime) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandbox
 	if req.GetVerbose() {
 		info := s.Info
 		if info == "" {
-			info = containerdInfo(s.PID, s.NetNSPath)
+			info = verboseInfo(s.Shape == CRIO && s.PID == 0, s.PID, s.NetNSPath)
 		}
 		resp.Info = map[string]string{"info": info}
 	}
@@ -223,11 +236,14 @@ func (r *Runtime) ContainerStatus(_ context.Context, req *runtimeapi.ContainerSt
 		info := c.Info
 		if info == "" {
 			sb := r.sandboxes[c.SandboxID]
-			netns := ""
-			if sb.PID > 0 {
-				netns = "/proc/" + strconv.Itoa(sb.PID) + "/ns/net" // what containerd puts in a container's spec
+			netns := sb.NetNSPath // CRI-O: the pinned file
+			if sb.Shape == Containerd {
+				netns = ""
+				if sb.PID > 0 {
+					netns = "/proc/" + strconv.Itoa(sb.PID) + "/ns/net"
+				}
 			}
-			info = containerdInfo(c.PID, netns)
+			info = verboseInfo(false, c.PID, netns)
 		}
 		resp.Info = map[string]string{"info": info}
 	}
@@ -271,16 +287,18 @@ func matches(selector, labels map[string]string) bool {
 	return true
 }
 
-// containerdInfo builds the part of containerd's verbose info that matters to podcap.
-func containerdInfo(pid int, netns string) string {
+// verboseInfo builds the part of a runtime's verbose info that matters to podcap: "pid"
+// (left out when noPID) and the spec's namespaces, with a network one when netns is set.
+func verboseInfo(noPID bool, pid int, netns string) string {
 	ns := []map[string]string{{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}}
 	if netns != "" {
 		ns = append(ns, map[string]string{"type": "network", "path": netns})
 	}
-	b, err := json.Marshal(map[string]any{
-		"pid":         pid,
-		"runtimeSpec": map[string]any{"linux": map[string]any{"namespaces": ns}},
-	})
+	doc := map[string]any{"runtimeSpec": map[string]any{"linux": map[string]any{"namespaces": ns}}}
+	if !noPID {
+		doc["pid"] = pid
+	}
+	b, err := json.Marshal(doc)
 	if err != nil {
 		panic(err) // a map of strings and ints always marshals
 	}

@@ -2,9 +2,10 @@
 # capcheck.sh: prove on a real local cluster that the agent container's securityContext in
 # deploy/ (as `kubectl kustomize deploy/` renders it) is enough for the capture command and
 # that every capability it adds is needed. For the manifest's set, and for the set less each
-# capability in turn, a pod with that securityContext (hostPID, hostNetwork, the CRI socket dir
-# and a capture dir mounted, the agent image) runs what the agent runs:
-#   nsenter -n -t <pid> tcpdump -i any -U --immediate-mode -Z root -c 5 -w - > /captures/<v>.pcap
+# capability in turn, a pod with that securityContext (hostNetwork, no hostPID, the CRI socket
+# dir, containerd's netns dir and a capture dir mounted, the agent image) runs what the agent
+# runs:
+#   nsenter --net=<the sandbox's pinned netns> tcpdump -i any -U --immediate-mode -Z root -c 5 -w - > /captures/<v>.pcap
 # against a root workload with the runtime's default capabilities, and opens the network
 # namespace of a uid-1000 workload. The full set must capture 5 packets; each reduced set must
 # fail (the error it gives is printed: deploy/daemonset.yaml quotes them).
@@ -90,7 +91,6 @@ apiVersion: v1
 kind: Pod
 metadata: {name: $(podname "$v"), namespace: default}
 spec:
-  hostPID: true
   hostNetwork: true
   terminationGracePeriodSeconds: 1
   containers:
@@ -101,22 +101,25 @@ spec:
     securityContext: $sc
     volumeMounts:
     - {name: cri, mountPath: $CRI_DIR}
+    - {name: netns, mountPath: $NETNS_DIR, readOnly: true, mountPropagation: HostToContainer}
     - {name: captures, mountPath: /captures}
   volumes:
   - {name: cri, hostPath: {path: $CRI_DIR, type: Directory}}
+  - {name: netns, hostPath: {path: $NETNS_DIR, type: Directory}}
   - {name: captures, hostPath: {path: $CAPS, type: DirectoryOrCreate}}
 EOF_P
 done
 k wait pods --all --for=condition=Ready --timeout=120s >/dev/null
 
-pid_of() {
-  local cid
-  cid=$("${CRICTL[@]}" ps -q --state running --label "io.kubernetes.pod.name=$1" --name '^app$' 2>/dev/null)
-  "${CRICTL[@]}" inspect -o go-template --template '{{.info.pid}}' "$cid" 2>/dev/null
+netns_of() { # pod name -> its sandbox's pinned network namespace file
+  local sb
+  sb=$("${CRICTL[@]}" pods -q --state ready --label "io.kubernetes.pod.name=$1" 2>/dev/null)
+  "${CRICTL[@]}" inspectp -o go-template \
+    --template '{{range .info.runtimeSpec.linux.namespaces}}{{if eq .type "network"}}{{.path}}{{end}}{{end}}' "$sb" 2>/dev/null
 }
-PID=$(pid_of target-root)
-PID2=$(pid_of target-user)
-if [ -z "$PID" ] || [ -z "$PID2" ]; then fail "no workload PIDs"; fi
+NS1=$(netns_of target-root)
+NS2=$(netns_of target-user)
+if [ -z "$NS1" ] || [ -z "$NS2" ]; then fail "no workload network namespaces"; fi
 
 bad=0
 for v in "${variants[@]}"; do
@@ -125,11 +128,11 @@ for v in "${variants[@]}"; do
   rm -f "$CAPS/$pod.pcap"
   rc=0
   # /usr/bin/nsenter: util-linux, as the agent runs it (busybox's sh would prefer its own applet)
-  k exec "$pod" -- sh -c "timeout 20 /usr/bin/nsenter -n -t $PID tcpdump -i any -U --immediate-mode -Z root -c 5 -w - >/captures/$pod.pcap" \
+  k exec "$pod" -- sh -c "timeout 20 /usr/bin/nsenter --net=$NS1 tcpdump -i any -U --immediate-mode -Z root -c 5 -w - >/captures/$pod.pcap" \
     >"$WORK/$pod.log" 2>&1 || rc=$?
   n=$( { tcpdump -nn -r "$CAPS/$pod.pcap" 2>/dev/null || true; } | wc -l)
   ns=0
-  k exec "$pod" -- /usr/bin/nsenter -n -t "$PID2" true >>"$WORK/$pod.log" 2>&1 || ns=$?
+  k exec "$pod" -- /usr/bin/nsenter --net="$NS2" true >>"$WORK/$pod.log" 2>&1 || ns=$?
   grep -vE '^(tcpdump: (data link type|listening on)|[0-9]+ packets (captured|received|dropped))' "$WORK/$pod.log" | sed 's/^/    /' || true
   echo "    capture rc=$rc packets=$n; netns of the uid-1000 pod rc=$ns"
   if [ "$v" = all ]; then
