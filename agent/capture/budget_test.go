@@ -19,19 +19,22 @@ import (
 )
 
 // budgetSpec is a policy capture whose worst case is exactly known: files of 100,000 bytes
-// at snaplen 128.
+// at snaplen 128, and 4 KiB for its capture.json.
 func budgetSpec(pod string, files int) capture.Spec {
 	s := policySpec(pod, 0)
 	s.Files, s.FileSize, s.Snaplen = files, 100_000, 128
 	return s
 }
 
+// reserve is what budgetSpec(_, files) reserves.
+func reserve(files int) int64 { return capture.WorstCaseBytes(files, 100_000, 128) + 4096 }
+
 // Running captures reserve their worst case against the node's byte budget: what does not
 // fit waits with an Event and a metric and starts when a capture ends; what can never fit is
 // refused.
 func TestCapturesReserveTheirWorstCase(t *testing.T) {
 	f := newParts(t, nil)
-	one := capture.WorstCaseBytes(2, 100_000, 128)
+	one := reserve(2)
 	cfg := f.config(8)
 	cfg.Retention.MaxBytes = 2*one + one/2 // two fit, a third does not
 	f.m = runManager(t, cfg)
@@ -65,7 +68,7 @@ func TestCapturesReserveTheirWorstCase(t *testing.T) {
 func TestSmallerCaptureStartsPastOneWaitingForRoom(t *testing.T) {
 	f := newParts(t, nil)
 	cfg := f.config(8)
-	cfg.Retention.MaxBytes = capture.WorstCaseBytes(3, 100_000, 128)
+	cfg.Retention.MaxBytes = reserve(2) + reserve(1)
 	f.m = runManager(t, cfg)
 	for _, pod := range []string{"a", "big", "small"} {
 		f.res.Set("default", pod, capture.Target{PID: 1})
@@ -90,7 +93,7 @@ func TestNewCaptureEvictsFinishedFilesForItsReservation(t *testing.T) {
 		return capturetest.NewSource(layers.LinkTypeLinuxSLL2, 128, pkt(100), pkt(100)).Hold()
 	})
 	cfg := f.config(8)
-	one := capture.WorstCaseBytes(2, 100_000, 128)
+	one := reserve(2)
 	cfg.Retention.MaxBytes = one + 100 // one capture's worst case, and a little
 	cfg.Retention.Interval = time.Hour // no periodic sweep: what happens is the reservation's doing
 	f.m = runManager(t, cfg)

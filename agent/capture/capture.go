@@ -83,13 +83,21 @@ func (s Spec) snaplen() int {
 	return s.Snaplen
 }
 
-// worstCase is what the capture's ring may hold on disk.
+// sessionMetaReserve is what a non-manual capture reserves for its capture.json beside the
+// ring (a few hundred bytes; a reason and a filter at their caps stay under it).
+const sessionMetaReserve = 4096
+
+// worstCase is what the capture's files may hold on disk.
 func (s Spec) worstCase() int64 {
 	size := s.FileSize
 	if size <= 0 {
 		size = DefaultFileSize
 	}
-	return WorstCaseBytes(s.Files, size, s.snaplen())
+	n := WorstCaseBytes(s.Files, size, s.snaplen())
+	if s.Source != SourceManual {
+		n += sessionMetaReserve
+	}
+	return n
 }
 
 // sameCapture reports whether o asks for the capture s describes: everything but the

@@ -138,16 +138,16 @@ func TestConcurrencyCap(t *testing.T) {
 	waitPackets(t, a, first, "capture-first.pcap")
 	annotate(t, c, second, "1")
 	waitEvent(t, c, second, corev1.EventTypeWarning, "CaptureQueued", "--max-concurrent-captures")
-	if v := metric(t, a, "podcap_captures_queued"); v != 1 {
-		t.Errorf("podcap_captures_queued = %v, want 1", v)
+	if v := metric(t, a, `podcap_captures_queued{reason="concurrency"}`); v != 1 {
+		t.Errorf(`podcap_captures_queued{reason="concurrency"} = %v, want 1`, v)
 	}
 	if !gone(podDir(a, second)) {
 		t.Fatal("the queued capture already writes files")
 	}
 	unannotate(t, c, first)
 	waitPackets(t, a, second, "capture-second.pcap")
-	if v := metric(t, a, "podcap_captures_queued"); v != 0 {
-		t.Errorf("podcap_captures_queued = %v, want 0", v)
+	if v := metric(t, a, `podcap_captures_queued{reason="concurrency"}`); v != 0 {
+		t.Errorf(`podcap_captures_queued{reason="concurrency"} = %v, want 0`, v)
 	}
 }
 

@@ -365,8 +365,8 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 	}
 
 	// retention: a node budget that holds one capture's worst case (rules/labels.rego's ring)
-	// and little more: the next capture's reservation evicts a finished one at once
-	b2 := startAgent(t, c, "--policy-dir="+rules, fmt.Sprintf("--retention-max-bytes=%d", labelsWorstCase+4096))
+	// and 16 bytes more: the next capture's reservation evicts a finished one at once
+	b2 := startAgent(t, c, "--policy-dir="+rules, fmt.Sprintf("--retention-max-bytes=%d", labelsWorstCase+16))
 	labelled := runningPod(t, c, "policy-retention", "web", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}})
 	session := policySession(t, b2, labelled)
 	waitPackets(t, b2, labelled, filepath.Join(filepath.Base(session), "capture-web.pcap0")) // a capture with data ends
@@ -396,8 +396,8 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 
 // labelsWorstCase is what a capture of rules/labels.rego (5 files of 1,000,000 bytes, default
 // snaplen 262144) reserves of the node's byte budget: each file may pass its size by one
-// record (16-byte header and a whole packet).
-const labelsWorstCase = 5 * (1_000_000 + 16 + 262144)
+// record (16-byte header and a whole packet), and 4 KiB for its capture.json.
+const labelsWorstCase = 5*(1_000_000+16+262144) + 4096
 
 // TestRunningCapturesStayWithinTheByteBudget: five policy captures of 5 × 1 MB under a 20 MB
 // budget: three reserve their worst case and run, two wait with an Event and a metric, and
