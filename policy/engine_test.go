@@ -15,7 +15,9 @@ import (
 func newTestEngine(t *testing.T, dir string) *Engine {
 	t.Helper()
 	logger, _ := ktesting.NewTestContext(t)
-	e, err := New(Options{Dir: dir, Logger: logger})
+	// tests of what rules decide, not of the bound: a loaded machine under -race may take
+	// longer than DefaultEvalTimeout
+	e, err := New(Options{Dir: dir, Logger: logger, EvalTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -193,7 +193,9 @@ func TestConcurrentDecideDuringReload(t *testing.T) {
 	writeFiles(t, dir, map[string]string{"p.rego": reasonPolicy("a")})
 	logger, _ := ktesting.NewTestContext(t)
 	var changes atomic.Int32
-	e, err := New(Options{Dir: dir, Logger: logger, OnChange: func(string) { changes.Add(1) }})
+	// a generous evaluation bound: four deciders and a reloader on a loaded CI machine under
+	// -race took more than the 1 s default (what this test checks is the swap, not the bound)
+	e, err := New(Options{Dir: dir, Logger: logger, EvalTimeout: time.Minute, OnChange: func(string) { changes.Add(1) }})
 	must(t, err)
 	versions := map[string]string{e.Version(): "a"}
 	writeFiles(t, dir, map[string]string{"p.rego": reasonPolicy("b")})
