@@ -83,7 +83,7 @@ func (m *Manager) makeRoom() {
 // spaceCheck returns the ring's BeforeCreate check: the file system of the capture directory
 // must keep MinFreeBytes free after the ring file s may write next.
 func (m *Manager) spaceCheck(s Spec) func() error {
-	need := WorstCaseBytes(1, s.FileSize, s.snaplen())
+	need := WorstCaseBytes(1, s.fileSize(), s.snaplen())
 	return func() error {
 		var st unix.Statfs_t
 		if err := unix.Statfs(m.cfg.Dir, &st); err != nil {

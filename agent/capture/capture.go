@@ -87,13 +87,16 @@ func (s Spec) snaplen() int {
 // ring (a few hundred bytes; a reason and a filter at their caps stay under it).
 const sessionMetaReserve = 4096
 
+func (s Spec) fileSize() int64 {
+	if s.FileSize <= 0 {
+		return DefaultFileSize
+	}
+	return s.FileSize
+}
+
 // worstCase is what the capture's files may hold on disk.
 func (s Spec) worstCase() int64 {
-	size := s.FileSize
-	if size <= 0 {
-		size = DefaultFileSize
-	}
-	n := WorstCaseBytes(s.Files, size, s.snaplen())
+	n := WorstCaseBytes(s.Files, s.fileSize(), s.snaplen())
 	if s.Source != SourceManual {
 		n += sessionMetaReserve
 	}
