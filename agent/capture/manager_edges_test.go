@@ -187,6 +187,7 @@ func TestMaxDurationCountsFromTheStart(t *testing.T) {
 	clk.Step(400 * time.Millisecond) // longer than max_duration in the queue
 	f.m.Stop("default", "a")
 	eventually(t, "web running", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
+	clk.awaitTimers(t, 1)
 	// the policy keeps deciding the same: the capture still ends 300 ms after it started
 	for range 3 {
 		ensure(t, f.m, s)

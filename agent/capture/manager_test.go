@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/utils/clock"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/podcap/podcap/agent/capture"
@@ -102,11 +104,32 @@ func (f *fixture) config(maxConcurrent int) capture.Config {
 	}
 }
 
+// timerClock is a fake clock that counts its timers. A running capture's only timers are
+// its deadline's (max_duration; Pump's stop bound comes once it stops); a test waits for a
+// deadline's timer before it steps the clock past it: a timer made after the step would
+// count its duration from the stepped time.
+type timerClock struct {
+	*testingclock.FakeClock
+	timers atomic.Int32
+}
+
+func (c *timerClock) NewTimer(d time.Duration) clock.Timer {
+	t := c.FakeClock.NewTimer(d)
+	c.timers.Add(1)
+	return t
+}
+
+// awaitTimers waits until the manager made n deadline timers.
+func (c *timerClock) awaitTimers(t *testing.T, n int32) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d deadline timers", n), func() bool { return c.timers.Load() >= n })
+}
+
 // newClockFixture is newFixture whose manager runs on a fake clock that the test steps.
-func newClockFixture(t *testing.T, maxConcurrent int) (*fixture, *testingclock.FakeClock) {
+func newClockFixture(t *testing.T, maxConcurrent int) (*fixture, *timerClock) {
 	t.Helper()
 	f := newParts(t, nil)
-	clk := testingclock.NewFakeClock(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
+	clk := &timerClock{FakeClock: testingclock.NewFakeClock(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))}
 	cfg := f.config(maxConcurrent)
 	cfg.Clock = clk
 	f.m = runManager(t, cfg)

@@ -65,6 +65,7 @@ func TestPolicyCaptureExpiresAfterMaxDuration(t *testing.T) {
 	f.res.Set("default", "web", capture.Target{PID: 42})
 	ensure(t, f.m, policySpec("web", 100*time.Millisecond))
 	eventually(t, "running", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
+	clk.awaitTimers(t, 1)
 	clk.Step(99 * time.Millisecond)
 	if p := phase(f.m, "default", "web"); p != capture.PhaseRunning {
 		t.Fatalf("phase %s before max_duration passed", p)
@@ -93,8 +94,10 @@ func TestPolicyDeadlineMovesWithoutRestart(t *testing.T) {
 	f.res.Set("default", "web", capture.Target{PID: 42})
 	ensure(t, f.m, policySpec("web", 300*time.Millisecond))
 	eventually(t, "running", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
+	clk.awaitTimers(t, 1)
 	clk.Step(100 * time.Millisecond)
 	ensure(t, f.m, policySpec("web", time.Hour)) // the policy now says: an hour from now
+	clk.awaitTimers(t, 2)                        // the watcher took the new deadline
 	clk.Step(time.Hour - time.Millisecond)       // well past the first deadline
 	if p := phase(f.m, "default", "web"); p != capture.PhaseRunning {
 		t.Fatalf("phase %s an hour after the first deadline: the moved deadline was not kept", p)
