@@ -154,29 +154,39 @@ func bigPackets(n int) func(capture.Target, capture.SourceOptions) *capturetest.
 	}
 }
 
-// On a small file system, a ring stops before a file could take the free space under
-// --min-free-bytes, and says so in a CaptureFailed Event counted as a files failure.
-func TestRingStopsAtTheFreeSpaceFloor(t *testing.T) {
-	f := newParts(t, bigPackets(2000)) // 2 MB of packets for a 1 MB file system
-	f.dir = tmpfs(t, "size=1m")
+// captureOnTmpfs runs a policy capture of files files of 100,000 bytes, fed packets packets
+// of 1000 bytes, on a tmpfs mounted with opts under a manager keeping minFree bytes free, and
+// waits for its first files failure.
+func captureOnTmpfs(t *testing.T, opts string, minFree int64, packets, files int) *fixture {
+	t.Helper()
+	f := newParts(t, bigPackets(packets))
+	f.dir = tmpfs(t, opts)
 	cfg := f.config(4)
-	cfg.MinFreeBytes = 600_000
+	cfg.MinFreeBytes = minFree
 	f.m = runManager(t, cfg)
 	f.res.Set("default", "web", capture.Target{PID: 1})
-	s := budgetSpec("web", 10)
+	s := budgetSpec("web", files)
 	s.Snaplen = 1500
 	ensure(t, f.m, s)
 	eventually(t, "a files failure", func() bool {
 		return testutil.ToFloat64(f.metrics.CaptureFailures.WithLabelValues(metrics.FailureFiles)) >= 1
 	})
+	return f
+}
+
+// On a small file system, a ring stops before a file could take the free space under
+// --min-free-bytes, and says so in a CaptureFailed Event counted as a files failure.
+func TestRingStopsAtTheFreeSpaceFloor(t *testing.T) {
+	const minFree = 600_000
+	f := captureOnTmpfs(t, "size=1m", minFree, 2000, 10) // 2 MB of packets for a 1 MB file system
 	if n := f.events.count("CaptureFailed: capture stopped writing: create ring file"); n < 1 || !strings.Contains(f.events.String(), "--min-free-bytes") {
 		t.Fatalf("no CaptureFailed Event naming the floor:\n%s", f.events)
 	}
 	if got := testutil.ToFloat64(f.metrics.CaptureFailures.WithLabelValues(metrics.FailureExited)); got != 0 {
 		t.Fatalf("a full disk counted as the process exiting (%v)", got)
 	}
-	if free := freeBytes(t, f.dir); free < cfg.MinFreeBytes {
-		t.Fatalf("%d bytes free, under the floor of %d", free, cfg.MinFreeBytes)
+	if free := freeBytes(t, f.dir); free < minFree {
+		t.Fatalf("%d bytes free, under the floor of %d", free, minFree)
 	}
 	// the files written before the floor was reached are kept
 	if m, _ := filepath.Glob(filepath.Join(f.dir, "default", "web", "policy-*", "capture-web.pcap*")); len(m) < 2 {
@@ -187,19 +197,9 @@ func TestRingStopsAtTheFreeSpaceFloor(t *testing.T) {
 // A file system that is really full (here: out of inodes) ends the capture as a files
 // failure whose Event says the disk is full, not as the capture process exiting.
 func TestFullDiskIsAFilesFailure(t *testing.T) {
-	f := newParts(t, bigPackets(300))
-	// inodes: the root, the namespace's, the pod's and the capture's directories, capture.json
-	// (and its temporary file), the ring's first file; the second file finds none
-	f.dir = tmpfs(t, "size=4m,nr_inodes=7")
-	cfg := f.config(4)
-	f.m = runManager(t, cfg)
-	f.res.Set("default", "web", capture.Target{PID: 1})
-	s := budgetSpec("web", 3)
-	s.Snaplen = 1500
-	ensure(t, f.m, s)
-	eventually(t, "a files failure", func() bool {
-		return testutil.ToFloat64(f.metrics.CaptureFailures.WithLabelValues(metrics.FailureFiles)) >= 1
-	})
+	// a handful of inodes: the directories, capture.json and the ring's first file take them,
+	// and a later ring file finds none (ENOSPC) with plenty of bytes free
+	f := captureOnTmpfs(t, "size=4m,nr_inodes=7", 0, 300, 3)
 	if n := f.events.count("CaptureFailed: the disk is full: cannot write the capture files in"); n < 1 {
 		t.Fatalf("no CaptureFailed Event saying the disk is full:\n%s", f.events)
 	}
