@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -170,12 +171,50 @@ func Decode(r io.Reader, lim Limits) (Notification, error) {
 	var w wireNotification
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&w); err != nil {
-		return Notification{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return Notification{}, fmt.Errorf("%w: %s", ErrInvalid, describeJSONError(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return Notification{}, fmt.Errorf("%w: data after the JSON object", ErrInvalid)
 	}
 	return validate(w, lim)
+}
+
+// describeJSONError says what is wrong with the body in the sender's terms (JSON types and
+// field paths), not encoding/json's (Go types of this package).
+func describeJSONError(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "truncated JSON"
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("malformed JSON at byte %d: %v", syntax.Offset, err)
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			field = "body"
+		}
+		// encoding/json names the path without array indexes; the offset locates the alert.
+		return fmt.Sprintf("%s: JSON %s where %s is expected (byte %d)", field, typ.Value, jsonKind(typ.Type.Kind()), typ.Offset)
+	default:
+		// A time field's own error: "parsing time …".
+		return err.Error()
+	}
+}
+
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.String:
+		return "a string"
+	case reflect.Int:
+		return "an integer"
+	case reflect.Slice:
+		return "an array"
+	default: // struct, map
+		return "an object"
+	}
 }
 
 // validate turns the wire form into a Notification, checking what the package doc promises.
