@@ -12,7 +12,9 @@
 //   - [ErrTooLarge]: the body exceeds [Limits.MaxBodyBytes]; answer 413.
 //   - [ErrInvalid] (and [ErrVersion], which wraps it): malformed JSON, a version other than
 //     "4", a missing or out-of-bounds field; answer 400 with the error's text, which names
-//     the alert by index and the field.
+//     the field and the alert's index (a JSON type error, from encoding/json, gives the
+//     field's path and byte offset instead of the index). The text never echoes more than
+//     64 bytes of a field.
 //   - anything else is the reader's own error (the client went away); not the sender's fault.
 //
 // Alertmanager does not retry a notification answered with a 4xx, so every bound here is
