@@ -30,8 +30,9 @@ import (
 
 // CaptureManager is what the controller needs of the capture manager.
 type CaptureManager interface {
-	// Ensure makes spec the pod's desired capture without blocking; queued reports that the
-	// node's concurrency cap made it wait.
+	// Ensure makes spec the pod's desired capture without blocking; queued reports that it
+	// waits (for a slot or for room under the byte budget: the manager's CaptureQueued Event
+	// says which).
 	Ensure(spec capture.Spec) (queued bool, err error)
 	// Stop ends the pod's capture, if any (a manual capture's files are deleted).
 	Stop(namespace, pod string)

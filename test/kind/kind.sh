@@ -116,18 +116,19 @@ captures_gone() {
   [ -z "$left" ]
 }
 
-# pod_pid NODE: PID of the test pod's container as NODE (and so the hostPID agent) sees it; kind
-# nodes are containers that ship crictl
-pod_pid() {
-  local cid
-  cid=$(docker exec "$1" crictl ps -q --state running --label "io.kubernetes.pod.namespace=$NS" \
-        --label "io.kubernetes.pod.name=$POD" | head -1)
-  [ -n "$cid" ] && docker exec "$1" crictl inspect -o go-template --template '{{.info.pid}}' "$cid"
+# pod_netns NODE: the network namespace file the runtime pinned for the test pod's sandbox on
+# NODE (/var/run/netns/..., mounted into the agent at the same path: the agent has no hostPID,
+# so a host PID would mean nothing inside it); kind nodes are containers that ship crictl
+pod_netns() {
+  local sid
+  sid=$(docker exec "$1" crictl pods -q --state ready --namespace "$NS" --name "$POD" | head -1)
+  [ -n "$sid" ] && docker exec "$1" crictl inspectp -o go-template \
+    --template '{{range .info.runtimeSpec.linux.namespaces}}{{if eq .type "network"}}{{.path}}{{end}}{{end}}' "$sid"
 }
 
 e2e_test() {
   need docker kubectl
-  local node pid
+  local node netns
   say "start $POD"
   run "${KUBECTL[@]}" apply -f "$ROOT/test-pod.yaml"
   run "${KUBECTL[@]}" -n "$NS" wait "pod/$POD" --for=condition=Ready --timeout="${TIMEOUT}s"
@@ -150,8 +151,9 @@ e2e_test() {
   # read with the agent image's tcpdump in the pod's network namespace: Linux cooked v2 records
   # an interface index, which tcpdump names from the namespace it runs in (-Z root: without it
   # Debian's tcpdump switches to user tcpdump, which needs SETUID, not granted to the agent)
-  pid=$(pod_pid "$node") || fail "no PID for $NS/$POD from crictl on $node"
-  k -n "$AGENT_NS" exec -i "$AGENT" -c agent -- nsenter -n -t "$pid" tcpdump -Z root -nn -r - \
+  netns=$(pod_netns "$node") || true
+  [ -n "$netns" ] || fail "no network namespace file for $NS/$POD from crictl on $node"
+  k -n "$AGENT_NS" exec -i "$AGENT" -c agent -- nsenter --net="$netns" tcpdump -Z root -nn -r - \
     <"$OUT/capture-file.pcap" >"$OUT/capture-output.txt"
   k -n "$AGENT_NS" logs "$AGENT" -c agent >"$OUT/agent-logs.txt"
   [ -s "$OUT/capture-output.txt" ] || fail "the capture holds no packets"
