@@ -54,6 +54,9 @@ type Config struct {
 
 	// Policy decides automatic captures; nil: only the manual annotation.
 	Policy Policy
+	// Alerts are the active alerts a policy sees (input.alerts); nil: none. Call
+	// Controller.EnqueueAll when the set changes.
+	Alerts AlertSource
 	// Limits bound what a policy decision may ask for.
 	Limits policy.Limits
 	// Filters validates a decision's BPF filter; required with Policy.

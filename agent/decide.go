@@ -39,6 +39,14 @@ type FilterChecker interface {
 
 var _ FilterChecker = (*capture.FilterChecker)(nil)
 
+// AlertSource is the set of active Alertmanager alerts a policy sees as input.alerts.
+type AlertSource interface {
+	// Active returns the alerts active at now, in a stable order, and the version of that
+	// set: a version changes whenever the set does (an alert added, renewed with other
+	// fields, resolved or expired), so a cached decision is never older than its alerts.
+	Active(now time.Time) (alerts []policy.Alert, version string)
+}
+
 // decisionCache remembers the last decision per pod, keyed by what it was computed from: the
 // pod's resourceVersion, the policy version and the alert set's version. Entries also expire
 // after ttl, so rules that read input.now (a debug window that ends) are re-evaluated.
@@ -89,12 +97,16 @@ func (d *decisionCache) forget(key string) {
 func (c *Controller) evaluate(ctx context.Context, pod *corev1.Pod, manual policy.Manual) (cachedDecision, error) {
 	now := c.clock.Now()
 	version := c.policy.Version()
-	const alertsVersion = "" // no alert source yet: the alert-set version never changes
+	var active []policy.Alert
+	alertsVersion := ""
+	if c.cfg.Alerts != nil {
+		active, alertsVersion = c.cfg.Alerts.Active(now)
+	}
 	if e, ok := c.decisions.get(pod, version, alertsVersion, now); ok {
 		c.metrics.PolicyEvaluations.WithLabelValues("cached").Inc()
 		return e, nil
 	}
-	in := policy.BuildInput(pod, c.cfg.NodeName, now, manual, nil)
+	in := policy.BuildInput(pod, c.cfg.NodeName, now, manual, active)
 	res, err := c.policy.Decide(ctx, in)
 	if err != nil && ctx.Err() != nil {
 		// whatever the error says, it is the caller's cancellation (agent stopping, API

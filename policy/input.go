@@ -52,6 +52,8 @@ type Alert struct {
 	Annotations map[string]string `json:"annotations"`
 	StartsAt    time.Time         `json:"startsAt"`
 	EndsAt      time.Time         `json:"endsAt"`
+	// GeneratorURL links to what fired the alert (a Prometheus graph); "" when not sent.
+	GeneratorURL string `json:"generatorURL"`
 }
 
 // Manual is the pod's manual capture request: the agent's annotation, parsed by the agent.

@@ -61,7 +61,30 @@ type Spec struct {
 	MaxDuration time.Duration
 	// Reason says why the capture runs (the policy's reason); informative only.
 	Reason string
+
+	// Alerts are the fingerprints of the alerts behind the capture, comma-separated (a
+	// string keeps Spec comparable); "" for none. Informative: capture.json, the API.
+	Alerts string
+	// Trigger describes what started the capture for the people who open the file: one item
+	// a line (the rule's reason; each alert's name, fingerprint and generatorURL). A pcapng
+	// capture writes each line as a comment of its section header. Informative only.
+	Trigger string
+	// Format is the files' format: FormatPcap ("" too: tcpdump's, byte-compatible) or
+	// FormatPcapng. Manual captures are always pcap.
+	Format string
+	// StopGrace keeps the capture running this long after it is no longer desired (to
+	// record the recovery after an alert resolved); 0 stops at once.
+	StopGrace time.Duration
+	// Cooldown: after this capture of the pod ended, no capture of the same source starts
+	// for the pod again for this long (a flapping alert cannot restart captures in a loop).
+	Cooldown time.Duration
 }
+
+// File formats of a Spec.
+const (
+	FormatPcap   = "pcap"
+	FormatPcapng = "pcapng"
+)
 
 // Capture sources. A manual capture's ring lives directly in the pod's directory and is
 // deleted when it stops; any other capture writes a directory of its own under the pod's
@@ -71,10 +94,12 @@ type Spec struct {
 const (
 	SourceManual = "manual"
 	SourcePolicy = "policy"
+	// SourceAlert is a policy capture whose decision names alerts (Spec.Alerts).
+	SourceAlert = "alert"
 )
 
 // sources are every Spec.Source, the "source" label values the manager initialises.
-var sources = []string{SourceManual, SourcePolicy}
+var sources = []string{SourceManual, SourcePolicy, SourceAlert}
 
 func (s Spec) snaplen() int {
 	if s.Snaplen <= 0 {
@@ -104,9 +129,10 @@ func (s Spec) worstCase() int64 {
 }
 
 // sameCapture reports whether o asks for the capture s describes: everything but the
-// deadline and the reason must match.
+// deadline and what is informative or only matters at the end (reason, alerts, trigger,
+// stop grace, cooldown) must match.
 func (s Spec) sameCapture(o Spec) bool {
-	s.MaxDuration, s.Reason = o.MaxDuration, o.Reason
+	s.MaxDuration, s.Reason, s.Alerts, s.Trigger, s.StopGrace, s.Cooldown = o.MaxDuration, o.Reason, o.Alerts, o.Trigger, o.StopGrace, o.Cooldown
 	return s == o
 }
 
