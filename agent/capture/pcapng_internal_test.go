@@ -18,7 +18,7 @@ import (
 
 func TestRingFormatOfASpec(t *testing.T) {
 	for _, tc := range []struct {
-		source, format   string
+		source, format    string
 		wantFmt, wantBase string
 	}{
 		{SourceManual, "", FormatPcap, "capture-web.pcap"},

@@ -306,3 +306,37 @@ func FuzzRingPcapng(f *testing.F) {
 		}
 	})
 }
+
+// A policy capture that asks for pcapng writes capture-<pod>.pcapng<N> in its directory,
+// its section header naming the trigger and the pod; a manual one asking for it gets pcap.
+func TestCaptureFormatThroughTheManager(t *testing.T) {
+	f := newFixture(t, 4, nil)
+	f.res.Set("default", "web", capture.Target{PID: 42})
+	s := policySpec("web", 0)
+	s.Source, s.Format, s.Alerts = capture.SourceAlert, capture.FormatPcapng, "1a2b"
+	s.Trigger = "rule: alert HighTCPRetransmits\nalert HighTCPRetransmits fingerprint 1a2b"
+	ensure(t, f.m, s)
+	var file string
+	eventually(t, "the pcapng ring's first file, its header flushed", func() bool {
+		m, _ := filepath.Glob(filepath.Join(f.dir, "default", "web", "*-*", "capture-web.pcapng0"))
+		if len(m) != 1 {
+			return false
+		}
+		file = m[0]
+		fi, err := os.Stat(file)
+		return err == nil && fi.Size() > 0
+	})
+	if c := shbComments(t, file); !slices.Equal(c, []string{"rule: alert HighTCPRetransmits", "alert HighTCPRetransmits fingerprint 1a2b", "pod default/web", "podcap-agent dev"}) {
+		t.Errorf("comments %q", c)
+	}
+	f.m.Stop("default", "web")
+	eventually(t, "stopped", func() bool { return f.events.count("CaptureStopped") == 1 })
+
+	m := spec("default", "api", 2)
+	m.Format = capture.FormatPcapng // refused for a manual capture: it stays tcpdump's pcap
+	f.res.Set("default", "api", capture.Target{PID: 43})
+	ensure(t, f.m, m)
+	first := filepath.Join(f.dir, "default", "api", "capture-api.pcap0")
+	eventually(t, "the manual ring's header", func() bool { fi, err := os.Stat(first); return err == nil && fi.Size() >= 24 })
+	openPcap(t, first) // a pcap file
+}
