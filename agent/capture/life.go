@@ -84,7 +84,7 @@ func (m *Manager) openRing(r *run) (*Ring, error) {
 	if err := os.MkdirAll(r.dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create capture directory: %w", err)
 	}
-	base := RingBase(r.spec.Pod)
+	base := ringBase(r.spec)
 	start := 0
 	if r.spec.Source == SourceManual {
 		var err error
@@ -98,6 +98,7 @@ func (m *Manager) openRing(r *run) (*Ring, error) {
 	ring, err := NewRing(RingOptions{
 		Dir: r.dir, Base: base, Files: r.spec.Files, FileSize: r.spec.FileSize, Start: start,
 		Clock: m.cfg.Clock, BeforeCreate: m.spaceCheck(r.spec),
+		Format: ringFormat(r.spec), Section: ringSection(r.spec, "", ""), // node, version: not in Config yet
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open ring: %w", err)

@@ -2,7 +2,6 @@ package capture
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -61,6 +60,10 @@ type RingOptions struct {
 	Perm          fs.FileMode   // 0 means DefaultRingFilePerm
 	// Clock runs the flush timer; nil means the real clock. Tests step a fake one.
 	Clock clock.WithDelayedExecution
+	// Format is the files' format: FormatPcap ("" too), tcpdump's byte for byte, or
+	// FormatPcapng, each file a complete pcapng file whose section header carries Section.
+	Format  string
+	Section SectionInfo // pcapng only; bounded by the ring (see SectionInfo)
 	// BeforeCreate, when set, is called before each file of the ring is created (the first
 	// one, and at every rotation); an error it returns fails the write like a full disk
 	// would. The capture manager checks the file system's free space here.
@@ -91,7 +94,7 @@ type RingCounts struct {
 }
 
 // Ring writes a pcap stream to N files with tcpdump's `-C <size> -W N -w <base>` semantics
-// and names, byte for byte: before a packet is written, if the current file is already
+// and names, byte for byte (or, with FormatPcapng, the same ring of pcapng files): before a packet is written, if the current file is already
 // larger than FileSize the next file is started (so a file passes the limit by at most one
 // packet); after N files the oldest is replaced. Unlike tcpdump, a file is replaced by
 // unlinking it and creating a new one, never by truncating it in place: ext4's
@@ -113,6 +116,8 @@ type Ring struct {
 	perm     fs.FileMode
 	clock    clock.WithDelayedExecution
 	check    func() error
+	ng       bool        // FormatPcapng
+	section  SectionInfo // bounded; pcapng only
 
 	// Running totals, read without mu by Counts and DiskBytes.
 	packets, bytes, fileBytes, rotations atomic.Uint64
@@ -134,7 +139,8 @@ type Ring struct {
 	armed     bool  // timer is pending
 	err       error // first write error; the ring refuses further writes (sticky, like bufio)
 	closed    bool
-	hdr       [pcapRecordHeaderLen]byte
+	hdr       [ngEPBHeadLen]byte // a record's header (the larger of the two formats')
+	tail      [7]byte            // an EPB's padding and trailing length
 }
 
 // NewRing validates o and returns a ring. No file is touched until SetFormat.
@@ -169,6 +175,9 @@ func NewRing(o RingOptions) (*Ring, error) {
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
+	if o.Format != "" && o.Format != FormatPcap && o.Format != FormatPcapng {
+		return nil, fmt.Errorf("ring format %q: must be %q or %q", o.Format, FormatPcap, FormatPcapng)
+	}
 	root, err := os.OpenRoot(o.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("open ring directory: %w", err)
@@ -183,6 +192,8 @@ func NewRing(o RingOptions) (*Ring, error) {
 		perm:     o.Perm,
 		clock:    o.Clock,
 		check:    o.BeforeCreate,
+		ng:       o.Format == FormatPcapng,
+		section:  o.Section.bounded(),
 		bw:       bufio.NewWriterSize(nil, o.BufferSize),
 		index:    o.Start,
 		pending:  true,
@@ -235,13 +246,6 @@ func (r *Ring) Counts() RingCounts {
 // DiskBytes returns what the ring's files hold now, buffered bytes included: the sizes of
 // the files of the ring's names, as written or as found when the ring was made.
 func (r *Ring) DiskBytes() int64 { return r.onDisk.Load() }
-
-// WorstCaseBytes is the most a ring of files files of fileSize bytes may hold for a stream of
-// snaplen: a file is rotated once it exceeds fileSize, so it ends at most one record
-// (header and snaplen bytes) past it.
-func WorstCaseBytes(files int, fileSize int64, snaplen int) int64 {
-	return int64(files) * (fileSize + pcapRecordHeaderLen + int64(snaplen))
-}
 
 // Pattern describes the ring's file names for people, in shell brace notation:
 // "/dir/capture-pod.pcap{0..2}" (one file: its path).
@@ -317,18 +321,10 @@ func (r *Ring) WritePacket(ci gopacket.CaptureInfo, data []byte) error {
 			return err
 		}
 	}
-	ts := ci.Timestamp
-	binary.LittleEndian.PutUint32(r.hdr[0:4], uint32(ts.Unix()))
-	binary.LittleEndian.PutUint32(r.hdr[4:8], uint32(ts.Nanosecond()/1000))
-	binary.LittleEndian.PutUint32(r.hdr[8:12], uint32(ci.CaptureLength))
-	binary.LittleEndian.PutUint32(r.hdr[12:16], uint32(ci.Length))
-	if _, err := r.bw.Write(r.hdr[:]); err != nil {
+	n, err := r.writeRecordLocked(ci, data)
+	if err != nil {
 		return r.failLocked(err)
 	}
-	if _, err := r.bw.Write(data); err != nil {
-		return r.failLocked(err)
-	}
-	n := int64(pcapRecordHeaderLen + len(data))
 	r.growLocked(n)
 	r.filePkts++
 	r.packets.Add(1)
@@ -473,16 +469,9 @@ func (r *Ring) openLocked() error {
 	r.f, r.pending = f, false
 	r.bw.Reset(f)
 	r.size, r.filePkts = 0, 0
-	r.growLocked(pcapFileHeaderLen)
-
-	var h [pcapFileHeaderLen]byte
-	binary.LittleEndian.PutUint32(h[0:4], pcapMagicMicro)
-	binary.LittleEndian.PutUint16(h[4:6], pcapVersionMajor)
-	binary.LittleEndian.PutUint16(h[6:8], pcapVersionMinor)
-	// 8:12 thiszone and 12:16 sigfigs are 0, as libpcap writes them.
-	binary.LittleEndian.PutUint32(h[16:20], r.snaplen)
-	binary.LittleEndian.PutUint32(h[20:24], uint32(r.linkType))
-	if _, err := r.bw.Write(h[:]); err != nil {
+	h := r.fileHeaderLocked()
+	r.growLocked(int64(len(h)))
+	if _, err := r.bw.Write(h); err != nil {
 		return r.failLocked(err)
 	}
 	r.armLocked()
