@@ -76,7 +76,7 @@ with_lock() {
 
 # ---------------------------------------------------------------- packages
 APT_PKGS=(containerd runc containernetworking-plugins tcpdump busybox-static util-linux iproute2
-          openssl curl ca-certificates prometheus prometheus-alertmanager)
+          openssl curl ca-certificates prometheus prometheus-alertmanager tshark wireshark-common)
 deps() {
   local p missing=()
   for p in "${APT_PKGS[@]}"; do
