@@ -38,7 +38,7 @@ func TestDecideShippedRules(t *testing.T) {
 		t.Fatalf("status = %+v", st)
 	}
 	ring := func(reason string) Decision {
-		return Decision{Capture: true, Reason: reason, Files: 5, FileSizeBytes: 1_000_000, AlertFingerprints: []string{}}
+		return Decision{Capture: true, Reason: reason, Files: 5, FileSizeBytes: 1_000_000, AlertFingerprints: []string{}, Format: FormatPcap}
 	}
 	dns := ring("label podcap.io/capture-dns=true")
 	dns.Snaplen, dns.Filter = 1500, "udp port 53"

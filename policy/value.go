@@ -19,6 +19,7 @@ func (in Input) Value() ast.Value {
 			item("annotations", stringMap(a.Annotations)),
 			item("startsAt", timeTerm(a.StartsAt)),
 			item("endsAt", timeTerm(a.EndsAt)),
+			item("generatorURL", ast.StringTerm(a.GeneratorURL)),
 		)
 	}
 	p := in.Pod
