@@ -176,13 +176,13 @@ func (c *Controller) desired(ctx context.Context, pod *corev1.Pod) (desire, erro
 		// starts; a manual capture whose annotation is gone still stops. Reported, cached like
 		// any result, evaluated again at the next resync or pod change.
 		s, ok := c.captures.Status(pod.Namespace, pod.Name)
-		keep := ok && s.Spec.Source == capture.SourcePolicy && s.Spec.UID == string(pod.UID)
+		keep := ok && s.Spec.Source != capture.SourceManual && s.Spec.UID == string(pod.UID) // policy or alert
 		return desire{keep: keep, problems: problems}, nil
 	}
 	if e.err != nil || !e.result.Decision.Capture {
 		return desire{problems: problems}, nil
 	}
-	spec, bad, err := c.policySpec(ctx, pod, e.result.Decision)
+	spec, bad, err := c.policySpec(ctx, pod, e.result.Decision, e.input.Alerts)
 	if err != nil {
 		return desire{problems: problems}, err
 	}
@@ -215,17 +215,33 @@ func CheckDecision(ctx context.Context, d policy.Decision, l policy.Limits, filt
 	return nil
 }
 
-// policySpec validates a capturing decision and turns it into a capture.Spec.
-func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.Decision) (*capture.Spec, []*invalidRequest, error) {
+// policySpec validates a capturing decision and turns it into a capture.Spec; alerts are the
+// input.alerts it was computed from. A decision naming alerts makes an alert capture.
+func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.Decision, alerts []policy.Alert) (*capture.Spec, []*invalidRequest, error) {
+	refuse := func(err error) []*invalidRequest {
+		return []*invalidRequest{{reason: metrics.PolicyErrorInvalid, eventReason: ReasonInvalidDecision,
+			message: fmt.Sprintf("capture decision refused: %v", err)}}
+	}
 	if err := CheckDecision(ctx, d, c.cfg.Limits, c.filters); err != nil {
 		if !errors.Is(err, ErrInvalidDecision) {
 			return nil, nil, err // tcpdump could not run: transient, retried
 		}
-		return nil, []*invalidRequest{{reason: metrics.PolicyErrorInvalid, eventReason: ReasonInvalidDecision,
-			message: fmt.Sprintf("capture decision refused: %v", err)}}, nil
+		return nil, refuse(err), nil
+	}
+	fingerprints, trigger, err := alertTrigger(d, alerts)
+	if err != nil {
+		return nil, refuse(fmt.Errorf("%w: %w", ErrInvalidDecision, err)), nil
 	}
 	if pod.Spec.HostNetwork && !c.cfg.AllowHostNetwork {
 		return nil, []*invalidRequest{{reason: metrics.InvalidHostNetwork, message: hostNetworkRefusal}}, nil
+	}
+	source := capture.SourcePolicy
+	if fingerprints != "" {
+		source = capture.SourceAlert
+	}
+	format := capture.FormatPcap
+	if d.Format == policy.FormatPcapng {
+		format = capture.FormatPcapng
 	}
 	return &capture.Spec{
 		Namespace:   pod.Namespace,
@@ -235,10 +251,15 @@ func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.D
 		FileSize:    d.FileSizeBytes,
 		Snaplen:     d.Snaplen,
 		Filter:      d.Filter,
-		Source:      capture.SourcePolicy,
+		Source:      source,
 		HostNetwork: pod.Spec.HostNetwork,
 		MaxDuration: time.Duration(d.MaxDuration),
 		Reason:      d.Reason,
+		Alerts:      fingerprints,
+		Trigger:     trigger,
+		Format:      format,
+		StopGrace:   time.Duration(d.StopGrace),
+		Cooldown:    time.Duration(d.Cooldown),
 	}, nil, nil
 }
 
