@@ -194,15 +194,17 @@ var ErrInvalidDecision = errors.New("invalid decision")
 
 // CheckDecision checks a capturing decision before it becomes a capture.Spec, and returns
 // every violation in one error wrapping ErrInvalidDecision, one a line: the node's limits
-// (policy.Decision.Validate), then the snaplen and the filter by the capture package's rules
+// (policy.Decision.Validate), its alert fingerprints against alerts (the input.alerts it was
+// computed from), then the snaplen and the filter by the capture package's rules
 // (capture.CheckSnaplen, filters), which package policy cannot import: so each rule has one
 // owner and a decision's filter meets exactly the checks of every capture. Any other error is
 // transient (tcpdump could not run). `podcap-agent policy eval` calls it too.
-func CheckDecision(ctx context.Context, d policy.Decision, l policy.Limits, filters FilterChecker) error {
+func CheckDecision(ctx context.Context, d policy.Decision, alerts []policy.Alert, l policy.Limits, filters FilterChecker) error {
 	if !d.Capture {
 		return nil
 	}
-	errs := []error{d.Validate(l), capture.CheckSnaplen(d.Snaplen)}
+	_, _, alertErr := alertTrigger(d, alerts)
+	errs := []error{d.Validate(l), alertErr, capture.CheckSnaplen(d.Snaplen)}
 	if err := filters.Check(ctx, d.Filter); err != nil {
 		if !errors.Is(err, capture.ErrInvalidFilter) {
 			return err
@@ -218,28 +220,18 @@ func CheckDecision(ctx context.Context, d policy.Decision, l policy.Limits, filt
 // policySpec validates a capturing decision and turns it into a capture.Spec; alerts are the
 // input.alerts it was computed from. A decision naming alerts makes an alert capture.
 func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.Decision, alerts []policy.Alert) (*capture.Spec, []*invalidRequest, error) {
-	refuse := func(err error) []*invalidRequest {
-		return []*invalidRequest{{reason: metrics.PolicyErrorInvalid, eventReason: ReasonInvalidDecision,
-			message: fmt.Sprintf("capture decision refused: %v", err)}}
-	}
-	if err := CheckDecision(ctx, d, c.cfg.Limits, c.filters); err != nil {
+	if err := CheckDecision(ctx, d, alerts, c.cfg.Limits, c.filters); err != nil {
 		if !errors.Is(err, ErrInvalidDecision) {
 			return nil, nil, err // tcpdump could not run: transient, retried
 		}
-		return nil, refuse(err), nil
+		return nil, []*invalidRequest{{reason: metrics.PolicyErrorInvalid, eventReason: ReasonInvalidDecision,
+			message: fmt.Sprintf("capture decision refused: %v", err)}}, nil
 	}
-	fingerprints, trigger, err := alertTrigger(d, alerts)
-	if err != nil {
-		return nil, refuse(fmt.Errorf("%w: %w", ErrInvalidDecision, err)), nil
-	}
+	fingerprints, trigger, _ := alertTrigger(d, alerts) // checked above
 	if pod.Spec.HostNetwork && !c.cfg.AllowHostNetwork {
 		return nil, []*invalidRequest{{reason: metrics.InvalidHostNetwork, message: hostNetworkRefusal}}, nil
 	}
-	source := capture.SourcePolicy
-	if fingerprints != "" {
-		source = capture.SourceAlert
-	}
-	format := capture.FormatPcap
+	source, format := decisionSource(fingerprints), capture.FormatPcap
 	if d.Format == policy.FormatPcapng {
 		format = capture.FormatPcapng
 	}

@@ -62,6 +62,26 @@ func alertTrigger(d policy.Decision, alerts []policy.Alert) (fingerprints, trigg
 	return strings.Join(fps, ","), strings.Join(lines, "\n"), nil
 }
 
+// decisionSource is the capture source of a decision whose alerts are fingerprints.
+func decisionSource(fingerprints string) string {
+	if fingerprints != "" {
+		return capture.SourceAlert
+	}
+	return capture.SourcePolicy
+}
+
+// DecisionTrigger is how the agent labels the capture of a valid capturing decision: its
+// source (capture.SourceAlert or SourcePolicy) and trigger lines (Spec.Trigger), for
+// `podcap-agent policy eval`. Both are empty for a decision that does not capture or names
+// alerts that are not among alerts.
+func DecisionTrigger(d policy.Decision, alerts []policy.Alert) (source string, trigger []string) {
+	fps, t, err := alertTrigger(d, alerts)
+	if !d.Capture || err != nil {
+		return "", nil
+	}
+	return decisionSource(fps), strings.Split(t, "\n")
+}
+
 func is(n int) string {
 	if n == 1 {
 		return " is"
