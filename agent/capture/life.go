@@ -165,8 +165,8 @@ func (m *Manager) startSource(ctx context.Context, r *run, started *bool) (Sourc
 		*started = true
 		m.cfg.Metrics.CaptureStarts.WithLabelValues(sourceLabel(s)).Inc()
 		m.cfg.Notifier.Notify(s, EventNormal, ReasonStarted, fmt.Sprintf(
-			"capturing in the pod's network namespace (pid %d) into a ring of %d files of %d bytes: %s",
-			target.PID, s.Files, s.FileSize, r.ring.Pattern()))
+			"capturing in the pod's network namespace (pid %d) into a ring of %d files of %d bytes: %s%s",
+			target.PID, s.Files, s.FileSize, r.ring.Pattern(), r.startedBy()))
 	} else {
 		m.cfg.Metrics.CaptureRestarts.Inc()
 		m.cfg.Notifier.Notify(s, EventNormal, ReasonStarted, fmt.Sprintf(

@@ -40,6 +40,10 @@ func TestStopGraceRunsOnThenStops(t *testing.T) {
 	ensure(t, f.m, alertSpec("web", 2*time.Minute, 0))
 	eventually(t, "running", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
 
+	if f.events.count("Normal CaptureStarted: capturing in the pod's network namespace (pid 42)") != 1 ||
+		f.events.count("capture-web.pcap{0..1}; trigger: alert HighLatency (2 alerts, see capture.json)") != 1 {
+		t.Fatalf("the CaptureStarted Event does not name the trigger:\n%s", f.events)
+	}
 	f.m.StopAfterGrace("default", "web", "uid-web")
 	if st := status(t, f.m, "web"); st.Phase != capture.PhaseRunning || !st.StopsAt.Equal(t0.Add(2*time.Minute)) {
 		t.Fatalf("in its grace: phase %s, stops at %s; want Running, stopping at %s", st.Phase, st.StopsAt, t0.Add(2*time.Minute))

@@ -2,6 +2,8 @@ package capture
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -208,6 +210,21 @@ func (r *run) startedAt() time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.started
+}
+
+// startedBy names what started a policy or alert capture, for its CaptureStarted Event:
+// the decision's reason (which names the alerts) and how many alerts are behind it.
+func (r *run) startedBy() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch r.spec.Source {
+	case SourceManual, "":
+		return ""
+	case SourceAlert:
+		return fmt.Sprintf("; trigger: %s (%d alerts, see capture.json)", r.reason, strings.Count(r.alerts, ",")+1)
+	default:
+		return fmt.Sprintf("; trigger: %s", r.reason)
+	}
 }
 
 func sourceLabel(s Spec) string {
