@@ -191,7 +191,8 @@ test_several_alerts_combine_settings if {
 
 test_many_alerts_keep_the_reason_short if {
 	alerts := [firing(sprintf("fp%d", [i]), {"alertname": sprintf("AVeryLongAlertName%03d", [i]), "namespace": "shop", "pod": "web-7d9f-abcde"}, {}) |
-		some i in numbers.range(1, 40)]
+		some i in numbers.range(1, 40)
+	]
 	d := podcap.decision with input as alert_pod(rs, alerts)
 	count(d.reason) <= 256
 	endswith(d.reason, "... (40) firing")
