@@ -41,7 +41,7 @@ func TestStopGraceRunsOnThenStops(t *testing.T) {
 	eventually(t, "running", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
 
 	if f.events.count("Normal CaptureStarted: capturing in the pod's network namespace (pid 42)") != 1 ||
-		f.events.count("capture-web.pcap{0..1}; trigger: alert HighLatency (2 alerts, see capture.json)") != 1 {
+		f.events.count("{0..1}; trigger: alert HighLatency (2 alerts, see capture.json)") != 1 {
 		t.Fatalf("the CaptureStarted Event does not name the trigger:\n%s", f.events)
 	}
 	f.m.StopAfterGrace("default", "web", "uid-web")
