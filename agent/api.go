@@ -44,15 +44,41 @@ type CaptureStatus struct {
 	KernelDrops uint64    `json:"kernel_drops"`
 	Restarts    int       `json:"restarts"`
 	LastError   string    `json:"last_error,omitempty"`
+	Format      string    `json:"format"`
+	// Alerts are the fingerprints of an alert capture's alerts; Trigger what started it, one
+	// item each (the rule's reason; each alert's name, fingerprint and generatorURL).
+	Alerts    []string `json:"alerts,omitempty"`
+	Trigger   []string `json:"trigger,omitempty"`
+	StopGrace string   `json:"stop_grace,omitempty"`
+	Cooldown  string   `json:"cooldown,omitempty"`
+	// StoppingAt is when a capture that is no longer decided stops, at the end of its stop
+	// grace; absent otherwise.
+	StoppingAt time.Time `json:"stopping_at,omitzero"`
 }
 
 func captureStatus(s capture.Status) *CaptureStatus {
-	return &CaptureStatus{
+	st := &CaptureStatus{
 		Source: s.Spec.Source, Phase: string(s.Phase), Reason: s.Spec.Reason, Files: s.Spec.Files,
 		FileSize: s.Spec.FileSize, Snaplen: s.Spec.Snaplen, Filter: s.Spec.Filter, Dir: s.Dir, PID: s.PID,
 		Started: s.Started, Packets: s.Packets, Bytes: s.Bytes, DiskBytes: s.DiskBytes, KernelDrops: s.KernelDrops,
-		Restarts: s.Restarts, LastError: s.LastError,
+		Restarts: s.Restarts, LastError: s.LastError, Format: s.Spec.Format, StoppingAt: s.StopsAt,
 	}
+	if st.Format == "" {
+		st.Format = capture.FormatPcap
+	}
+	if s.Spec.Alerts != "" {
+		st.Alerts = strings.Split(s.Spec.Alerts, ",")
+	}
+	if s.Spec.Trigger != "" {
+		st.Trigger = strings.Split(s.Spec.Trigger, "\n")
+	}
+	if s.Spec.StopGrace > 0 {
+		st.StopGrace = s.Spec.StopGrace.String()
+	}
+	if s.Spec.Cooldown > 0 {
+		st.Cooldown = s.Spec.Cooldown.String()
+	}
+	return st
 }
 
 // requireToken wraps h so that only requests with `Authorization: Bearer <token>` pass; with

@@ -34,8 +34,16 @@ type CaptureManager interface {
 	// waits (for a slot or for room under the byte budget: the manager's CaptureQueued Event
 	// says which).
 	Ensure(spec capture.Spec) (queued bool, err error)
-	// Stop ends the pod's capture, if any (a manual capture's files are deleted).
+	// Ensure returns an error wrapping capture.ErrCoolingDown (a *capture.CoolingDownError
+	// saying until when) for a policy or alert capture that waits for the cooldown of the
+	// pod's last one; the manager's CaptureCoolingDown Event says so.
+	//
+	// Stop ends the pod's capture at once, if any (a manual capture's files are deleted), and
+	// forgets its cooldown: for a pod that is gone, being deleted or no longer running.
 	Stop(namespace, pod string)
+	// StopAfterGrace ends the capture of the pod uid that is no longer desired: at once, or
+	// after the stop grace its decision asked for (an Ensure meanwhile continues it).
+	StopAfterGrace(namespace, pod, uid string)
 	// CleanStale deletes the files of every pod for which keep returns false.
 	CleanStale(keep func(namespace, pod string) bool) ([]string, error)
 	// Status reports the pod's capture, if there is one.
@@ -259,15 +267,21 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	problems := want.problems // permanent until the pod or the policy changes: not retried
 	switch {
 	case want.keep: // the policy could not decide in time: the capture stays as it is
-	case want.spec == nil:
+	case want.spec == nil && podEnding(pod):
 		c.captures.Stop(namespace, name)
+	case want.spec == nil:
+		c.captures.StopAfterGrace(namespace, name, string(pod.UID))
 	default:
 		// a queued capture's CaptureQueued Event comes from the capture manager, which knows
-		// what it waits for
+		// what it waits for; so does the CaptureCoolingDown Event
 		_, err := c.captures.Ensure(*want.spec)
+		var cooling *capture.CoolingDownError
 		switch {
 		case errors.Is(err, capture.ErrShutdown):
 			return nil // the agent is stopping
+		case errors.As(err, &cooling):
+			// not a problem of the request: it starts when the cooldown ends, if still decided
+			c.queue.AddAfter(key, max(cooling.Until.Sub(c.clock.Now()), 0)+time.Second)
 		case errors.Is(err, capture.ErrOverBudget):
 			problems = append(problems, &invalidRequest{reason: metrics.InvalidOverBudget, message: err.Error()})
 		case err != nil:
@@ -276,6 +290,12 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 	c.report(ctx, pod, problems)
 	return nil
+}
+
+// podEnding reports whether the pod is being deleted or has stopped running for good: its
+// capture stops at once, without a stop grace.
+func podEnding(pod *corev1.Pod) bool {
+	return pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
 // report sends a Warning Event and counts the metric once for each problem of the pod that

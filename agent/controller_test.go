@@ -94,6 +94,15 @@ func (f *fakeCaptures) Stop(ns, pod string) {
 	f.stopped = append(f.stopped, capture.Key(ns, pod))
 }
 
+// StopAfterGrace records the stop as "graceful:namespace/pod" (the real manager's grace is
+// its own tests').
+func (f *fakeCaptures) StopAfterGrace(ns, pod, _ string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.ensured, capture.Key(ns, pod))
+	f.stopped = append(f.stopped, "graceful:"+capture.Key(ns, pod))
+}
+
 func (f *fakeCaptures) CleanStale(func(string, string) bool) ([]string, error) { return nil, nil }
 
 func (f *fakeCaptures) Status(ns, pod string) (capture.Status, bool) {
@@ -190,18 +199,24 @@ func TestSyncAnnotatedPodEnsuresCapture(t *testing.T) {
 	}
 }
 
+// A capture no longer desired stops after its grace (the manager knows whether it has one);
+// the capture of a pod that is gone, being deleted or finished stops at once.
 func TestSyncStopsWhenAnnotationRemovedOrPodGone(t *testing.T) {
-	f := newCtrl(t, Config{}, pod("plain", nil), pod("pending", map[string]string{"tcpdump.antrea.io": "2"}, func(p *corev1.Pod) {
+	annotated := map[string]string{"tcpdump.antrea.io": "2"}
+	f := newCtrl(t, Config{}, pod("plain", nil), pod("pending", annotated, func(p *corev1.Pod) {
 		p.Status.Phase = corev1.PodPending
-	}))
-	f.sync(t, "default/plain")
-	f.sync(t, "default/pending")
-	f.sync(t, "default/deleted")
+	}), pod("done", nil, func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }),
+		pod("failed", nil, func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed }),
+		pod("terminating", annotated, func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{Time: time.Now()} }))
+	for _, name := range []string{"plain", "pending", "done", "failed", "terminating", "deleted"} {
+		f.sync(t, "default/"+name)
+	}
 	if len(f.captures.ensured) != 0 {
 		t.Fatalf("captures ensured: %v", f.captures.ensured)
 	}
-	if got := strings.Join(f.captures.stopped, ","); got != "default/plain,default/pending,default/deleted" {
-		t.Fatalf("stopped (deleting files) = %s", got)
+	want := "graceful:default/plain,graceful:default/pending,default/done,default/failed,default/terminating,default/deleted"
+	if got := strings.Join(f.captures.stopped, ","); got != want {
+		t.Fatalf("stopped = %s\nwant      %s", got, want)
 	}
 }
 

@@ -176,13 +176,13 @@ func (c *Controller) desired(ctx context.Context, pod *corev1.Pod) (desire, erro
 		// starts; a manual capture whose annotation is gone still stops. Reported, cached like
 		// any result, evaluated again at the next resync or pod change.
 		s, ok := c.captures.Status(pod.Namespace, pod.Name)
-		keep := ok && s.Spec.Source == capture.SourcePolicy && s.Spec.UID == string(pod.UID)
+		keep := ok && s.Spec.Source != capture.SourceManual && s.Spec.UID == string(pod.UID) // policy or alert
 		return desire{keep: keep, problems: problems}, nil
 	}
 	if e.err != nil || !e.result.Decision.Capture {
 		return desire{problems: problems}, nil
 	}
-	spec, bad, err := c.policySpec(ctx, pod, e.result.Decision)
+	spec, bad, err := c.policySpec(ctx, pod, e.result.Decision, e.input.Alerts)
 	if err != nil {
 		return desire{problems: problems}, err
 	}
@@ -194,15 +194,17 @@ var ErrInvalidDecision = errors.New("invalid decision")
 
 // CheckDecision checks a capturing decision before it becomes a capture.Spec, and returns
 // every violation in one error wrapping ErrInvalidDecision, one a line: the node's limits
-// (policy.Decision.Validate), then the snaplen and the filter by the capture package's rules
+// (policy.Decision.Validate), its alert fingerprints against alerts (the input.alerts it was
+// computed from), then the snaplen and the filter by the capture package's rules
 // (capture.CheckSnaplen, filters), which package policy cannot import: so each rule has one
 // owner and a decision's filter meets exactly the checks of every capture. Any other error is
 // transient (tcpdump could not run). `podcap-agent policy eval` calls it too.
-func CheckDecision(ctx context.Context, d policy.Decision, l policy.Limits, filters FilterChecker) error {
+func CheckDecision(ctx context.Context, d policy.Decision, alerts []policy.Alert, l policy.Limits, filters FilterChecker) error {
 	if !d.Capture {
 		return nil
 	}
-	errs := []error{d.Validate(l), capture.CheckSnaplen(d.Snaplen)}
+	_, _, alertErr := alertTrigger(d, alerts)
+	errs := []error{d.Validate(l), alertErr, capture.CheckSnaplen(d.Snaplen)}
 	if err := filters.Check(ctx, d.Filter); err != nil {
 		if !errors.Is(err, capture.ErrInvalidFilter) {
 			return err
@@ -215,17 +217,23 @@ func CheckDecision(ctx context.Context, d policy.Decision, l policy.Limits, filt
 	return nil
 }
 
-// policySpec validates a capturing decision and turns it into a capture.Spec.
-func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.Decision) (*capture.Spec, []*invalidRequest, error) {
-	if err := CheckDecision(ctx, d, c.cfg.Limits, c.filters); err != nil {
+// policySpec validates a capturing decision and turns it into a capture.Spec; alerts are the
+// input.alerts it was computed from. A decision naming alerts makes an alert capture.
+func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.Decision, alerts []policy.Alert) (*capture.Spec, []*invalidRequest, error) {
+	if err := CheckDecision(ctx, d, alerts, c.cfg.Limits, c.filters); err != nil {
 		if !errors.Is(err, ErrInvalidDecision) {
 			return nil, nil, err // tcpdump could not run: transient, retried
 		}
 		return nil, []*invalidRequest{{reason: metrics.PolicyErrorInvalid, eventReason: ReasonInvalidDecision,
 			message: fmt.Sprintf("capture decision refused: %v", err)}}, nil
 	}
+	fingerprints, trigger, _ := alertTrigger(d, alerts) // checked above
 	if pod.Spec.HostNetwork && !c.cfg.AllowHostNetwork {
 		return nil, []*invalidRequest{{reason: metrics.InvalidHostNetwork, message: hostNetworkRefusal}}, nil
+	}
+	source, format := decisionSource(fingerprints), capture.FormatPcap
+	if d.Format == policy.FormatPcapng {
+		format = capture.FormatPcapng
 	}
 	return &capture.Spec{
 		Namespace:   pod.Namespace,
@@ -235,10 +243,15 @@ func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.D
 		FileSize:    d.FileSizeBytes,
 		Snaplen:     d.Snaplen,
 		Filter:      d.Filter,
-		Source:      capture.SourcePolicy,
+		Source:      source,
 		HostNetwork: pod.Spec.HostNetwork,
 		MaxDuration: time.Duration(d.MaxDuration),
 		Reason:      d.Reason,
+		Alerts:      fingerprints,
+		Trigger:     trigger,
+		Format:      format,
+		StopGrace:   time.Duration(d.StopGrace),
+		Cooldown:    time.Duration(d.Cooldown),
 	}, nil, nil
 }
 

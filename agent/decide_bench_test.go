@@ -186,6 +186,11 @@ func (f *countingCaptures) Stop(ns, pod string) {
 	f.count()
 }
 
+func (f *countingCaptures) StopAfterGrace(ns, pod, uid string) {
+	f.fakeCaptures.StopAfterGrace(ns, pod, uid)
+	f.count()
+}
+
 func (f *countingCaptures) count() {
 	if f.synced.Add(1) == f.target.Load() {
 		f.done <- struct{}{}

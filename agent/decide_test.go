@@ -78,7 +78,8 @@ func TestPolicyDecisionStartsCapture(t *testing.T) {
 	f.sync(t, "default/web")
 	s, ok := f.captures.spec("default/web")
 	want := capture.Spec{Namespace: "default", Pod: "web", UID: "uid-web", Files: 2, FileSize: 1_000_000, Snaplen: 256,
-		Filter: "udp port 53", Source: capture.SourcePolicy, MaxDuration: 10 * time.Minute, Reason: "dns"}
+		Filter: "udp port 53", Source: capture.SourcePolicy, MaxDuration: 10 * time.Minute, Reason: "dns",
+		Trigger: "reason: dns", Format: capture.FormatPcap}
 	if !ok || s != want {
 		t.Fatalf("spec = %+v, want %+v", s, want)
 	}
@@ -288,7 +289,7 @@ func TestEvalTimeoutKeepsPolicyCapture(t *testing.T) {
 	if _, ok := f.captures.spec("default/manual"); ok {
 		t.Fatal("a timed-out evaluation kept a manual ring whose annotation is gone")
 	}
-	if got := strings.Join(f.captures.stopped, ","); got != "default/idle,default/manual,default/idle,default/manual" {
+	if got := strings.Join(f.captures.stopped, ","); got != "graceful:default/idle,graceful:default/manual,graceful:default/idle,graceful:default/manual" {
 		t.Fatalf("stopped = %s", got)
 	}
 	ev := f.events()

@@ -34,9 +34,25 @@ type Decision struct {
 	// MaxDuration ends the capture that long after it started, a Go duration string such as
 	// "10m" or "1h30m" in Rego; 0 (the default) captures until the decision turns false.
 	MaxDuration Duration `json:"max_duration"`
-	// AlertFingerprints are the alerts that caused the capture, if any. Default empty.
+	// AlertFingerprints are the alerts that caused the capture, if any: each must be the
+	// fingerprint of one of input.alerts (checked by the agent). Default empty.
 	AlertFingerprints []string `json:"alert_fingerprints"`
+	// StopGrace keeps the capture running this long after the decision turned false (to
+	// record the recovery after an alert resolved), a Go duration string. Default 0.
+	StopGrace Duration `json:"stop_grace"`
+	// Cooldown: after a policy capture of the pod ended, no policy capture of the pod starts
+	// again for this long (a flapping alert cannot restart captures in a loop). Default 0.
+	Cooldown Duration `json:"cooldown"`
+	// Format is the capture files' format: FormatPcap (the default) or FormatPcapng; ""
+	// when the decision does not capture.
+	Format string `json:"format,omitempty"`
 }
+
+// Capture file formats of a decision; the same strings as the capture package's.
+const (
+	FormatPcap   = "pcap"
+	FormatPcapng = "pcapng"
+)
 
 // Defaults of a decision that captures.
 const (
@@ -89,12 +105,17 @@ func DecodeDecision(v any) (Decision, error) {
 		case "filter":
 			d.Filter, err = decodeString(val)
 		case "max_duration":
-			var s string
-			if s, err = decodeString(val); err == nil {
-				d.MaxDuration, err = ParseDuration(s)
-			}
+			d.MaxDuration, err = decodeDuration(val)
 		case "alert_fingerprints":
 			d.AlertFingerprints, err = decodeStrings(val)
+		case "stop_grace":
+			d.StopGrace, err = decodeDuration(val)
+		case "cooldown":
+			d.Cooldown, err = decodeDuration(val)
+		case "format":
+			if d.Format, err = decodeString(val); err == nil && d.Format != FormatPcap && d.Format != FormatPcapng {
+				err = fmt.Errorf("%q is not a capture format (want %q or %q)", short(d.Format), FormatPcap, FormatPcapng)
+			}
 		default:
 			err = errors.New("unknown field (known: " + decisionFields + ")")
 		}
@@ -115,7 +136,7 @@ func DecodeDecision(v any) (Decision, error) {
 	return d, nil
 }
 
-const decisionFields = "capture, reason, files, file_size_bytes, snaplen, filter, max_duration, alert_fingerprints"
+const decisionFields = "capture, reason, files, file_size_bytes, snaplen, filter, max_duration, alert_fingerprints, stop_grace, cooldown, format"
 
 // applyDefaults fills the fields the policy left out.
 func (d *Decision) applyDefaults(set map[string]any) {
@@ -127,6 +148,9 @@ func (d *Decision) applyDefaults(set map[string]any) {
 	}
 	if _, ok := set["file_size_bytes"]; !ok {
 		d.FileSizeBytes = DefaultFileSizeBytes
+	}
+	if _, ok := set["format"]; !ok {
+		d.Format = FormatPcap
 	}
 	// snaplen stays 0, whole packets: its default and bounds are the capture package's
 }
@@ -161,6 +185,15 @@ func decodeString(v any) (string, error) {
 		return "", fmt.Errorf("want a string, got %s", describe(v))
 	}
 	return s, nil
+}
+
+// decodeDuration reads a Go duration string ("90s", "10m"); no numbers, no "".
+func decodeDuration(v any) (Duration, error) {
+	s, err := decodeString(v)
+	if err != nil {
+		return 0, err
+	}
+	return ParseDuration(s)
 }
 
 func decodeStrings(v any) ([]string, error) {

@@ -19,14 +19,16 @@ func TestDecodeDecision(t *testing.T) {
 			name: "capture with defaults",
 			json: `{"capture": true}`,
 			want: Decision{Capture: true, Reason: DefaultReason, Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes,
-				AlertFingerprints: []string{}},
+				AlertFingerprints: []string{}, Format: FormatPcap},
 		},
 		{
 			name: "every field",
 			json: `{"capture": true, "reason": "r", "files": 3, "file_size_bytes": 2e6, "snaplen": 128.0,
-				"filter": "udp port 53", "max_duration": "1h30m", "alert_fingerprints": ["a", "b"]}`,
+				"filter": "udp port 53", "max_duration": "1h30m", "alert_fingerprints": ["a", "b"],
+				"stop_grace": "2m", "cooldown": "5m30s", "format": "pcapng"}`,
 			want: Decision{Capture: true, Reason: "r", Files: 3, FileSizeBytes: 2_000_000, Snaplen: 128,
-				Filter: "udp port 53", MaxDuration: Duration(90 * time.Minute), AlertFingerprints: []string{"a", "b"}},
+				Filter: "udp port 53", MaxDuration: Duration(90 * time.Minute), AlertFingerprints: []string{"a", "b"},
+				StopGrace: Duration(2 * time.Minute), Cooldown: Duration(5*time.Minute + 30*time.Second), Format: FormatPcapng},
 		},
 		{
 			name: "no capture ignores the rest",
@@ -34,7 +36,11 @@ func TestDecodeDecision(t *testing.T) {
 			want: Decision{Reason: "denied", AlertFingerprints: []string{}},
 		},
 		{name: "empty filter and zero duration", json: `{"capture": true, "filter": "", "max_duration": "0"}`,
-			want: Decision{Capture: true, Reason: DefaultReason, Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes, AlertFingerprints: []string{}}},
+			want: Decision{Capture: true, Reason: DefaultReason, Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes, AlertFingerprints: []string{}, Format: FormatPcap}},
+		{name: "format pcap", json: `{"capture": true, "format": "pcap"}`,
+			want: Decision{Capture: true, Reason: DefaultReason, Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes, AlertFingerprints: []string{}, Format: FormatPcap}},
+		{name: "no capture ignores grace, cooldown and format", json: `{"capture": false, "stop_grace": "1m", "cooldown": "1m", "format": "pcapng"}`,
+			want: Decision{Reason: "", AlertFingerprints: []string{}}},
 
 		{name: "not an object", json: `true`, wantErr: "decision: want an object, got boolean true"},
 		{name: "a list", json: `[{"capture": true}]`, wantErr: "decision: want an object, got list"},
@@ -51,7 +57,7 @@ func TestDecodeDecision(t *testing.T) {
 		{name: "filter as list", json: `{"capture": true, "filter": ["udp"]}`, wantErr: `decision.filter: want a string, got list ["udp"]`},
 		{name: "reason number", json: `{"capture": true, "reason": 7}`, wantErr: "decision.reason: want a string, got number 7"},
 		{name: "reason of 256 bytes", json: `{"capture": true, "reason": "` + strings.Repeat("é", 128) + `"}`,
-			want: Decision{Capture: true, Reason: strings.Repeat("é", 128), Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes, AlertFingerprints: []string{}}},
+			want: Decision{Capture: true, Reason: strings.Repeat("é", 128), Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes, AlertFingerprints: []string{}, Format: FormatPcap}},
 		{name: "reason too long", json: `{"capture": true, "reason": "` + strings.Repeat("x", 257) + `"}`, wantErr: "decision.reason: 257 bytes, longer than the limit of 256"},
 		{name: "reason too long without capture", json: `{"capture": false, "reason": "` + strings.Repeat("x", 300) + `"}`, wantErr: "decision.reason: 300 bytes"},
 		{name: "reason with a newline", json: `{"capture": true, "reason": "ok\nforged: line"}`, wantErr: "decision.reason: byte 2 is U+000A: want printable text on one line"},
@@ -63,6 +69,15 @@ func TestDecodeDecision(t *testing.T) {
 		{name: "duration empty", json: `{"capture": true, "max_duration": ""}`, wantErr: `decision.max_duration: "" is not a Go duration`},
 		{name: "duration days", json: `{"capture": true, "max_duration": "1d"}`, wantErr: `"1d" is not a Go duration`},
 		{name: "duration words", json: `{"capture": true, "max_duration": "ten minutes"}`, wantErr: `"ten minutes" is not a Go duration`},
+		{name: "stop grace number", json: `{"capture": true, "stop_grace": 120}`, wantErr: "decision.stop_grace: want a string, got number 120"},
+		{name: "stop grace without unit", json: `{"capture": true, "stop_grace": "120"}`, wantErr: `decision.stop_grace: "120" is not a Go duration`},
+		{name: "cooldown empty", json: `{"capture": true, "cooldown": ""}`, wantErr: `decision.cooldown: "" is not a Go duration`},
+		{name: "cooldown bool", json: `{"capture": true, "cooldown": true}`, wantErr: "decision.cooldown: want a string, got boolean"},
+		{name: "format unknown", json: `{"capture": true, "format": "pcap-ng"}`, wantErr: `decision.format: "pcap-ng" is not a capture format (want "pcap" or "pcapng")`},
+		{name: "format upper case", json: `{"capture": true, "format": "PCAPNG"}`, wantErr: `decision.format: "PCAPNG" is not a capture format`},
+		{name: "format empty", json: `{"capture": true, "format": ""}`, wantErr: `decision.format: "" is not a capture format`},
+		{name: "format number", json: `{"capture": true, "format": 1}`, wantErr: "decision.format: want a string, got number 1"},
+		{name: "bad format even without capture", json: `{"capture": false, "format": "txt"}`, wantErr: "decision.format: "},
 		{name: "fingerprints string", json: `{"capture": true, "alert_fingerprints": "a"}`, wantErr: "decision.alert_fingerprints: want a list of strings"},
 		{name: "fingerprints numbers", json: `{"capture": true, "alert_fingerprints": ["a", 1]}`, wantErr: "decision.alert_fingerprints: element 1: want a string, got number 1"},
 		{name: "wrong types even without capture", json: `{"capture": false, "files": "3"}`, wantErr: "decision.files: want an integer"},
@@ -101,7 +116,8 @@ func TestDecodeDecisionFloat(t *testing.T) {
 
 func TestDecisionJSONRoundTrip(t *testing.T) {
 	d := Decision{Capture: true, Reason: "r", Files: 2, FileSizeBytes: 1 << 20, Snaplen: 96,
-		Filter: "tcp", MaxDuration: Duration(10 * time.Minute), AlertFingerprints: []string{"f"}}
+		Filter: "tcp", MaxDuration: Duration(10 * time.Minute), AlertFingerprints: []string{"f"},
+		StopGrace: Duration(time.Minute), Cooldown: Duration(time.Hour), Format: FormatPcapng}
 	b, err := json.Marshal(d)
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +131,15 @@ func TestDecisionJSONRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(back, d) {
 		t.Errorf("round trip = %+v, want %+v", back, d)
+	}
+	// a decision that does not capture round-trips too: its empty format is left out
+	no := Decision{Reason: "no", AlertFingerprints: []string{}}
+	if b, err = json.Marshal(no); err != nil {
+		t.Fatal(err)
+	}
+	back = Decision{}
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, no) {
+		t.Errorf("round trip of %s = %+v, %v", b, back, err)
 	}
 }
 

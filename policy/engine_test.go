@@ -34,22 +34,33 @@ func podInput(ns string, labels, annotations map[string]string) Input {
 
 func TestDecideShippedRules(t *testing.T) {
 	e := newTestEngine(t, rulesDir)
-	if st := e.Status(); !st.LastReloadSuccessful || len(st.Files) != 5 || st.Version == "" {
+	if st := e.Status(); !st.LastReloadSuccessful || len(st.Files) != 6 || st.Version == "" {
 		t.Fatalf("status = %+v", st)
 	}
 	ring := func(reason string) Decision {
-		return Decision{Capture: true, Reason: reason, Files: 5, FileSizeBytes: 1_000_000, AlertFingerprints: []string{}}
+		return Decision{Capture: true, Reason: reason, Files: 5, FileSizeBytes: 1_000_000, AlertFingerprints: []string{}, Format: FormatPcap}
 	}
 	dns := ring("label podcap.io/capture-dns=true")
 	dns.Snaplen, dns.Filter = 1500, "udp port 53"
 	debug := ring("annotation podcap.io/debug-until=2026-03-01T12:30:00Z") // testNow is 12:00:00.0000005Z
 	debug.MaxDuration = Duration(30 * time.Minute)
+	alerted := podInput("shop", map[string]string{"app": "web"}, nil)
+	alerted.Alerts = []Alert{
+		{Fingerprint: "fb", Status: "firing", Labels: map[string]string{"alertname": "Latency", "namespace": "shop", "pod": "web-0"},
+			Annotations: map[string]string{"podcap.io/stop-grace": "30s", "podcap.io/files": "bad"}},
+		{Fingerprint: "fa", Status: "firing", Labels: map[string]string{"alertname": "Errors", "namespace": "shop", "pod": "web-0"},
+			Annotations: map[string]string{}},
+	}
+	alert := Decision{Capture: true, Reason: "alerts Errors, Latency firing", Files: 5, FileSizeBytes: 1_000_000,
+		MaxDuration: Duration(time.Hour), AlertFingerprints: []string{"fa", "fb"}, StopGrace: Duration(2 * time.Minute),
+		Cooldown: Duration(5 * time.Minute), Format: FormatPcapng}
 	tests := []struct {
 		name        string
 		in          Input
 		want        Decision
 		wantAllowed bool
 	}{
+		{"alerts", alerted, alert, true},
 		{"nothing", podInput("shop", map[string]string{"app": "web"}, nil), Decision{Reason: NoDecision, AlertFingerprints: []string{}}, true},
 		{"label", podInput("shop", map[string]string{"podcap.io/capture": "true"}, nil), ring("label podcap.io/capture=true"), true},
 		{"dns", podInput("shop", map[string]string{"podcap.io/capture-dns": "true"}, nil), dns, true},

@@ -18,6 +18,8 @@ type Limits struct {
 	MaxFiles         int           // ring files per capture
 	MaxFileSizeBytes int64         // bytes per ring file
 	MaxDuration      time.Duration // longest max_duration
+	MaxStopGrace     time.Duration // longest stop_grace
+	MaxCooldown      time.Duration // longest cooldown
 }
 
 // MinFileSizeBytes is the smallest ring file a decision may ask for: smaller files rotate
@@ -30,6 +32,8 @@ func DefaultLimits() Limits {
 		MaxFiles:         64,          // the agent's --max-files default
 		MaxFileSizeBytes: 100_000_000, // tcpdump -C 100
 		MaxDuration:      24 * time.Hour,
+		MaxStopGrace:     time.Hour,
+		MaxCooldown:      24 * time.Hour,
 	}
 }
 
@@ -43,6 +47,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxDuration == 0 {
 		l.MaxDuration = d.MaxDuration
+	}
+	if l.MaxStopGrace == 0 {
+		l.MaxStopGrace = d.MaxStopGrace
+	}
+	if l.MaxCooldown == 0 {
+		l.MaxCooldown = d.MaxCooldown
 	}
 	return l
 }
@@ -69,6 +79,15 @@ func (d Decision) Validate(l Limits) error {
 	}
 	if md := time.Duration(d.MaxDuration); md < 0 || md > l.MaxDuration {
 		errs = append(errs, fmt.Errorf("max_duration: must be from 0 (no limit) to %s on this node", l.MaxDuration))
+	}
+	if g := time.Duration(d.StopGrace); g < 0 || g > l.MaxStopGrace {
+		errs = append(errs, fmt.Errorf("stop_grace: must be from 0 to %s on this node", l.MaxStopGrace))
+	}
+	if c := time.Duration(d.Cooldown); c < 0 || c > l.MaxCooldown {
+		errs = append(errs, fmt.Errorf("cooldown: must be from 0 to %s on this node", l.MaxCooldown))
+	}
+	if d.Format != "" && d.Format != FormatPcap && d.Format != FormatPcapng { // "": pcap (a Go caller's zero value)
+		errs = append(errs, fmt.Errorf("format: must be %q or %q", FormatPcap, FormatPcapng))
 	}
 	return errors.Join(errs...)
 }

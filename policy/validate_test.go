@@ -7,7 +7,7 @@ import (
 )
 
 func TestValidate(t *testing.T) {
-	ok := Decision{Capture: true, Reason: "r", Files: 5, FileSizeBytes: 1_000_000,
+	ok := Decision{Capture: true, Reason: "r", Files: 5, FileSizeBytes: 1_000_000, Format: FormatPcap,
 		Filter: "tcp port 80 and (src net 10.0.0.0/8 or dst host 10.1.2.3)"}
 	tests := []struct {
 		name    string
@@ -24,6 +24,19 @@ func TestValidate(t *testing.T) {
 		{name: "huge files", change: func(d *Decision) { d.FileSizeBytes = 1 << 31 }, wantErr: "file_size_bytes: must be"},
 		{name: "negative duration", change: func(d *Decision) { d.MaxDuration = Duration(-time.Second) }, wantErr: "max_duration: must be from 0"},
 		{name: "too long", change: func(d *Decision) { d.MaxDuration = Duration(25 * time.Hour) }, wantErr: "max_duration: must be from 0 (no limit) to 24h0m0s"},
+		{name: "grace and cooldown at their bounds", change: func(d *Decision) {
+			d.StopGrace, d.Cooldown, d.Format = Duration(time.Hour), Duration(24*time.Hour), FormatPcapng
+		}},
+		{name: "empty format is pcap", change: func(d *Decision) { d.Format = "" }},
+		{name: "negative stop grace", change: func(d *Decision) { d.StopGrace = Duration(-time.Second) }, wantErr: "stop_grace: must be from 0 to 1h0m0s on this node"},
+		{name: "stop grace over the bound", change: func(d *Decision) { d.StopGrace = Duration(time.Hour + time.Second) }, wantErr: "stop_grace: must be from 0 to 1h0m0s"},
+		{name: "stop grace over the node's bound", change: func(d *Decision) { d.StopGrace = Duration(2 * time.Minute) },
+			limits: Limits{MaxStopGrace: time.Minute}, wantErr: "stop_grace: must be from 0 to 1m0s on this node"},
+		{name: "negative cooldown", change: func(d *Decision) { d.Cooldown = Duration(-1) }, wantErr: "cooldown: must be from 0 to 24h0m0s on this node"},
+		{name: "cooldown too long", change: func(d *Decision) { d.Cooldown = Duration(25 * time.Hour) }, wantErr: "cooldown: must be from 0 to 24h0m0s"},
+		{name: "cooldown over the node's bound", change: func(d *Decision) { d.Cooldown = Duration(time.Hour) },
+			limits: Limits{MaxCooldown: time.Minute}, wantErr: "cooldown: must be from 0 to 1m0s on this node"},
+		{name: "unknown format", change: func(d *Decision) { d.Format = "erf" }, wantErr: `format: must be "pcap" or "pcapng"`},
 		// the capture package's rules, checked by the agent (agent.CheckDecision)
 		{name: "snaplen and filter are not policy's", change: func(d *Decision) { d.Snaplen, d.Filter = 1, "-z /tmp/x" }},
 		{name: "every error", change: func(d *Decision) { d.Files, d.MaxDuration = 0, Duration(-1) },

@@ -27,7 +27,7 @@ func budgetSpec(pod string, files int) capture.Spec {
 }
 
 // reserve is what budgetSpec(_, files) reserves.
-func reserve(files int) int64 { return capture.WorstCaseBytes(files, 100_000, 128) + 4096 }
+func reserve(files int) int64 { return capture.WorstCaseBytes(files, 100_000, 128) + 8192 }
 
 // Running captures reserve their worst case against the node's byte budget: what does not
 // fit waits with an Event and a metric and starts when a capture ends; what can never fit is

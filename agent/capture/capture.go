@@ -75,8 +75,9 @@ type Spec struct {
 	// StopGrace keeps the capture running this long after it is no longer desired (to
 	// record the recovery after an alert resolved); 0 stops at once.
 	StopGrace time.Duration
-	// Cooldown: after this capture of the pod ended, no capture of the same source starts
-	// for the pod again for this long (a flapping alert cannot restart captures in a loop).
+	// Cooldown: after this capture of the pod ended (no longer desired, after its stop
+	// grace, or max_duration), no policy or alert capture of the pod starts again for this
+	// long (a flapping alert cannot restart captures in a loop). Manual captures ignore it.
 	Cooldown time.Duration
 }
 
@@ -109,8 +110,26 @@ func (s Spec) snaplen() int {
 }
 
 // sessionMetaReserve is what a non-manual capture reserves for its capture.json beside the
-// ring (a few hundred bytes; a reason and a filter at their caps stay under it).
-const sessionMetaReserve = 4096
+// ring (a few hundred bytes; a reason, a filter and a trigger at their caps, MaxTriggerLen
+// and MaxAlerts, stay under it).
+const sessionMetaReserve = 8192
+
+// Bounds of a Spec's informative alert fields, which the agent enforces as it builds a Spec
+// (they are copied into capture.json, the API and a pcapng section header).
+const (
+	// MaxAlerts is the most fingerprints Spec.Alerts lists.
+	MaxAlerts = 32
+	// MaxTriggerLen is the most bytes of Spec.Trigger.
+	MaxTriggerLen = 2048
+)
+
+// format is the files' format, FormatPcap for "".
+func (s Spec) format() string {
+	if s.Format == "" {
+		return FormatPcap
+	}
+	return s.Format
+}
 
 func (s Spec) fileSize() int64 {
 	if s.FileSize <= 0 {

@@ -25,7 +25,7 @@ func (m *Manager) runCapture(ctx context.Context, r *run) {
 	started := false
 	defer func() {
 		m.cleanup(log, r, started)
-		m.finish(r)
+		m.finish(r, started)
 		close(r.done)
 		if r.spec.Source != SourceManual && started {
 			m.kickSweep() // now that r no longer counts as live, its files may be evicted
@@ -166,8 +166,8 @@ func (m *Manager) startSource(ctx context.Context, r *run, started *bool) (Sourc
 		*started = true
 		m.cfg.Metrics.CaptureStarts.WithLabelValues(sourceLabel(s)).Inc()
 		m.cfg.Notifier.Notify(s, EventNormal, ReasonStarted, fmt.Sprintf(
-			"capturing in the pod's network namespace (pid %d) into a ring of %d files of %d bytes: %s",
-			target.PID, s.Files, s.FileSize, r.ring.Pattern()))
+			"capturing in the pod's network namespace (pid %d) into a ring of %d files of %d bytes: %s%s",
+			target.PID, s.Files, s.FileSize, r.ring.Pattern(), r.startedBy()))
 	} else {
 		m.cfg.Metrics.CaptureRestarts.Inc()
 		m.cfg.Notifier.Notify(s, EventNormal, ReasonStarted, fmt.Sprintf(
@@ -266,7 +266,8 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 	m.cfg.Metrics.ForgetCapture(r.spec.Namespace, r.spec.Pod)
 	requested, expired := r.ended()
 	r.mu.Lock()
-	maxDuration := r.maxDuration
+	maxDuration, grace := r.maxDuration, r.stopGrace
+	graceEnded := !r.graceUntil.IsZero() && !m.cfg.Clock.Now().Before(r.graceUntil)
 	r.mu.Unlock()
 	manual := r.spec.Source == SourceManual
 	deleteFiles := manual && requested
@@ -276,6 +277,8 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 		why = fmt.Sprintf("max_duration %s reached", maxDuration)
 	case requested && manual:
 		why = "annotation removed or pod gone"
+	case requested && graceEnded:
+		why = fmt.Sprintf("no longer decided, after its stop grace of %s", grace)
 	case requested:
 		why = "no longer decided"
 	default:

@@ -22,6 +22,10 @@ const (
 	ReasonStopped = "CaptureStopped"
 	ReasonFailed  = "CaptureFailed"
 	ReasonQueued  = "CaptureQueued"
+	// ReasonStopping: a capture no longer desired goes on for its stop grace.
+	ReasonStopping = "CaptureStopping"
+	// ReasonCoolingDown: a capture waits for the cooldown of the pod's last one.
+	ReasonCoolingDown = "CaptureCoolingDown"
 )
 
 // Event types, the same strings as Kubernetes' corev1.EventTypeNormal/Warning.
@@ -97,6 +101,9 @@ type Manager struct {
 	active   int             // goroutines holding a slot (running or stopping)
 	reserved int64           // the worst case of the captures holding a slot, in bytes
 	kept     int64           // bytes of the files of no live capture, as of the last sweep
+	// cooldowns of the pods whose last non-manual capture ended recently, by key; forgotten
+	// when over (pruneCooldowns) or when the pod is gone (Stop)
+	cooldowns map[string]*cooldown
 
 	sweepMu  sync.Mutex    // one retention sweep at a time
 	sweepNow chan struct{} // kickSweep asks Run for a retention sweep
@@ -115,6 +122,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		cfg.Metrics.CapturesRunning.WithLabelValues(s)
 		cfg.Metrics.CaptureStarts.WithLabelValues(s)
 	}
+	cfg.Metrics.CapturesQueued.WithLabelValues(QueuedCooldown)
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg:      cfg,
@@ -123,6 +131,8 @@ func NewManager(cfg Config) (*Manager, error) {
 		runs:     map[string]*run{},
 		stopping: map[string]*run{},
 		sweepNow: make(chan struct{}, 1),
+
+		cooldowns: map[string]*cooldown{},
 	}
 	cfg.Metrics.SetFileBytes(m.fileBytes)
 	return m, nil
@@ -152,6 +162,12 @@ func Key(namespace, pod string) string { return namespace + "/" + pod }
 // reservation waits in a queue (a CaptureQueued Event says which) and starts when a capture
 // ends; one whose worst case alone exceeds the budget is refused (ErrOverBudget). Ensure
 // reports whether this call queued the capture.
+//
+// A policy or alert capture in its stop grace (StopAfterGrace) continues when the same
+// capture is ensured again. One that would start within the cooldown of the pod's last
+// policy or alert capture does not start: Ensure returns a *CoolingDownError (ErrCoolingDown)
+// saying until when, and the first such call of a cooldown sends a CaptureCoolingDown Event;
+// the caller ensures it again then.
 func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	podDir, err := m.podDir(spec.Namespace, spec.Pod)
 	if err != nil {
@@ -174,12 +190,24 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	}
 	if r := m.runs[key]; r != nil {
 		if r.spec.sameCapture(spec) {
-			r.update(spec, now)
+			resumed := r.update(spec, now)
 			r.poke()
 			m.mu.Unlock()
+			if resumed {
+				m.cfg.Notifier.Notify(spec, EventNormal, ReasonStarted, "decided again during its stop grace: the capture goes on, same ring")
+			}
 			return false, nil
 		}
-		m.stopLocked(r)
+		m.stopLocked(r) // replaced: no cooldown
+	}
+	if spec.Source != SourceManual {
+		if cerr, first := m.coolingLocked(spec, now); cerr != nil {
+			m.mu.Unlock()
+			if first {
+				m.cfg.Notifier.Notify(spec, EventNormal, ReasonCoolingDown, coolingMessage(cerr))
+			}
+			return false, cerr
+		}
 	}
 	dir := podDir
 	if spec.Source != SourceManual {
@@ -218,18 +246,28 @@ func (m *Manager) sessionDirLocked(podDir, source string, now time.Time) string 
 
 func statErr(p string) error { _, err := os.Stat(p); return err }
 
-// Stop ends the capture of a pod, if any. A manual capture's files are deleted; other
-// captures keep theirs under the retention rules. A pod without a capture loses the files of
-// a manual ring an earlier agent left.
-func (m *Manager) Stop(namespace, pod string) {
+// Stop ends the capture of a pod at once, if any. A manual capture's files are deleted;
+// other captures keep theirs under the retention rules. A pod without a capture loses the
+// files of a manual ring an earlier agent left. The pod's cooldown is forgotten: Stop is for
+// a pod that is gone (see StopAfterGrace).
+func (m *Manager) Stop(namespace, pod string) { m.stop(namespace, pod, true) }
+
+// stop ends the pod's capture at once: for a pod that is gone (its cooldown is forgotten),
+// or one whose capture is no longer desired (its cooldown applies once it ended).
+func (m *Manager) stop(namespace, pod string, gone bool) {
 	key := Key(namespace, pod)
 	m.mu.Lock()
 	r := m.runs[key]
 	// a capture that never started (queued) has no goroutine to delete the files; an earlier
 	// agent's ring may be there, waiting to be adopted
 	neverStarted := false
-	if r != nil {
-		neverStarted = m.stopLocked(r) == PhaseQueued
+	if gone {
+		m.forgetCooldownLocked(key, m.cfg.Clock.Now())
+		if r != nil {
+			neverStarted = m.stopLocked(r) == PhaseQueued
+		}
+	} else if r != nil {
+		neverStarted = m.endLocked(r) == PhaseQueued
 	}
 	busy := m.stopping[key] != nil
 	m.mu.Unlock()
@@ -270,8 +308,9 @@ func (m *Manager) startLocked(r *run) {
 	}()
 }
 
-// finish is called by a capture goroutine when it ends: the slot goes to the oldest queued run.
-func (m *Manager) finish(r *run) {
+// finish is called by a capture goroutine when it ends: the slot goes to the oldest queued
+// run, and the pod's cooldown starts if r asks for one.
+func (m *Manager) finish(r *run, started bool) {
 	key := Key(r.spec.Namespace, r.spec.Pod)
 	m.mu.Lock()
 	m.active--
@@ -289,6 +328,7 @@ func (m *Manager) finish(r *run) {
 	} else {
 		r.setPhase(PhaseStopped)
 	}
+	m.startCooldownLocked(r, started, m.cfg.Clock.Now())
 	if m.ctx.Err() == nil {
 		m.startQueuedLocked()
 	}
@@ -315,6 +355,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		case <-t.C():
 			m.refreshStats()
+			m.pruneCooldowns()
 		case <-sweep.C():
 			m.sweep()
 		case <-m.sweepNow:
@@ -333,47 +374,6 @@ func (m *Manager) refreshStats() {
 	for _, r := range live {
 		r.refreshStats(m.cfg.Metrics)
 	}
-}
-
-// Status is what the agent reports about one capture.
-type Status struct {
-	Spec        Spec
-	Phase       Phase
-	Dir         string
-	PID         int
-	Started     time.Time // first time the capture process ran
-	Packets     uint64
-	Bytes       uint64 // captured bytes of those packets (no pcap headers)
-	DiskBytes   int64  // what the capture's ring files hold now
-	KernelDrops uint64
-	Restarts    int
-	LastError   string
-}
-
-// Status reports the desired capture of a pod, if there is one.
-func (m *Manager) Status(namespace, pod string) (Status, bool) {
-	m.mu.Lock()
-	r := m.runs[Key(namespace, pod)]
-	m.mu.Unlock()
-	if r == nil {
-		return Status{}, false
-	}
-	return r.status(), true
-}
-
-// List reports every desired capture.
-func (m *Manager) List() []Status {
-	m.mu.Lock()
-	rs := make([]*run, 0, len(m.runs))
-	for _, r := range m.runs {
-		rs = append(rs, r)
-	}
-	m.mu.Unlock()
-	out := make([]Status, 0, len(rs))
-	for _, r := range rs {
-		out = append(out, r.status())
-	}
-	return out
 }
 
 // podDir is Dir/<namespace>/<pod>, built only from names that are valid Kubernetes names.

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -39,19 +40,26 @@ func (r *Retention) setDefaults() {
 // sessionMeta is written beside the ring of a non-manual capture (capture.json), so that
 // someone who finds the files later knows why they exist.
 type sessionMeta struct {
-	Namespace     string    `json:"namespace"`
-	Pod           string    `json:"pod"`
-	UID           string    `json:"uid"`
-	Source        string    `json:"source"`
-	Reason        string    `json:"reason,omitempty"`
-	Files         int       `json:"files"`
-	FileSizeBytes int64     `json:"file_size_bytes"`
-	Snaplen       int       `json:"snaplen,omitempty"`
-	Filter        string    `json:"filter,omitempty"`
-	MaxDuration   string    `json:"max_duration,omitempty"`
-	Started       time.Time `json:"started"`
-	Stopped       time.Time `json:"stopped,omitzero"`
-	StopReason    string    `json:"stop_reason,omitempty"`
+	Namespace     string `json:"namespace"`
+	Pod           string `json:"pod"`
+	UID           string `json:"uid"`
+	Source        string `json:"source"`
+	Reason        string `json:"reason,omitempty"`
+	Files         int    `json:"files"`
+	FileSizeBytes int64  `json:"file_size_bytes"`
+	Snaplen       int    `json:"snaplen,omitempty"`
+	Filter        string `json:"filter,omitempty"`
+	MaxDuration   string `json:"max_duration,omitempty"`
+	Format        string `json:"format"`
+	StopGrace     string `json:"stop_grace,omitempty"`
+	Cooldown      string `json:"cooldown,omitempty"`
+	// Alerts are the fingerprints of the alerts behind an alert capture; Trigger says what
+	// started the capture, one item a line (Spec.Trigger). Both as of its latest decision.
+	Alerts     []string  `json:"alerts,omitempty"`
+	Trigger    []string  `json:"trigger,omitempty"`
+	Started    time.Time `json:"started"`
+	Stopped    time.Time `json:"stopped,omitzero"`
+	StopReason string    `json:"stop_reason,omitempty"`
 }
 
 const sessionMetaFile = "capture.json"
@@ -59,23 +67,39 @@ const sessionMetaFile = "capture.json"
 // writeSessionMeta writes dir/capture.json atomically (temp file + rename).
 func writeSessionMeta(r *run, started, stopped time.Time, why string) error {
 	r.mu.Lock()
-	reason, maxDuration := r.reason, r.maxDuration
+	reason, maxDuration, grace, cool, alerts, trigger := r.reason, r.maxDuration, r.stopGrace, r.cooldown, r.alerts, r.trigger
 	r.mu.Unlock()
 	meta := sessionMeta{
 		Namespace: r.spec.Namespace, Pod: r.spec.Pod, UID: r.spec.UID, Source: r.spec.Source, Reason: reason,
 		Files: r.spec.Files, FileSizeBytes: r.spec.FileSize, Snaplen: r.spec.Snaplen, Filter: r.spec.Filter,
-		Started: started.UTC(), Stopped: stopped.UTC(), StopReason: why,
+		Format: r.spec.format(), Started: started.UTC(), Stopped: stopped.UTC(), StopReason: why,
 	}
 	if maxDuration > 0 {
 		meta.MaxDuration = maxDuration.String()
 	}
+	if grace > 0 {
+		meta.StopGrace = grace.String()
+	}
+	if cool > 0 {
+		meta.Cooldown = cool.String()
+	}
+	if alerts != "" {
+		meta.Alerts = strings.Split(alerts, ",")
+	}
+	if trigger != "" {
+		meta.Trigger = strings.Split(trigger, "\n")
+	}
 	if stopped.IsZero() {
 		meta.Stopped = time.Time{}
 	}
-	b, err := json.MarshalIndent(meta, "", "  ")
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // generator URLs stay readable (and within sessionMetaReserve)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(meta); err != nil {
 		return err
 	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	tmp, err := os.CreateTemp(r.dir, "."+sessionMetaFile+".*")
 	if err != nil {
 		return fmt.Errorf("write capture metadata: %w", err)

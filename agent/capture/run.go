@@ -2,6 +2,8 @@ package capture
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,11 +48,23 @@ type run struct {
 	drops         uint64     // kernel drops of the sources that ended
 	srcDrops      uint64     // kernel drops of the current source, last seen
 	pushed        RingCounts // what refreshStats moved into the metrics
-	reason        string
-	maxDuration   time.Duration // of the latest Ensure; 0: no deadline
-	armed         bool          // the capture has started: deadline counts from then
-	deadline      time.Time
-	statsDone     bool // the final counters went to the metrics; nothing more may
+	// reason, alerts, trigger, maxDuration, stopGrace and cooldown are the latest Ensure's
+	// (they may change without restarting the capture; see Spec.sameCapture).
+	reason      string
+	alerts      string
+	trigger     string
+	maxDuration time.Duration // 0: no deadline
+	stopGrace   time.Duration
+	cooldown    time.Duration
+	armed       bool // the capture has started: deadline counts from then
+	deadline    time.Time
+	// graceUntil is when a capture no longer desired stops (StopAfterGrace); zero when it
+	// is desired. heldDeadline is its deadline before the grace, restored if it is decided
+	// again meanwhile.
+	graceUntil   time.Time
+	heldDeadline time.Time
+	coolAfter    bool // it ends because it is no longer desired: its cooldown applies
+	statsDone    bool // the final counters went to the metrics; nothing more may
 
 	deadlineMoved chan struct{} // poked by update when the deadline changes
 }
@@ -65,7 +79,11 @@ func newRun(spec Spec, dir string, prev *run) *run {
 		recheck:       make(chan struct{}, 1),
 		deadlineMoved: make(chan struct{}, 1),
 		reason:        spec.Reason,
+		alerts:        spec.Alerts,
+		trigger:       spec.Trigger,
 		maxDuration:   spec.MaxDuration,
+		stopGrace:     spec.StopGrace,
+		cooldown:      spec.Cooldown,
 		phase:         PhaseQueued,
 	}
 	return r
@@ -119,8 +137,12 @@ func (r *run) ended() (requested, expired bool) {
 func (r *run) status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	spec := r.spec
+	spec.Reason, spec.Alerts, spec.Trigger = r.reason, r.alerts, r.trigger
+	spec.MaxDuration, spec.StopGrace, spec.Cooldown = r.maxDuration, r.stopGrace, r.cooldown
 	s := Status{
-		Spec:        r.spec,
+		Spec:        spec,
+		StopsAt:     r.graceUntil,
 		Phase:       r.phase,
 		Dir:         r.dir,
 		PID:         r.target.PID,
@@ -188,6 +210,21 @@ func (r *run) startedAt() time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.started
+}
+
+// startedBy names what started a policy or alert capture, for its CaptureStarted Event:
+// the decision's reason (which names the alerts) and how many alerts are behind it.
+func (r *run) startedBy() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch r.spec.Source {
+	case SourceManual, "":
+		return ""
+	case SourceAlert:
+		return fmt.Sprintf("; trigger: %s (%d alerts, see capture.json)", r.reason, strings.Count(r.alerts, ",")+1)
+	default:
+		return fmt.Sprintf("; trigger: %s", r.reason)
+	}
 }
 
 func sourceLabel(s Spec) string {

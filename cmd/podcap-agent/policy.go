@@ -38,7 +38,11 @@ type policyExplanation struct {
 	Input         *policy.Input    `json:"input"`
 	Decision      *policy.Decision `json:"decision"`
 	ManualAllowed bool             `json:"manual_allowed"`
-	Error         *string          `json:"error"` // null when the policy decided validly
+	// Source and Trigger label the capture of a valid capturing decision as the agent would
+	// (alert or policy; the rule's reason and each alert's name, fingerprint, generatorURL).
+	Source  string   `json:"source,omitempty"`
+	Trigger []string `json:"trigger,omitempty"`
+	Error   *string  `json:"error"` // null when the policy decided validly
 }
 
 // runPolicy runs `podcap-agent policy ARGS...` and returns the exit status.
@@ -125,7 +129,11 @@ func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, i
 		return out, err
 	}
 	out.Decision = &r.Decision
-	return out, agent.CheckDecision(ctx, r.Decision, limits, filters)
+	if err := agent.CheckDecision(ctx, r.Decision, in.Alerts, limits, filters); err != nil {
+		return out, err
+	}
+	out.Source, out.Trigger = agent.DecisionTrigger(r.Decision, in.Alerts)
+	return out, nil
 }
 
 // policyEvalInput builds the input from the files, with policy.BuildInput as the agent does.

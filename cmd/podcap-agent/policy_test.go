@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -89,5 +90,57 @@ func TestPolicyEvalTimesOut(t *testing.T) {
 	var out struct{ Error *string }
 	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil || out.Error == nil || !strings.Contains(*out.Error, "timed out after 100ms") {
 		t.Fatalf("output %s: %v", stdout.String(), err)
+	}
+}
+
+// An Alertmanager payload's alert naming the pod's Deployment makes an alert capture; the
+// output says so, with the trigger the pcapng header and capture.json get.
+func TestPolicyEvalAlerts(t *testing.T) {
+	rules, err := filepath.Abs("../../rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	pod := filepath.Join(dir, "pod.json")
+	podJSON := `{"apiVersion": "v1", "kind": "Pod",
+ "metadata": {"name": "cart-7d9f-x1", "namespace": "shop", "uid": "u1", "labels": {"pod-template-hash": "7d9f"},
+  "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "cart-7d9f", "uid": "r1", "controller": true}]},
+ "spec": {"nodeName": "node-a"}, "status": {"phase": "Running", "podIP": "10.0.0.7"}}`
+	alerts := filepath.Join(dir, "alerts.json")
+	payload := `{"version": "4", "status": "firing", "receiver": "podcap", "alerts": [
+ {"status": "firing", "fingerprint": "5f2a", "labels": {"alertname": "HighTCPRetransmits", "namespace": "shop", "deployment": "cart"},
+  "annotations": {"podcap.io/filter": "tcp"}, "startsAt": "2026-03-01T11:58:00Z", "endsAt": "0001-01-01T00:00:00Z",
+  "generatorURL": "http://prometheus:9090/graph?g0.expr=x"}]}`
+	for p, b := range map[string]string{pod: podJSON, alerts: payload} {
+		if err := os.WriteFile(p, []byte(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		t.Skip("the filter is checked with tcpdump -d: tcpdump not on PATH")
+	}
+	var stdout, stderr bytes.Buffer
+	if code := runPolicy([]string{"eval", "--pod", pod, "--alerts", alerts, "--policy-dir", rules}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	var out struct {
+		Decision struct {
+			AlertFingerprints []string `json:"alert_fingerprints"`
+			StopGrace         string   `json:"stop_grace"`
+			Cooldown          string   `json:"cooldown"`
+			Format            string   `json:"format"`
+			Filter            string   `json:"filter"`
+		} `json:"decision"`
+		Source  string   `json:"source"`
+		Trigger []string `json:"trigger"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+		t.Fatalf("%v\n%s", err, stdout.String())
+	}
+	d := out.Decision
+	if out.Source != "alert" || strings.Join(d.AlertFingerprints, ",") != "5f2a" || d.StopGrace != "2m0s" || d.Cooldown != "5m0s" ||
+		d.Format != "pcapng" || d.Filter != "tcp" || strings.Join(out.Trigger, "\n") !=
+		"reason: alert HighTCPRetransmits firing\nalert: HighTCPRetransmits fingerprint=5f2a generatorURL=http://prometheus:9090/graph?g0.expr=x" {
+		t.Fatalf("output %s", stdout.String())
 	}
 }
