@@ -255,12 +255,16 @@ func (s *Store) watchLoop(ctx context.Context) {
 		}
 		var expired <-chan time.Time
 		if !until.IsZero() {
-			// until is after now: an expiry in the past is never the set's until
+			// the clock moved on while OnChange ran: the expiry may have passed already
+			d := until.Sub(s.clock.Now())
+			if d <= 0 {
+				continue
+			}
 			if timer == nil {
-				timer = s.clock.NewTimer(until.Sub(now))
+				timer = s.clock.NewTimer(d)
 			} else {
 				timer.Stop()
-				timer.Reset(until.Sub(now))
+				timer.Reset(d)
 			}
 			expired = timer.C()
 		}

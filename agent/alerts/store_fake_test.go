@@ -107,16 +107,19 @@ type harness struct {
 	store   *Store
 	clock   *clocktesting.FakeClock
 	reg     *prometheus.Registry
-	changes chan struct{}
+	changes chan int // OnChange: the number of active alerts when it was called
 }
 
 var t0 = time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC)
 
 func startStore(t *testing.T, api *fakeAPI, o StoreOptions) *harness {
 	t.Helper()
-	h := &harness{api: api, clock: clocktesting.NewFakeClock(t0), reg: prometheus.NewRegistry(), changes: make(chan struct{}, 100)}
+	h := &harness{api: api, clock: clocktesting.NewFakeClock(t0), reg: prometheus.NewRegistry(), changes: make(chan int, 100)}
 	o.Namespace, o.Node, o.Clock, o.Registerer = testNS, "node-a", h.clock, h.reg
-	o.OnChange = func() { h.changes <- struct{}{} }
+	o.OnChange = func() {
+		alerts, _ := h.store.Active(h.clock.Now())
+		h.changes <- len(alerts)
+	}
 	s, err := NewStore(api, o)
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +135,11 @@ func startStore(t *testing.T, api *fakeAPI, o StoreOptions) *harness {
 		}
 	})
 	waitUntil(t, "cache synced", s.Synced)
-	h.waitChange(t) // the first round reports the set
+	select { // the first round after the sync reports the set, whatever it holds
+	case <-h.changes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnChange was not called after the sync")
+	}
 	return h
 }
 
@@ -148,12 +155,19 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func (h *harness) waitChange(t *testing.T) {
+// waitChange waits for an OnChange call that saw n active alerts (skipping earlier calls).
+func (h *harness) waitChange(t *testing.T, n int) {
 	t.Helper()
-	select {
-	case <-h.changes:
-	case <-time.After(10 * time.Second):
-		t.Fatal("OnChange was not called")
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case got := <-h.changes:
+			if got == n {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("OnChange was not called with %d active alerts", n)
+		}
 	}
 }
 

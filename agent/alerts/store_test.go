@@ -37,7 +37,7 @@ func TestRecordCreatesThenRenews(t *testing.T) {
 	if _, found, _ := unstructured.NestedString(obj.Object, "spec", "endsAt"); found {
 		t.Error("spec.endsAt set for a firing alert without an end")
 	}
-	h.waitChange(t)
+	h.waitChange(t, 1)
 	alerts, v1 := h.store.Active(h.clock.Now())
 	if len(alerts) != 1 || alerts[0].Fingerprint != a.Fingerprint || alerts[0].Labels["pod"] != "cart-0" || alerts[0].GeneratorURL != a.GeneratorURL {
 		t.Fatalf("Active = %+v", alerts)
@@ -65,7 +65,7 @@ func TestRecordCreatesThenRenews(t *testing.T) {
 	if _, err := h.store.Record(t.Context(), notification(a)); err != nil {
 		t.Fatal(err)
 	}
-	h.waitChange(t)
+	h.waitChange(t, 1)
 	if alerts, v3 := h.store.Active(h.clock.Now()); v3 == v1 || alerts[0].Annotations["summary"] != "worse" {
 		t.Errorf("after a changed annotation: version %s (was %s), %+v", v3, v1, alerts)
 	}
@@ -107,20 +107,18 @@ func TestExpiry(t *testing.T) {
 	if _, err := h.store.Record(t.Context(), notification(ends, renewed)); err != nil {
 		t.Fatal(err)
 	}
-	h.waitEntry(t, fp(1))
-	h.waitEntry(t, fp(2))
-	drain(h)
+	h.waitChange(t, 2)
 	if alerts, _ := h.store.Active(h.clock.Now()); len(alerts) != 2 {
 		t.Fatalf("Active = %+v, want 2", alerts)
 	}
 
 	// endsAt passes: the timer of the injected clock reports the change
-	stepUntilChange(t, h, 10*time.Minute)
+	stepUntilChange(t, h, 10*time.Minute, 1)
 	if alerts, _ := h.store.Active(h.clock.Now()); len(alerts) != 1 || alerts[0].Fingerprint != fp(2) {
 		t.Fatalf("after endsAt: Active = %+v", alerts)
 	}
 	// not renewed for the TTL: inactive
-	stepUntilChange(t, h, 50*time.Minute)
+	stepUntilChange(t, h, 50*time.Minute, 0)
 	if alerts, _ := h.store.Active(h.clock.Now()); len(alerts) != 0 {
 		t.Fatalf("after the TTL: Active = %+v", alerts)
 	}
@@ -129,32 +127,26 @@ func TestExpiry(t *testing.T) {
 	}
 }
 
-// stepUntilChange steps the fake clock by d, then by a millisecond at a time until OnChange
-// is called (the store arms its timer asynchronously).
-func stepUntilChange(t *testing.T, h *harness, d time.Duration) {
+// stepUntilChange steps the fake clock by d, then by a second at a time until OnChange is
+// called with n active alerts (the store arms its timer asynchronously: a step that came
+// before the timer was armed does not fire it).
+func stepUntilChange(t *testing.T, h *harness, d time.Duration, n int) {
 	t.Helper()
 	h.clock.Step(d)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
-		case <-h.changes:
-			return
+		case got := <-h.changes:
+			if got == n {
+				return
+			}
+			continue
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("OnChange was not called after the expiry")
+			t.Fatalf("OnChange was not called with %d active alerts after the expiry", n)
 		}
-		h.clock.Step(time.Millisecond)
-	}
-}
-
-func drain(h *harness) {
-	for {
-		select {
-		case <-h.changes:
-		default:
-			return
-		}
+		h.clock.Step(time.Second)
 	}
 }
 
@@ -164,15 +156,14 @@ func TestResolve(t *testing.T) {
 	if _, err := h.store.Record(t.Context(), notification(a)); err != nil {
 		t.Fatal(err)
 	}
-	h.waitEntry(t, a.Fingerprint)
-	drain(h)
+	h.waitChange(t, 1)
 
 	h.clock.Step(time.Minute)
 	r, err := h.store.Record(t.Context(), notification(resolved(a, h.clock.Now())))
 	if err != nil || r != (Recorded{Recorded: 1}) {
 		t.Fatalf("Record resolve: %+v, %v", r, err)
 	}
-	h.waitChange(t)
+	h.waitChange(t, 0)
 	if alerts, _ := h.store.Active(h.clock.Now()); len(alerts) != 0 {
 		t.Fatalf("Active after resolve = %+v", alerts)
 	}
@@ -275,7 +266,7 @@ func TestRecordErrors(t *testing.T) {
 }
 
 func TestCollectGarbage(t *testing.T) {
-	h := startStore(t, newFakeAPI(t), StoreOptions{TTL: time.Hour, Retention: 30 * time.Minute})
+	h := startStore(t, newFakeAPI(t), StoreOptions{TTL: time.Hour, Retention: 30 * time.Minute, GCInterval: 24 * time.Hour})
 	if _, err := h.store.Record(t.Context(), notification(firing(fp(1), "Resolves"), firing(fp(2), "Expires"), firing(fp(3), "Renewed"))); err != nil {
 		t.Fatal(err)
 	}
@@ -306,6 +297,12 @@ func TestCollectGarbage(t *testing.T) {
 	if got := testutil.ToFloat64(h.store.metrics.deleted); got != 2 {
 		t.Errorf("objects_deleted_total = %v, want 2", got)
 	}
+	// Run's loop collects too, on the injected clock: fp3 expired at 06:50, GC every 24h-36h
+	h.clock.Step(36 * time.Hour)
+	waitUntil(t, "the loop's garbage collection", func() bool {
+		h.clock.Step(time.Second) // in case the step came before the loop's timer
+		return h.api.object(t, fp(3)) == nil
+	})
 }
 
 func TestInvalidObjectIgnored(t *testing.T) {
