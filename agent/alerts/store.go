@@ -44,6 +44,11 @@ package alerts
 // over the CRD's bounds: refused and counted, retrying cannot help). The informer retries by
 // itself (the last known objects stay in use meanwhile); garbage collection logs and tries
 // again next round.
+//
+// Requests: Record writes its alerts one after the other (one apply each; an ended alert the
+// cache does not know costs one GET instead). A storm of 1,000 alerts in 10 s is 100 requests
+// a second on the receiving agent and a notification holds up to Limits.MaxAlerts (200): the
+// store's client needs QPS ≥ 100 and Burst ≥ 200 (client-go's default 5/10 would take 200 s).
 
 import (
 	"context"
