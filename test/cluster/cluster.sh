@@ -513,7 +513,8 @@ start_apiserver() {
 
 # The agent under test is the plain user $AGENT_USER whose only rights come from ClusterRole
 # podcap-agent: the project's deploy/rbac.yaml when present (it also binds the ServiceAccount
-# of the DaemonSet), else the same rules applied here; then prove the limits with `auth can-i`.
+# of the DaemonSet), else the same rules applied here; and from Role podcap-agent-alerts in
+# podcap-system on the CaptureAlert CRD (alert_rbac); then prove the limits with `auth can-i`.
 agent_rbac() {
   wait_for kube-apiserver 60 "${KUBECTL[@]}" get clusterrole cluster-admin
   if [ -f "$PODCAP_REPO/deploy/rbac.yaml" ]; then
@@ -548,7 +549,40 @@ EOF
     # shellcheck disable=SC2086
     [ "$("${G[@]}" auth can-i $v -n default 2>/dev/null || true)" = no ] || die "agent user RBAC too wide: can $v"
   done
+  alert_rbac
   mark agent_rbac
+}
+
+# alert_rbac: the CaptureAlert CRD (Established) and Role podcap-agent-alerts in podcap-system,
+# bound to the ServiceAccount (deploy/alert-rbac.yaml) and to $AGENT_USER; then prove that the
+# agent user can do exactly the store's verbs on capturealerts in podcap-system and nothing
+# with them elsewhere. A test that deleted deploy/ (`kubectl delete -k`) may leave the
+# namespace or the CRD terminating: wait for them to go before creating them again.
+alert_rbac() {
+  local ns=podcap-system crd=capturealerts.podcap.io r=capturealerts.podcap.io
+  local G=("$BIN/kubectl" --kubeconfig "$AGENT_KUBECONFIG") A="'$BIN/kubectl' --kubeconfig '$ADMIN_KUBECONFIG'" v
+  wait_for "" 120 sh -c "[ \"\$($A get namespace $ns -o jsonpath='{.status.phase}' 2>/dev/null)\" = Active ] || $A create namespace $ns"
+  wait_for "" 120 sh -c "[ -z \"\$($A get crd $crd --ignore-not-found -o jsonpath='{.metadata.deletionTimestamp}')\" ]"
+  "${KUBECTL[@]}" apply -f "$PODCAP_REPO/deploy/crd/capturealerts.yaml" >/dev/null || die "kubectl apply -f deploy/crd/capturealerts.yaml"
+  "${KUBECTL[@]}" wait --for=condition=Established --timeout=60s "crd/$crd" >/dev/null || die "CRD $crd not Established"
+  "${KUBECTL[@]}" apply -f "$PODCAP_REPO/deploy/alert-rbac.yaml" >/dev/null || die "kubectl apply -f deploy/alert-rbac.yaml"
+  "${KUBECTL[@]}" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: $AGENT_USER-alerts, namespace: $ns}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: podcap-agent-alerts}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: $AGENT_USER}]
+EOF
+  wait_for "" 30 sh -c "[ \"\$('$BIN/kubectl' --kubeconfig '$AGENT_KUBECONFIG' auth can-i watch $r -n $ns)\" = yes ]"
+  for v in get list watch create patch delete; do
+    [ "$("${G[@]}" auth can-i "$v" "$r" -n "$ns" 2>/dev/null)" = yes ] || die "agent user cannot $v $r in $ns"
+    [ "$("${G[@]}" auth can-i "$v" "$r" -n default 2>/dev/null || true)" = no ] || die "agent user RBAC too wide: can $v $r in default"
+  done
+  for v in "update $r" "deletecollection $r" "patch $r --subresource=status" "list $r --all-namespaces" \
+           "delete customresourcedefinitions" "patch customresourcedefinitions" "create roles" "create rolebindings"; do
+    # shellcheck disable=SC2086  # $v is verb + resource + flags
+    [ "$("${G[@]}" auth can-i $v -n "$ns" 2>/dev/null || true)" = no ] || die "agent user RBAC too wide: can $v in $ns"
+  done
 }
 
 start_kcm() {
