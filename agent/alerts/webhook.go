@@ -84,10 +84,11 @@ type WebhookOptions struct {
 //	503   Record failed (API server unreachable),  retried in the same flush with exponential
 //	      no in-flight slot within Timeout          backoff (0.5 s, ×1.5, jittered) until the
 //	                                                flush's deadline (max(10 s, group_interval)),
-//	                                                then again at the next flush
-//	 —    TLS handshake refused (a client          retried like a 5xx
-//	      certificate the client CA does not
-//	      verify)
+//	                                                then again at the next flush; log "Notify
+//	                                                success" attempts=N once it passes
+//	 —    TLS handshake refused (a client          retried like a 5xx (its log: "remote
+//	      certificate the client CA does not        error: tls: unknown certificate
+//	      verify)                                   authority")
 //
 // 401 and 403 differ on purpose: 401 (with WWW-Authenticate: Bearer) means the bearer token is
 // missing or wrong, the credential HTTP can ask for; 403 means the client certificate is
