@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -19,13 +20,16 @@ import (
 //     (the pod cache synced) and /metrics (Prometheus). Nothing on it takes credentials, so
 //     probes and scrapers need no TLS set-up;
 //   - the API server (NewAPIServer): the routes that take a bearer token (the API, and the
-//     Alertmanager webhook next), over HTTPS only, unless its caller explicitly opted out.
+//     Alertmanager webhook), over HTTPS only, unless its caller explicitly opted out; with
+//     client CAs it also verifies the client certificates clients give.
 type Server struct {
 	name string // "metrics" or "api", in logs
 	addr string
 	mux  *http.ServeMux
 	// getCertificate, if set, makes the server serve HTTPS only
 	getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// clientCAs, if set, verify the client certificates that clients give (not required)
+	clientCAs *x509.CertPool
 }
 
 // NewMetricsServer builds the plain HTTP server of health and metrics on addr; ready decides
@@ -59,6 +63,12 @@ type APITransport struct {
 	// InsecureHTTP serves plain HTTP: bearer tokens then cross the network in cleartext. Only
 	// an explicit opt-out of the operator's sets it (--insecure-serve-api-over-http).
 	InsecureHTTP bool
+	// ClientCAs, with GetCertificate, asks clients for a certificate and verifies one that is
+	// given against these CAs (tls.VerifyClientCertIfGiven): a client without a certificate
+	// still connects (the API's routes need only their bearer token), one with a certificate
+	// the CAs do not verify fails the handshake, and a route that needs a client certificate
+	// (the Alertmanager webhook with --webhook-client-ca-file) checks r.TLS.VerifiedChains.
+	ClientCAs *x509.CertPool
 }
 
 // ErrAPIWithoutTLS is NewAPIServer's error for a transport with neither a certificate nor the
@@ -73,8 +83,10 @@ func NewAPIServer(addr string, t APITransport) (*Server, error) {
 		return nil, ErrAPIWithoutTLS
 	case t.GetCertificate != nil && t.InsecureHTTP:
 		return nil, errors.New("the API server's transport: a certificate and plain HTTP both asked for")
+	case t.ClientCAs != nil && t.InsecureHTTP:
+		return nil, errors.New("the API server's transport: client certificates need TLS, and plain HTTP was asked for")
 	}
-	return &Server{name: "api", addr: addr, mux: http.NewServeMux(), getCertificate: t.GetCertificate}, nil
+	return &Server{name: "api", addr: addr, mux: http.NewServeMux(), getCertificate: t.GetCertificate, clientCAs: t.ClientCAs}, nil
 }
 
 // Handle adds a route (a net/http ServeMux pattern).
@@ -100,6 +112,10 @@ func (s *Server) httpServer() *http.Server {
 	}
 	if s.getCertificate != nil {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.getCertificate}
+		if s.clientCAs != nil {
+			srv.TLSConfig.ClientAuth = tls.VerifyClientCertIfGiven
+			srv.TLSConfig.ClientCAs = s.clientCAs
+		}
 	}
 	return srv
 }

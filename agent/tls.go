@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -140,4 +142,44 @@ func (k *KeyPair) read() (*tls.Certificate, [sha256.Size]byte, error) {
 		return nil, digest, fmt.Errorf("load TLS key pair %s, %s: %w", k.certFile, k.keyFile, err)
 	}
 	return &pair, digest, nil
+}
+
+// maxCABundleBytes bounds a client CA bundle file: a few hundred certificates.
+const maxCABundleBytes = 1 << 20
+
+// LoadClientCAs reads a PEM bundle of the CAs that sign the client certificates the API
+// server accepts (APITransport.ClientCAs), and returns the pool and the subjects of its
+// certificates, for the log. Every block must be a certificate that parses, and there must be
+// at least one: a bundle that loads only in part would refuse clients silently. The bundle is
+// read once; a changed CA takes a restart of the agent.
+func LoadClientCAs(path string) (*x509.CertPool, []string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read client CA bundle: %w", err)
+	}
+	if len(b) > maxCABundleBytes {
+		return nil, nil, fmt.Errorf("client CA bundle %s is over %d bytes", path, maxCABundleBytes)
+	}
+	pool := x509.NewCertPool()
+	var subjects []string
+	for rest := b; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, nil, fmt.Errorf("client CA bundle %s: a %q PEM block, want only CERTIFICATE blocks", path, block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("client CA bundle %s: certificate %d: %w", path, len(subjects)+1, err)
+		}
+		pool.AddCert(cert)
+		subjects = append(subjects, cert.Subject.String())
+	}
+	if len(subjects) == 0 {
+		return nil, nil, fmt.Errorf("client CA bundle %s: %w", path, errors.New("no PEM certificate in it"))
+	}
+	return pool, subjects, nil
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/podcap/podcap/agent"
+	"github.com/podcap/podcap/agent/alerts"
 	"github.com/podcap/podcap/agent/capture"
 	"github.com/podcap/podcap/agent/capture/tcpdump"
 	"github.com/podcap/podcap/agent/cri"
@@ -93,7 +94,8 @@ func run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	servers, err := newServers(log, o, reg, ctrl, captures.List, transport)
+	// TODO(lead): the alerts.Store as the webhook's Recorder; nil keeps the webhook off
+	servers, err := newServers(log, o, reg, ctrl, captures.List, transport, nil)
 	if err != nil {
 		return err
 	}
@@ -241,9 +243,11 @@ func newController(log klog.Logger, o *Options, client kubernetes.Interface, cap
 }
 
 // newServers builds the plain HTTP server of health and metrics and the API server over
-// transport, the API behind its bearer token (off, and logged why, without a usable one).
-func newServers(log klog.Logger, o *Options, reg prometheus.Gatherer, ctrl *agent.Controller,
-	list func() []capture.Status, transport agent.APITransport) ([]*agent.Server, error) {
+// transport, the API behind its bearer token (off, and logged why, without a usable one), and
+// on it the Alertmanager webhook recording into rec (off, and logged why, without rec or
+// without authentication).
+func newServers(log klog.Logger, o *Options, reg *prometheus.Registry, ctrl *agent.Controller,
+	list func() []capture.Status, transport agent.APITransport, rec alerts.Recorder) ([]*agent.Server, error) {
 	token, off, err := readToken(o.APITokenFile)
 	if err != nil {
 		return nil, err
@@ -251,12 +255,55 @@ func newServers(log klog.Logger, o *Options, reg prometheus.Gatherer, ctrl *agen
 	if off != "" {
 		log.Info("HTTP API off", "why", off)
 	}
+	if o.WebhookClientCAFile != "" {
+		pool, subjects, err := agent.LoadClientCAs(o.WebhookClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--webhook-client-ca-file: %w", err)
+		}
+		transport.ClientCAs = pool
+		log.Info("API server verifies client certificates", "clientCAFile", o.WebhookClientCAFile, "subjects", subjects)
+	}
 	api, err := agent.NewAPIServer(o.APIListenAddress, transport)
 	if err != nil {
 		return nil, err
 	}
 	ctrl.RegisterAPI(api, token, list)
+	hook, err := newWebhook(log, o, reg, rec)
+	if err != nil {
+		return nil, err
+	}
+	api.Handle(alerts.WebhookPath, hook)
 	return []*agent.Server{agent.NewMetricsServer(o.ListenAddress, reg, ctrl.Synced), api}, nil
+}
+
+// newWebhook builds the Alertmanager webhook; it logs whether it is on, how it authenticates,
+// or why it is off (it then answers 404).
+func newWebhook(log klog.Logger, o *Options, reg prometheus.Registerer, rec alerts.Recorder) (*alerts.Webhook, error) {
+	opts := alerts.WebhookOptions{Recorder: rec, TokenFile: o.WebhookTokenFile, RequireClientCert: o.WebhookClientCAFile != "",
+		Registerer: reg, Logger: log.WithName("webhook")}
+	if rec == nil { // no alert store: the webhook is off whatever its authentication
+		opts = alerts.WebhookOptions{Recorder: noRecorder{}, Registerer: reg, Logger: opts.Logger}
+	}
+	hook, err := alerts.NewWebhook(opts)
+	if err != nil {
+		return nil, fmt.Errorf("alertmanager webhook: %w", err)
+	}
+	if why := hook.Off(); why != "" {
+		if rec == nil {
+			why = "no alert store"
+		}
+		log.Info("Alertmanager webhook off: it answers 404", "why", why, "path", alerts.WebhookPath)
+	} else {
+		log.Info("Alertmanager webhook on", "path", alerts.WebhookPath, "bearerToken", hook.RequiresToken(), "clientCertificate", hook.RequiresClientCert())
+	}
+	return hook, nil
+}
+
+// noRecorder stands for a missing alert store; an off webhook never calls it.
+type noRecorder struct{}
+
+func (noRecorder) Record(context.Context, alerts.Notification) (alerts.Recorded, error) {
+	return alerts.Recorded{}, errors.New("no alert store")
 }
 
 // reloadOnSIGHUP reloads the policy when the agent gets SIGHUP.

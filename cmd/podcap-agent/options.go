@@ -51,6 +51,11 @@ type Options struct {
 	TLSPrivateKeyFile        string
 	NodeIP                   string
 	InsecureServeAPIOverHTTP bool
+
+	// The Alertmanager webhook (POST /api/v1/alerts on the API server): a bearer token and/or
+	// client certificates of this CA bundle; neither, and the webhook is off.
+	WebhookTokenFile    string
+	WebhookClientCAFile string
 }
 
 // Limits on flag values: the ring files of every capture must fit a node's disk.
@@ -89,6 +94,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate (then its chain) of the API server, with --tls-private-key-file; reloaded when the files change. Neither: a self-signed certificate is made at start (its fingerprints are logged)")
 	fs.StringVar(&o.TLSPrivateKeyFile, "tls-private-key-file", "", "PEM private key of --tls-cert-file")
 	fs.StringVar(&o.NodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IP address, a name of the self-signed certificate besides --node-name and localhost (default: env NODE_IP)")
+	fs.StringVar(&o.WebhookTokenFile, "webhook-token-file", "", "file holding the bearer token Alertmanager sends to the webhook (POST /api/v1/alerts on --api-listen-address), at least 16 bytes; re-read when it changes (Secret rotation). Missing or too short: the webhook is off")
+	fs.StringVar(&o.WebhookClientCAFile, "webhook-client-ca-file", "", "PEM bundle of the CAs whose client certificates the webhook requires (mTLS, Alertmanager's tls_config cert_file); with --webhook-token-file both are required. Other API routes keep bearer tokens only")
 	fs.BoolVar(&o.InsecureServeAPIOverHTTP, "insecure-serve-api-over-http", false, "INSECURE: serve the API over plain HTTP, so that its bearer token crosses the network in cleartext (logged at start, metric podcap_api_tls_info{tls=\"off\"})")
 }
 
@@ -142,6 +149,12 @@ func (o *Options) validateServing() []error {
 	}
 	if o.InsecureServeAPIOverHTTP && (o.TLSCertFile != "" || o.TLSPrivateKeyFile != "") {
 		errs = append(errs, errors.New("--insecure-serve-api-over-http contradicts --tls-cert-file and --tls-private-key-file: drop one or the other"))
+	}
+	if o.InsecureServeAPIOverHTTP && o.WebhookClientCAFile != "" {
+		errs = append(errs, errors.New("--webhook-client-ca-file needs TLS, and --insecure-serve-api-over-http turns it off: drop one or the other"))
+	}
+	if o.WebhookTokenFile != "" && o.WebhookTokenFile == o.APITokenFile {
+		errs = append(errs, errors.New("--webhook-token-file and --api-token-file are the same file: the webhook's token lets Alertmanager post alerts, give it its own"))
 	}
 	if o.NodeIP != "" && net.ParseIP(o.NodeIP) == nil {
 		errs = append(errs, fmt.Errorf("--node-ip %q is not an IP address", o.NodeIP))
