@@ -123,3 +123,51 @@ func TestAlertmanagerWebhook(t *testing.T) {
 		t.Errorf("stop: %v", err)
 	}
 }
+
+// TestAlertmanagerWebhookStatusCodes pins what Debian's Alertmanager does with a webhook's
+// answer: a 4xx, 429 included, is one attempt, counted as failed at once (group_interval 1h:
+// no second flush during the test); a 5xx is retried with backoff until the flush's timeout
+// (group_interval, at least 10 s) and then counted once. A failed notification is sent again
+// at the group's next flush (every group_interval).
+func TestAlertmanagerWebhookStatusCodes(t *testing.T) {
+	c := hostCluster(t)
+	for _, tc := range []struct {
+		code    int
+		retried bool
+	}{
+		{http.StatusBadRequest, false},
+		{http.StatusUnauthorized, false},
+		{http.StatusRequestEntityTooLarge, false},
+		{http.StatusTooManyRequests, false},
+		{http.StatusInternalServerError, true},
+		{http.StatusServiceUnavailable, true},
+	} {
+		t.Run(http.StatusText(tc.code), func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			hook := NewWebhookRecorder(t)
+			hook.SetStatus(tc.code)
+			interval := time.Hour
+			if tc.retried {
+				interval = time.Second // the flush times out after 10 s
+			}
+			am := c.StartAlertmanager(t, AlertmanagerOptions{Webhooks: []Webhook{{URL: hook.URL}}, GroupInterval: interval})
+			start := time.Now()
+			if err := am.PostAlerts(ctx, Alert{Labels: map[string]string{"alertname": "X"}}); err != nil {
+				t.Fatal(err)
+			}
+			err := poll(ctx, func(ctx context.Context) (bool, error) {
+				v, err := am.Metric(ctx, "alertmanager_notifications_failed_total", map[string]string{"integration": "webhook"})
+				return v == 1, err
+			}, "one failed notification")
+			if err != nil {
+				t.Fatal(err)
+			}
+			attempts := len(hook.Notifications())
+			t.Logf("%d: counted as failed after %s, %d attempts", tc.code, time.Since(start).Round(time.Millisecond), attempts)
+			if tc.retried && attempts < 2 || !tc.retried && attempts != 1 {
+				t.Errorf("%d attempts; retried: want %v", attempts, tc.retried)
+			}
+		})
+	}
+}

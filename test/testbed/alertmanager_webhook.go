@@ -90,8 +90,11 @@ func (r *WebhookRecorder) serve(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(status)
 }
 
-// SetStatus sets the HTTP status every later request is answered with (to see what
-// Alertmanager does with it: it retries 5xx and 429, gives up on other 4xx).
+// SetStatus sets the HTTP status every later request is answered with. Debian's Alertmanager
+// (0.25) retries a 5xx with backoff for group_interval, at least 10 s, makes one attempt on
+// any 4xx (429
+// included), and sends a failed notification again at the group's next flush
+// (TestAlertmanagerWebhookStatusCodes).
 func (r *WebhookRecorder) SetStatus(code int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
