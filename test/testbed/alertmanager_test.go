@@ -2,9 +2,12 @@ package testbed
 
 import (
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -169,5 +172,44 @@ func TestAlertmanagerWebhookStatusCodes(t *testing.T) {
 				t.Errorf("%d attempts; retried: want %v", attempts, tc.retried)
 			}
 		})
+	}
+}
+
+// TestAlertmanagerWebhookPinnedCA: the certificate PinnedCertificatePEM fetches (checked
+// against the fingerprint a log names, as an agent logs its self-signed one) is what
+// Alertmanager's tls_config.ca_file needs to trust the server.
+func TestAlertmanagerWebhookPinnedCA(t *testing.T) {
+	c := hostCluster(t)
+	ctx := t.Context()
+	hook := NewTLSWebhookRecorder(t)
+	addr := strings.TrimPrefix(strings.TrimSuffix(hook.URL, "/"), "https://")
+	sum := sha256.Sum256(hook.Certificate().Raw)
+	var fp []string
+	for _, b := range sum {
+		fp = append(fp, fmt.Sprintf("%02X", b))
+	}
+	log := `I1206 06:00:00.000000 1 selfsigned.go:89] "Generated a self-signed TLS certificate" sha256Fingerprint="` + strings.Join(fp, ":") + `"`
+
+	if _, err := PinnedCertificatePEM(ctx, addr, strings.Replace(log, fp[0], "00", 1)); err == nil {
+		t.Fatal("a certificate whose fingerprint is not the logged one: want an error")
+	}
+	pemBytes, err := PinnedCertificatePEM(ctx, addr, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pemBytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	am := c.StartAlertmanager(t, AlertmanagerOptions{Webhooks: []Webhook{{URL: hook.URL, CAFile: caFile, BearerToken: "t"}}})
+	if err := am.PostAlerts(ctx, Alert{Labels: map[string]string{"alertname": "X"}}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := hook.Wait(ctx, "firing X", func(n WebhookNotification) bool { return n.Message.Status == "firing" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Authorization != "Bearer t" {
+		t.Errorf("Authorization %q", n.Authorization)
 	}
 }

@@ -3,6 +3,7 @@ package testbed
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -73,6 +74,19 @@ func NewWebhookRecorder(t testing.TB) *WebhookRecorder {
 	t.Cleanup(r.srv.Close)
 	return r
 }
+
+// NewTLSWebhookRecorder is NewWebhookRecorder over HTTPS, with a self-signed certificate for
+// 127.0.0.1 (Certificate).
+func NewTLSWebhookRecorder(t testing.TB) *WebhookRecorder {
+	r := &WebhookRecorder{status: http.StatusOK, added: make(chan struct{})}
+	r.srv = httptest.NewTLSServer(http.HandlerFunc(r.serve))
+	r.URL = r.srv.URL + "/"
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// Certificate is the HTTPS recorder's certificate (nil over HTTP).
+func (r *WebhookRecorder) Certificate() *x509.Certificate { return r.srv.Certificate() }
 
 func (r *WebhookRecorder) serve(w http.ResponseWriter, req *http.Request) {
 	n := WebhookNotification{Received: time.Now(), Authorization: req.Header.Get("Authorization")}
