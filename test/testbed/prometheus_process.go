@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -273,16 +272,6 @@ func sampleValue(typ dto.MetricType, m *dto.Metric) (float64, bool) {
 		return m.GetUntyped().GetValue(), true
 	}
 	return 0, false
-}
-
-// mergeLabels returns a copy of a with b's pairs added (b wins).
-func mergeLabels(a, b map[string]string) map[string]string {
-	out := maps.Clone(a)
-	if out == nil {
-		out = map[string]string{}
-	}
-	maps.Copy(out, b)
-	return out
 }
 
 // lookBinary returns path if it exists, else an error naming the Debian package that provides it.
