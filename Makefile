@@ -9,6 +9,8 @@ SHELL := /bin/bash
 # Go from the official tarball if it is not on PATH
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
+# the agent's version (podcap-agent logs it, pcapng files name it)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 IMAGE ?= podcap-agent:dev
 CLUSTER := test/cluster/cluster.sh
 KIND := test/kind/kind.sh
@@ -19,7 +21,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## bin/podcap-agent, static (CGO_ENABLED=0)
-	CGO_ENABLED=0 $(GO) build -o bin/podcap-agent ./cmd/podcap-agent
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/podcap-agent ./cmd/podcap-agent
 
 test: ## as root: packages + cluster binaries (cached), go vet, every test incl. the real-cluster ones
 	@if [ "$$(id -u)" != 0 ]; then echo "make test needs root: it installs Debian packages and runs a Kubernetes node (sudo make test; 'make unit-test' runs without)" >&2; exit 1; fi

@@ -98,7 +98,7 @@ func (m *Manager) openRing(r *run) (*Ring, error) {
 	ring, err := NewRing(RingOptions{
 		Dir: r.dir, Base: base, Files: r.spec.Files, FileSize: r.spec.FileSize, Start: start,
 		Clock: m.cfg.Clock, BeforeCreate: m.spaceCheck(r.spec),
-		Format: ringFormat(r.spec), Section: ringSection(r.spec, "", ""), // node, version: not in Config yet
+		Format: ringFormat(r.spec), Section: ringSection(r.spec, m.cfg.NodeName, m.cfg.Version),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open ring: %w", err)

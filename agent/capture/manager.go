@@ -55,11 +55,13 @@ type Config struct {
 	// MinFreeBytes is the free space a ring leaves on the capture directory's file system:
 	// a ring file that could take it under this is not created, and the capture fails (its
 	// files kept) until space is back.
-	MinFreeBytes    int64
-	StatsInterval   time.Duration // how often kernel counters are asked for (default 5s)
-	RecheckInterval time.Duration // how often a running capture checks the pod's PID (default 30s)
-	MinBackoff      time.Duration // first delay after a failure (default 1s)
-	MaxBackoff      time.Duration // delay cap, and the run time after which backoff resets (default 30s)
+	MinFreeBytes int64
+	// NodeName and Version (the agent's) are written in the section header of pcapng files.
+	NodeName, Version string
+	StatsInterval     time.Duration // how often kernel counters are asked for (default 5s)
+	RecheckInterval   time.Duration // how often a running capture checks the pod's PID (default 30s)
+	MinBackoff        time.Duration // first delay after a failure (default 1s)
+	MaxBackoff        time.Duration // delay cap, and the run time after which backoff resets (default 30s)
 }
 
 func (c *Config) setDefaults() {

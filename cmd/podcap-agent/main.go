@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -60,6 +61,10 @@ func main() {
 	klog.Flush()
 }
 
+// version is the agent's version, set at build time (-ldflags "-X main.version=…", the
+// Makefile's build); "dev" otherwise.
+var version = "dev"
+
 func criDefaults() []string { return cri.DefaultEndpoints }
 
 // run wires the agent's parts and runs them until ctx ends or one of them fails.
@@ -70,7 +75,11 @@ func run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	client, err := kubeClient(o.Kubeconfig)
+	kcfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := kubeClient(kcfg)
 	if err != nil {
 		return err
 	}
@@ -90,23 +99,34 @@ func run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	ctrl, rules, err := newController(log, o, client, captures, recorder, m, reg)
+	var ctrl *agent.Controller // set before the store runs: its changes re-evaluate the node's pods
+	store, err := newAlertStore(log, o, kcfg, reg, func() { ctrl.EnqueueAll() })
 	if err != nil {
 		return err
 	}
-	// TODO(lead): the alerts.Store as the webhook's Recorder; nil keeps the webhook off
-	servers, err := newServers(log, o, reg, ctrl, captures.List, transport, nil)
+	ctrl, rules, err := newController(log, o, client, captures, recorder, m, reg, store)
+	if err != nil {
+		return err
+	}
+	var rec alerts.Recorder // nil: the webhook is off
+	if store != nil {
+		rec = store
+	}
+	servers, err := newServers(log, o, reg, ctrl, captures.List, transport, rec)
 	if err != nil {
 		return err
 	}
 
-	log.Info("Starting podcap agent", "node", o.NodeName, "criEndpoint", endpoint, "captureDir", o.CaptureDir,
+	log.Info("Starting podcap agent", "version", version, "node", o.NodeName, "criEndpoint", endpoint, "captureDir", o.CaptureDir,
 		"annotationKey", o.AnnotationKey, "maxFiles", o.MaxFiles, "maxConcurrentCaptures", o.MaxConcurrent)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return captures.Run(gctx) })
 	g.Go(func() error { return ctrl.Run(gctx) })
 	for _, srv := range servers {
 		g.Go(func() error { return srv.Run(gctx) })
+	}
+	if store != nil {
+		g.Go(func() error { return store.Run(gctx) })
 	}
 	if rules != nil {
 		g.Go(func() error { return rules.Run(gctx) })
@@ -145,18 +165,47 @@ func apiTransport(log klog.Logger, o *Options) (agent.APITransport, string, erro
 	}
 }
 
-// kubeClient is the clientset of the kubeconfig, or of the in-cluster configuration.
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	cfg, err := restConfig(kubeconfig)
-	if err != nil {
-		return nil, err
-	}
+// kubeClient is the clientset of the agent's pods and Events.
+func kubeClient(kcfg *rest.Config) (kubernetes.Interface, error) {
+	cfg := rest.CopyConfig(kcfg)
 	cfg.UserAgent = "podcap-agent"
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return client, nil
+}
+
+// Alert store client rate: a storm of 1,000 alerts in 10 s is 100 applies a second on the
+// agent Alertmanager reached, and one notification holds up to 200 alerts. Its own client, so
+// that a storm never delays the pod informer or the Events.
+const (
+	alertClientQPS   = 100
+	alertClientBurst = 200
+)
+
+// newAlertStore builds the store of CaptureAlert objects in --alert-namespace; nil when
+// alerts are off (--alert-namespace "").
+func newAlertStore(log klog.Logger, o *Options, kcfg *rest.Config, reg prometheus.Registerer, onChange func()) (*alerts.Store, error) {
+	if o.AlertNamespace == "" {
+		log.Info("Alerts off: no --alert-namespace; input.alerts stays empty and the webhook answers 404")
+		return nil, nil
+	}
+	cfg := rest.CopyConfig(kcfg)
+	cfg.UserAgent = "podcap-agent/alerts"
+	cfg.QPS, cfg.Burst = alertClientQPS, alertClientBurst
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("alert store client: %w", err)
+	}
+	store, err := alerts.NewStore(dyn, alerts.StoreOptions{
+		Namespace: o.AlertNamespace, Node: o.NodeName, MaxActive: o.MaxAlerts, TTL: o.AlertTTL,
+		Retention: o.AlertRetention, Logger: log.WithName("alerts"), Registerer: reg, OnChange: onChange,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("alert store: %w", err)
+	}
+	return store, nil
 }
 
 // dialRuntime connects to the CRI socket: endpoint, or the first of the default ones that
@@ -203,13 +252,15 @@ func newCaptureManager(o *Options, runtime *cri.Client, recorder record.EventRec
 		Metrics:       m,
 		Retention:     capture.Retention{MaxAge: o.RetentionMaxAge, MaxBytes: o.RetentionMaxBytes, Interval: o.RetentionInterval},
 		MinFreeBytes:  o.MinFreeBytes,
+		NodeName:      o.NodeName,
+		Version:       version,
 	})
 }
 
 // newController builds the controller and, with --policy-dir, the policy engine it consults
 // (rules is nil without one) and the policy's reload metrics.
 func newController(log klog.Logger, o *Options, client kubernetes.Interface, captures *capture.Manager,
-	recorder record.EventRecorder, m *metrics.Metrics, reg prometheus.Registerer) (ctrl *agent.Controller, rules *policy.Engine, err error) {
+	recorder record.EventRecorder, m *metrics.Metrics, reg prometheus.Registerer, store *alerts.Store) (ctrl *agent.Controller, rules *policy.Engine, err error) {
 	cfg := agent.Config{
 		NodeName:         o.NodeName,
 		AnnotationKey:    o.AnnotationKey,
@@ -218,6 +269,9 @@ func newController(log klog.Logger, o *Options, client kubernetes.Interface, cap
 		Limits: policy.Limits{MaxFiles: o.MaxFiles, MaxFileSizeBytes: o.MaxFileSizeBytes,
 			MaxDuration: o.MaxCaptureDuration},
 		Filters: capture.NewFilterChecker(o.TcpdumpPath),
+	}
+	if store != nil { // a nil *Store in the interface would not be nil
+		cfg.Alerts = store
 	}
 	if o.PolicyDir != "" {
 		rules, err = policy.New(policy.Options{

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/podcap/podcap/agent"
+	"github.com/podcap/podcap/agent/alerts"
 	"github.com/podcap/podcap/agent/capture/tcpdump"
 	"github.com/podcap/podcap/policy"
 )
@@ -56,6 +57,13 @@ type Options struct {
 	// client certificates of this CA bundle; neither, and the webhook is off.
 	WebhookTokenFile    string
 	WebhookClientCAFile string
+
+	// Alerts are shared as CaptureAlert objects in AlertNamespace ("" turns the alert store,
+	// input.alerts and the webhook off).
+	AlertNamespace string
+	AlertTTL       time.Duration
+	AlertRetention time.Duration
+	MaxAlerts      int
 }
 
 // Limits on flag values: the ring files of every capture must fit a node's disk.
@@ -64,7 +72,17 @@ const (
 	maxMaxConcurrent = 256
 	// an evaluation holds one of the controller's two workers; beyond this a rule is broken
 	maxPolicyEvalTimeout = 10 * time.Second
+	// every agent holds every active alert and each is an object in the API server
+	maxMaxAlerts = 10000
 )
+
+// envOr is the environment variable's value, or def when it is unset or empty.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
 
 // AddFlags registers the options on fs with their defaults.
 func (o *Options) AddFlags(fs *flag.FlagSet) {
@@ -95,6 +113,10 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.TLSPrivateKeyFile, "tls-private-key-file", "", "PEM private key of --tls-cert-file")
 	fs.StringVar(&o.NodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IP address, a name of the self-signed certificate besides --node-name and localhost (default: env NODE_IP)")
 	fs.StringVar(&o.WebhookTokenFile, "webhook-token-file", "", "file holding the bearer token Alertmanager sends to the webhook (POST /api/v1/alerts on --api-listen-address), at least 16 bytes; re-read when it changes (Secret rotation). Missing or too short: the webhook is off")
+	fs.StringVar(&o.AlertNamespace, "alert-namespace", envOr("POD_NAMESPACE", "podcap-system"), "namespace of the CaptureAlert objects through which the agents share Alertmanager's alerts (default: env POD_NAMESPACE, else podcap-system); \"\" turns alerts off (no input.alerts, webhook off)")
+	fs.DurationVar(&o.AlertTTL, "alert-ttl", alerts.DefaultAlertTTL, "a firing alert not notified again for this long stops being active (a lost resolve); must exceed Alertmanager's repeat_interval + group_interval")
+	fs.DurationVar(&o.AlertRetention, "alert-retention", alerts.DefaultAlertRetention, "CaptureAlert objects inactive for this long are deleted (by any agent)")
+	fs.IntVar(&o.MaxAlerts, "max-alerts", alerts.DefaultMaxActive, "active alerts held; a new firing alert beyond this is refused and counted (podcap_alerts_refused_total)")
 	fs.StringVar(&o.WebhookClientCAFile, "webhook-client-ca-file", "", "PEM bundle of the CAs whose client certificates the webhook requires (mTLS, Alertmanager's tls_config cert_file); with --webhook-token-file both are required. Other API routes keep bearer tokens only")
 	fs.BoolVar(&o.InsecureServeAPIOverHTTP, "insecure-serve-api-over-http", false, "INSECURE: serve the API over plain HTTP, so that its bearer token crosses the network in cleartext (logged at start, metric podcap_api_tls_info{tls=\"off\"})")
 }
@@ -125,6 +147,17 @@ func (o *Options) Validate() error {
 	}
 	if o.PolicyPollInterval <= 0 || o.MaxCaptureDuration <= 0 || o.RetentionMaxAge <= 0 || o.RetentionInterval <= 0 {
 		errs = append(errs, errors.New("--policy-poll-interval, --max-capture-duration, --retention-max-age and --retention-interval must be positive"))
+	}
+	if o.AlertNamespace != "" {
+		if msgs := validation.IsDNS1123Label(o.AlertNamespace); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--alert-namespace %q: %s", o.AlertNamespace, strings.Join(msgs, "; ")))
+		}
+	}
+	if o.AlertTTL < time.Minute || o.AlertRetention <= 0 {
+		errs = append(errs, fmt.Errorf("--alert-ttl %s must be at least 1m and --alert-retention %s positive", o.AlertTTL, o.AlertRetention))
+	}
+	if o.MaxAlerts < 1 || o.MaxAlerts > maxMaxAlerts {
+		errs = append(errs, fmt.Errorf("--max-alerts %d must be from 1 to %d", o.MaxAlerts, maxMaxAlerts))
 	}
 	if o.PolicyEvalTimeout <= 0 || o.PolicyEvalTimeout > maxPolicyEvalTimeout {
 		errs = append(errs, fmt.Errorf("--policy-eval-timeout %s must be positive and at most %s", o.PolicyEvalTimeout, maxPolicyEvalTimeout))
