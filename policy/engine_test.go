@@ -47,7 +47,7 @@ func TestDecideShippedRules(t *testing.T) {
 	alerted := podInput("shop", map[string]string{"app": "web"}, nil)
 	alerted.Alerts = []Alert{
 		{Fingerprint: "fb", Status: "firing", Labels: map[string]string{"alertname": "Latency", "namespace": "shop", "pod": "web-0"},
-			Annotations: map[string]string{"podcap.io/stop-grace": "30s", "podcap.io/files": "bad"}},
+			Annotations: map[string]string{"podcap_stop_grace": "30s", "podcap_files": "bad"}},
 		{Fingerprint: "fa", Status: "firing", Labels: map[string]string{"alertname": "Errors", "namespace": "shop", "pod": "web-0"},
 			Annotations: map[string]string{}},
 	}

@@ -5,7 +5,7 @@
 #   namespace + statefulset / daemonset      the pods that workload owns (input.pod.owner);
 #   namespace + deployment                   the pods of its ReplicaSets, named
 #                                            <deployment>-<pod-template-hash> (the pod's label).
-# An alert annotated podcap.io/capture=false captures nothing. Every alert that names the pod
+# An alert annotated podcap_capture=false captures nothing. Every alert that names the pod
 # counts: the decision lists their fingerprints (sorted) and names them in its reason. Alerts
 # may ask for other settings with annotations (see rules/README.md); a value that is not valid
 # is ignored (the default applies), so it never spoils the capture the other alerts ask for.
@@ -53,7 +53,7 @@ alert_matched contains a if {
 	some a in input.alerts
 	a.labels.namespace == input.pod.namespace
 	alert_names_pod(a.labels)
-	not a.annotations["podcap.io/capture"] == "false"
+	not a.annotations["podcap_capture"] == "false"
 }
 
 alert_names_pod(labels) if labels.pod == input.pod.name
@@ -89,13 +89,13 @@ alert_names := names if {
 
 # alert_settings are the matched alerts' settings: each annotation if valid, else the default.
 alert_settings contains {
-	"files": alert_int(a, "podcap.io/files", 1, alert_limits.files, alert_defaults.files),
-	"file_size_bytes": alert_int(a, "podcap.io/file-size-bytes", 65536, alert_limits.file_size_bytes, alert_defaults.file_size_bytes),
+	"files": alert_int(a, "podcap_files", 1, alert_limits.files, alert_defaults.files),
+	"file_size_bytes": alert_int(a, "podcap_file_size_bytes", 65536, alert_limits.file_size_bytes, alert_defaults.file_size_bytes),
 	"snaplen": alert_snaplen_of(a),
 	"filter": alert_filter_of(a),
-	"max_duration": alert_ns(a, "podcap.io/max-duration", 1000000000, alert_limits.max_duration, alert_defaults.max_duration),
-	"stop_grace": alert_ns(a, "podcap.io/stop-grace", 0, alert_limits.stop_grace, alert_defaults.stop_grace),
-	"cooldown": alert_ns(a, "podcap.io/cooldown", 0, alert_limits.cooldown, alert_defaults.cooldown),
+	"max_duration": alert_ns(a, "podcap_max_duration", 1000000000, alert_limits.max_duration, alert_defaults.max_duration),
+	"stop_grace": alert_ns(a, "podcap_stop_grace", 0, alert_limits.stop_grace, alert_defaults.stop_grace),
+	"cooldown": alert_ns(a, "podcap_cooldown", 0, alert_limits.cooldown, alert_defaults.cooldown),
 	"format": alert_format_of(a),
 } if some a in alert_matched
 
@@ -124,7 +124,7 @@ alert_int(a, key, lo, hi, def) := n if {
 } else := def
 
 alert_snaplen_of(a) := n if {
-	n := to_number(a.annotations["podcap.io/snaplen"])
+	n := to_number(a.annotations["podcap_snaplen"])
 	n == floor(n)
 	alert_snaplen_ok(n)
 } else := alert_defaults.snaplen
@@ -147,7 +147,7 @@ alert_ns(a, key, lo, hi, def) := ns if {
 # (printable ASCII on one line, at most 1024 bytes, not only blanks, no leading "-", no ; $ `);
 # tcpdump's own verdict comes from the agent.
 alert_filter_of(a) := f if {
-	f := a.annotations["podcap.io/filter"]
+	f := a.annotations["podcap_filter"]
 	count(f) <= 1024
 	regex.match(`^[ -~]*$`, f)
 	trim_space(f) != ""
@@ -156,7 +156,7 @@ alert_filter_of(a) := f if {
 } else := ""
 
 alert_format_of(a) := f if {
-	f := a.annotations["podcap.io/format"]
+	f := a.annotations["podcap_format"]
 	f in {"pcap", "pcapng"}
 } else := alert_defaults.format
 

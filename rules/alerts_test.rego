@@ -94,20 +94,20 @@ test_every_matching_alert_is_listed_and_named if {
 }
 
 test_alert_can_opt_out if {
-	a := firing("fp1", {"alertname": "A", "namespace": "shop", "pod": "web-7d9f-abcde"}, {"podcap.io/capture": "false"})
+	a := firing("fp1", {"alertname": "A", "namespace": "shop", "pod": "web-7d9f-abcde"}, {"podcap_capture": "false"})
 	not podcap.decision with input as alert_pod(rs, [a])
 }
 
 test_per_alert_settings if {
 	a := firing("fp1", {"alertname": "A", "namespace": "shop", "pod": "web-7d9f-abcde"}, {
-		"podcap.io/files": "10",
-		"podcap.io/file-size-bytes": "2e6",
-		"podcap.io/snaplen": "128",
-		"podcap.io/filter": "tcp port 443",
-		"podcap.io/max-duration": "30m",
-		"podcap.io/stop-grace": "90s",
-		"podcap.io/cooldown": "1h",
-		"podcap.io/format": "pcap",
+		"podcap_files": "10",
+		"podcap_file_size_bytes": "2e6",
+		"podcap_snaplen": "128",
+		"podcap_filter": "tcp port 443",
+		"podcap_max_duration": "30m",
+		"podcap_stop_grace": "90s",
+		"podcap_cooldown": "1h",
+		"podcap_format": "pcap",
 	})
 	d := podcap.decision with input as alert_pod(rs, [a])
 	d == {
@@ -127,14 +127,14 @@ test_per_alert_settings if {
 
 test_bad_settings_are_ignored if {
 	bad := {
-		"podcap.io/files": "65",
-		"podcap.io/file-size-bytes": "1000",
-		"podcap.io/snaplen": "10",
-		"podcap.io/filter": "-z /tmp/x",
-		"podcap.io/max-duration": "25h",
-		"podcap.io/stop-grace": "-1m",
-		"podcap.io/cooldown": "forever",
-		"podcap.io/format": "erf",
+		"podcap_files": "65",
+		"podcap_file_size_bytes": "1000",
+		"podcap_snaplen": "10",
+		"podcap_filter": "-z /tmp/x",
+		"podcap_max_duration": "25h",
+		"podcap_stop_grace": "-1m",
+		"podcap_cooldown": "forever",
+		"podcap_format": "erf",
 	}
 	a := firing("fp1", {"alertname": "A", "namespace": "shop", "pod": "web-7d9f-abcde"}, bad)
 	d := podcap.decision with input as alert_pod(rs, [a])
@@ -143,10 +143,10 @@ test_bad_settings_are_ignored if {
 
 test_more_bad_values_are_ignored if {
 	values := [
-		{"podcap.io/files": "2.5"}, {"podcap.io/files": "five"}, {"podcap.io/files": ""},
-		{"podcap.io/filter": "tcp; rm -rf /"}, {"podcap.io/filter": "   "}, {"podcap.io/filter": "port 80\nor port 81"},
-		{"podcap.io/filter": "host $(id)"}, {"podcap.io/max-duration": "0"}, {"podcap.io/max-duration": "10 minutes"}, {"podcap.io/stop-grace": "2h"},
-		{"podcap.io/snaplen": "300000"},
+		{"podcap_files": "2.5"}, {"podcap_files": "five"}, {"podcap_files": ""},
+		{"podcap_filter": "tcp; rm -rf /"}, {"podcap_filter": "   "}, {"podcap_filter": "port 80\nor port 81"},
+		{"podcap_filter": "host $(id)"}, {"podcap_max_duration": "0"}, {"podcap_max_duration": "10 minutes"}, {"podcap_stop_grace": "2h"},
+		{"podcap_snaplen": "300000"},
 	]
 	every v in values {
 		a := firing("fp1", {"alertname": "A", "namespace": "shop", "pod": "web-7d9f-abcde"}, v)
@@ -156,8 +156,8 @@ test_more_bad_values_are_ignored if {
 }
 
 test_a_bad_alert_does_not_spoil_the_others if {
-	bad := firing("fp1", {"alertname": "Bad\u0007Name", "namespace": "shop", "pod": "web-7d9f-abcde"}, {"podcap.io/files": "x", "podcap.io/filter": "-x"})
-	good := firing("fp2", {"alertname": "Good", "namespace": "shop", "pod": "web-7d9f-abcde"}, {"podcap.io/files": "8"})
+	bad := firing("fp1", {"alertname": "Bad\u0007Name", "namespace": "shop", "pod": "web-7d9f-abcde"}, {"podcap_files": "x", "podcap_filter": "-x"})
+	good := firing("fp2", {"alertname": "Good", "namespace": "shop", "pod": "web-7d9f-abcde"}, {"podcap_files": "8"})
 	d := podcap.decision with input as alert_pod(rs, [bad, good])
 	d.files == 8
 	d.filter == ""
@@ -167,12 +167,12 @@ test_a_bad_alert_does_not_spoil_the_others if {
 
 test_several_alerts_combine_settings if {
 	a := firing("fp1", {"alertname": "A", "namespace": "shop", "pod": "web-7d9f-abcde"}, {
-		"podcap.io/files": "3", "podcap.io/snaplen": "128", "podcap.io/filter": "tcp",
-		"podcap.io/stop-grace": "10m", "podcap.io/format": "pcap",
+		"podcap_files": "3", "podcap_snaplen": "128", "podcap_filter": "tcp",
+		"podcap_stop_grace": "10m", "podcap_format": "pcap",
 	})
 	b := firing("fp2", {"alertname": "B", "namespace": "shop", "pod": "web-7d9f-abcde"}, {
-		"podcap.io/files": "7", "podcap.io/snaplen": "256", "podcap.io/filter": "tcp",
-		"podcap.io/cooldown": "1m", "podcap.io/format": "pcap",
+		"podcap_files": "7", "podcap_snaplen": "256", "podcap_filter": "tcp",
+		"podcap_cooldown": "1m", "podcap_format": "pcap",
 	})
 	d := podcap.decision with input as alert_pod(rs, [a, b])
 	d.files == 7
