@@ -67,8 +67,8 @@ func TestAlertCaptureEndToEnd(t *testing.T) {
 	mp := c.StartMetricPod(t, "alert-e2e", "cart", testbed.MetricPodOptions{Metrics: map[string]float64{"test_fault": 0}})
 	pod := mp.Pod
 
-	// one certificate and address for both lives of the agent, so Alertmanager's
-	// configuration holds across the restart
+	// one certificate, address and capture directory for both lives of the agent, so that
+	// Alertmanager's configuration holds across the restart and its files stay in one place
 	scratch := t.TempDir()
 	certFile, keyFile := writeServingCert(t, scratch)
 	token := "e2e-webhook-token-0123456789"
@@ -76,7 +76,8 @@ func TestAlertCaptureEndToEnd(t *testing.T) {
 	writeFile(t, tokenFile, token+"\n")
 	apiAddr := "127.0.0.1:" + freeTCPPort(t)
 	rules := policyDir(t, c, nil)
-	agentArgs := []string{"--policy-dir=" + rules, "--policy-poll-interval=100ms", "--policy-eval-timeout=10s",
+	captures := filepath.Join(scratch, "captures")
+	agentArgs := []string{"--capture-dir=" + captures, "--policy-dir=" + rules, "--policy-poll-interval=100ms", "--policy-eval-timeout=10s",
 		"--api-listen-address=" + apiAddr, "--tls-cert-file=" + certFile, "--tls-private-key-file=" + keyFile,
 		"--webhook-token-file=" + tokenFile}
 	a := startAgent(t, c, agentArgs...)
@@ -171,8 +172,8 @@ func TestAlertCaptureEndToEnd(t *testing.T) {
 	}
 	waitCaptureAlert(t, objects, "cart", "firing")
 	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureCoolingDown", "")
-	if s := sessions(t, a, pod, "alert-*"); len(s) != 1 {
-		t.Errorf("capture sessions of the restarted agent during the cooldown: %v, want the one before", s)
+	if s := sessions(t, a, pod, "alert-*"); len(s) != 2 {
+		t.Errorf("capture sessions during the cooldown: %v, want the two before (one of each life of the agent)", s)
 	}
 	if n := len(sessionProcs(t, a, "tcpdump")); n != 0 {
 		t.Errorf("%d tcpdump processes during the cooldown, want 0", n)
