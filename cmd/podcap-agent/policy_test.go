@@ -109,7 +109,7 @@ func TestPolicyEvalAlerts(t *testing.T) {
 	alerts := filepath.Join(dir, "alerts.json")
 	payload := `{"version": "4", "status": "firing", "receiver": "podcap", "alerts": [
  {"status": "firing", "fingerprint": "5f2a", "labels": {"alertname": "HighTCPRetransmits", "namespace": "shop", "deployment": "cart"},
-  "annotations": {"podcap.io/filter": "tcp"}, "startsAt": "2026-03-01T11:58:00Z", "endsAt": "0001-01-01T00:00:00Z",
+  "annotations": {"podcap_filter": "tcp"}, "startsAt": "2026-03-01T11:58:00Z", "endsAt": "0001-01-01T00:00:00Z",
   "generatorURL": "http://prometheus:9090/graph?g0.expr=x"}]}`
 	for p, b := range map[string]string{pod: podJSON, alerts: payload} {
 		if err := os.WriteFile(p, []byte(b), 0o600); err != nil {
