@@ -396,15 +396,16 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 
 // labelsWorstCase is what a capture of rules/labels.rego (5 files of 1,000,000 bytes, default
 // snaplen 262144) reserves of the node's byte budget: each file may pass its size by one
-// record (16-byte header and a whole packet), and 4 KiB for its capture.json.
-const labelsWorstCase = 5*(1_000_000+16+262144) + 4096
+// record (16-byte header and a whole packet), and 8 KiB for its capture.json (the agent's
+// sessionMetaReserve).
+const labelsWorstCase = 5*(1_000_000+16+262144) + 8192
 
 // TestRunningCapturesStayWithinTheByteBudget: five policy captures of 5 × 1 MB under a 20 MB
 // budget: three reserve their worst case and run, two wait with an Event and a metric, and
 // one starts when a running capture ends. What is on disk never passes the budget.
 func TestRunningCapturesStayWithinTheByteBudget(t *testing.T) {
 	c := testBed(t)
-	const budget = 20_000_000 // 3 × labelsWorstCase = 18.9 MB fit, a fourth does not
+	const budget = 20_000_000 // 3 × labelsWorstCase = 19.0 MB fit, a fourth does not
 	a := startAgent(t, c, "--policy-dir="+policyDir(t, c, nil), fmt.Sprintf("--retention-max-bytes=%d", budget), "--max-concurrent-captures=8")
 	var pods []*corev1.Pod
 	for i := range 5 {
