@@ -124,7 +124,6 @@ func NewManager(cfg Config) (*Manager, error) {
 		cfg.Metrics.CapturesRunning.WithLabelValues(s)
 		cfg.Metrics.CaptureStarts.WithLabelValues(s)
 	}
-	cfg.Metrics.CapturesQueued.WithLabelValues(QueuedCooldown)
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg:      cfg,

@@ -6,15 +6,13 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/podcap/podcap/agent/metrics"
 )
 
 // The end of a non-manual capture: its stop grace (it runs on for a while after it is no
 // longer desired) and its cooldown (no non-manual capture of the pod starts for a while after
 // it ended).
-
-// QueuedCooldown is the podcap_captures_queued reason of the pods whose desired capture waits
-// for the cooldown of their last one.
-const QueuedCooldown = "cooldown"
 
 // ErrCoolingDown: the pod's last policy or alert capture ended less than its cooldown ago.
 // Ensure returns it as a *CoolingDownError, which says until when.
@@ -153,7 +151,7 @@ func (m *Manager) cooldownChangedLocked(now time.Time) {
 			n++
 		}
 	}
-	m.cfg.Metrics.CapturesQueued.WithLabelValues(QueuedCooldown).Set(float64(n))
+	m.cfg.Metrics.CapturesQueued.WithLabelValues(metrics.QueuedCooldown).Set(float64(n))
 }
 
 func coolingMessage(e *CoolingDownError) string {

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/metrics"
 )
 
 // alertSpec is the capture of an alert decision with a stop grace and a cooldown.
@@ -141,7 +142,7 @@ func TestCooldownHoldsTheNextCapture(t *testing.T) {
 	ended := clk.Now()
 
 	queued := func() float64 {
-		return testutil.ToFloat64(f.metrics.CapturesQueued.WithLabelValues(capture.QueuedCooldown))
+		return testutil.ToFloat64(f.metrics.CapturesQueued.WithLabelValues(metrics.QueuedCooldown))
 	}
 	for i := range 3 { // the flapping alert fires again, and again
 		_, err := f.m.Ensure(s)

@@ -31,6 +31,7 @@ const (
 const (
 	QueuedConcurrency = "concurrency" // a slot under --max-concurrent-captures
 	QueuedBudget      = "budget"      // room for its worst case under --retention-max-bytes
+	QueuedCooldown    = "cooldown"    // the end of the cooldown of the pod's last policy or alert capture
 )
 
 // Reasons of podcap_policy_errors_total.
@@ -74,7 +75,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		CapturesRunning: gaugeVec("podcap_captures_running", "Captures whose capture process is running, by what started them.", "source"),
 		CapturesQueued: gaugeVec("podcap_captures_queued",
-			"Captures waiting to start, by what they wait for (concurrency: a slot under --max-concurrent-captures; budget: room for their worst case under --retention-max-bytes).", "reason"),
+			"Captures waiting to start, by what they wait for (concurrency: a slot under --max-concurrent-captures; budget: room for their worst case under --retention-max-bytes; cooldown: the end of the cooldown of the pod's last policy or alert capture).", "reason"),
 		CaptureStarts:      counterVec("podcap_capture_starts_total", "Captures started, by what started them.", "source"),
 		CaptureFailures:    counterVec("podcap_capture_failures_total", "Capture attempts that failed or ended on their own, by reason.", "reason"),
 		CaptureRestarts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "podcap_capture_restarts_total", Help: "Capture processes restarted after they died or the pod's container changed."}),
@@ -104,7 +105,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.CaptureRestarts, m.InvalidRequests, m.Packets, m.Bytes, m.KernelDrops, m.FileRotations,
 		m.SyncErrors, m.SyncDuration, m.CaptureFileBytes, m.RetentionEvictions, m.PolicyEvaluations, m.PolicyErrors)
 	initLabels(m.CaptureFailures, FailureResolve, FailureStart, FailureExited, FailureFiles)
-	initLabels(m.CapturesQueued, QueuedConcurrency, QueuedBudget)
+	initLabels(m.CapturesQueued, QueuedConcurrency, QueuedBudget, QueuedCooldown)
 	initLabels(m.InvalidRequests, InvalidValue, InvalidHostNetwork, InvalidName, InvalidOverBudget)
 	initLabels(m.RetentionEvictions, "age", "budget")
 	initLabels(m.PolicyEvaluations, "capture", "no_capture", "error", "cached")
