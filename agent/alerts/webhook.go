@@ -120,9 +120,11 @@ type Webhook struct {
 }
 
 // NewWebhook builds the webhook of o. Without any authentication (no TokenFile, no
-// RequireClientCert), or when TokenFile holds no usable token (missing, empty, shorter than
-// MinTokenLen), the webhook is off: it answers every request 404 and Off says why, for the
-// caller to log. A token file that cannot be read, or a missing Recorder, is an error.
+// RequireClientCert) the webhook is off: it answers every request 404 and Off says why, for
+// the caller to log. While TokenFile holds no usable token (missing, empty, shorter than
+// MinTokenLen) it is off the same way, and it turns on by itself when the file gets one (an
+// optional Secret created after the agent started), found by the same checks that follow a
+// rotation. A token file that cannot be read, or a missing Recorder, is an error.
 //
 // Off answers 404, not 503: it is the agent's configuration, which no retry fixes, and a 5xx
 // would make Alertmanager retry with backoff through every flush. The 404 shows in
@@ -155,22 +157,28 @@ func NewWebhook(o WebhookOptions) (*Webhook, error) {
 	case o.TokenFile == "" && !o.RequireClientCert:
 		w.off = "no authentication configured: set --webhook-token-file and/or --webhook-client-ca-file"
 	case o.TokenFile != "":
-		w.token, err = newTokenFile(o.TokenFile, cmp.Or(o.TokenCheckInterval, DefaultTokenCheckInterval), w.now, o.Logger)
-		if errors.Is(err, errNoToken) {
-			w.off = err.Error()
-		} else if err != nil {
+		if w.token, err = newTokenFile(o.TokenFile, cmp.Or(o.TokenCheckInterval, DefaultTokenCheckInterval), w.now, o.Logger); err != nil {
 			return nil, err
 		}
 	}
 	return w, nil
 }
 
-// Off says why the webhook is off, or "" when it is on.
-func (w *Webhook) Off() string { return w.off }
+// Off says why the webhook is off now, or "" when it is on.
+func (w *Webhook) Off() string {
+	if w.off != "" || w.token == nil {
+		return w.off
+	}
+	if why := w.token.missing(); why != "" {
+		return why + "; the webhook turns on when the file holds a usable token"
+	}
+	return ""
+}
 
-// RequiresToken and RequiresClientCert say how an on webhook authenticates, for the log.
-func (w *Webhook) RequiresToken() bool      { return w.off == "" && w.token != nil }
-func (w *Webhook) RequiresClientCert() bool { return w.off == "" && w.requireCert }
+// RequiresToken and RequiresClientCert say how the webhook authenticates (when it is on), for
+// the log.
+func (w *Webhook) RequiresToken() bool      { return w.Off() == "" && w.token != nil }
+func (w *Webhook) RequiresClientCert() bool { return w.Off() == "" && w.requireCert }
 
 // errWebhookTimeout is the cause of a request context that reached the webhook's Timeout.
 var errWebhookTimeout = errors.New("webhook timeout")
@@ -190,8 +198,8 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 
 // serve answers r; it returns the code and, for a refusal, why (for the log).
 func (w *Webhook) serve(rw http.ResponseWriter, r *http.Request) (int, string) {
-	if w.off != "" {
-		return answer(rw, http.StatusNotFound, "the Alertmanager webhook is off on this agent: "+w.off)
+	if off := w.Off(); off != "" {
+		return answer(rw, http.StatusNotFound, "the Alertmanager webhook is off on this agent: "+off)
 	}
 	if r.Method != http.MethodPost {
 		rw.Header().Set("Allow", http.MethodPost)

@@ -454,3 +454,37 @@ func TestWebhookLogRateLimited(t *testing.T) {
 		t.Errorf("entry %q: want the code and never the token", kv)
 	}
 }
+
+// The optional token Secret created after the agent started: the webhook answers 404 while the
+// file is missing or holds too short a token, and turns on by itself (no restart) within one
+// check interval of the file holding a usable token.
+func TestWebhookTokenAppearsLater(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	f := newFixture(t, alerts.WebhookOptions{TokenFile: path, TokenCheckInterval: 5 * time.Second})
+	code := func() int { return f.do(t, request{token: goodToken, body: body(t, 1, false)}).Code }
+	if off := f.hook.Off(); !strings.Contains(off, "does not exist") || !strings.Contains(off, "turns on when") {
+		t.Fatalf("Off() = %q", off)
+	}
+	if c := code(); c != 404 {
+		t.Fatalf("no token file: %d, want 404", c)
+	}
+	writeFile(t, path, "short\n")
+	f.clk.Step(5 * time.Second)
+	if c := code(); c != 404 || !strings.Contains(f.hook.Off(), "shorter than the minimum") {
+		t.Fatalf("short token: %d, Off() %q; want 404, too short", c, f.hook.Off())
+	}
+	writeFile(t, path, goodToken+"\n")
+	if c := code(); c != 404 {
+		t.Fatalf("usable token before the check interval passed: %d, want 404 (read at most every 5s)", c)
+	}
+	f.clk.Step(5 * time.Second)
+	if c := code(); c != 200 || f.hook.Off() != "" || !f.hook.RequiresToken() {
+		t.Fatalf("usable token: %d, Off() %q; want 200 and on", c, f.hook.Off())
+	}
+	if c := f.do(t, request{token: otherToken, body: body(t, 1, false)}).Code; c != 401 {
+		t.Fatalf("wrong token once on: %d, want 401", c)
+	}
+	if n := len(f.rec.Got()); n != 1 {
+		t.Fatalf("recorded %d notifications, want 1 (only the one after the token appeared)", n)
+	}
+}

@@ -27,7 +27,8 @@ const maxTokenFileBytes = 4 << 10
 const DefaultTokenCheckInterval = 5 * time.Second
 
 // errNoToken marks a token file that holds no usable token (missing, empty, too short): the
-// webhook is off at start, and a rotation to such a file keeps the last good token.
+// webhook is off until the file holds one, and a rotation to such a file keeps the last good
+// token.
 var errNoToken = errors.New("no usable webhook token")
 
 // tokenFile is the webhook's bearer token, read from a file that follows its rotation: a
@@ -37,15 +38,21 @@ var errNoToken = errors.New("no usable webhook token")
 // loaded or logged. A changed file that holds no usable token (a Secret emptied by mistake,
 // a token shorter than MinTokenLen) is logged once and the last good token stays: revoke a
 // token by rotating to a new one, not by deleting the Secret.
+//
+// A file that holds no usable token from the start (the optional Secret is created after the
+// agent started, and the kubelet fills the volume later) leaves the digest nil: nothing
+// matches, missing says why, and the same checks load the token when it appears.
 type tokenFile struct {
 	path     string
 	interval time.Duration
 	now      func() time.Time
 	log      klog.Logger
 
-	// digest is SHA-256 of the last good token, never nil after newTokenFile. Requests
-	// compare digests, so the comparison takes the same time whatever the lengths.
+	// digest is SHA-256 of the last good token, nil until there is one. Requests compare
+	// digests, so the comparison takes the same time whatever the lengths.
 	digest atomic.Pointer[[sha256.Size]byte]
+	// why says why there is no good token yet; nil once digest is set.
+	why atomic.Pointer[string]
 
 	// mu protects the fields below; check only tries it.
 	mu        sync.Mutex
@@ -53,26 +60,46 @@ type tokenFile struct {
 	seen      [sha256.Size]byte // digest of what the last check read: the file, or its error
 }
 
-// newTokenFile reads the token of path. An error wrapping errNoToken says why the file holds
-// no usable token; any other error is the file's (unreadable).
+// newTokenFile reads the token of path. A file without a usable token (errNoToken) is not an
+// error: missing then says why until one appears. An unreadable file is an error.
 func newTokenFile(path string, interval time.Duration, now func() time.Time, log klog.Logger) (*tokenFile, error) {
 	t := &tokenFile{path: path, interval: interval, now: now, log: log}
 	token, seen, err := t.read()
-	if err != nil {
+	switch {
+	case errors.Is(err, errNoToken):
+		why := err.Error()
+		t.why.Store(&why)
+	case err != nil:
 		return nil, err
+	default:
+		d := sha256.Sum256(token)
+		t.digest.Store(&d)
 	}
-	d := sha256.Sum256(token)
-	t.digest.Store(&d)
 	t.seen = seen
 	t.nextCheck = now().Add(interval)
 	return t, nil
 }
 
+// missing checks the file (at most once per interval) and says why there is no usable token
+// yet, or "" once there is one.
+func (t *tokenFile) missing() string {
+	if t.digest.Load() != nil {
+		return ""
+	}
+	t.check()
+	if why := t.why.Load(); why != nil && t.digest.Load() == nil {
+		return *why
+	}
+	return ""
+}
+
 // matches reports whether got is the current token, in constant time: it compares SHA-256
 // digests with crypto/subtle, so neither the token's bytes nor its length show in the time.
+// Nothing matches while there is no usable token.
 func (t *tokenFile) matches(got string) bool {
 	t.check()
-	return digestMatches(t.digest.Load(), got)
+	d := t.digest.Load()
+	return d != nil && digestMatches(d, got)
 }
 
 func digestMatches(want *[sha256.Size]byte, got string) bool {
@@ -96,12 +123,23 @@ func (t *tokenFile) check() {
 		return // unchanged: loaded or logged already
 	}
 	t.seen = seen
-	if err != nil {
+	first := t.digest.Load() == nil
+	switch {
+	case err != nil && first:
+		why := err.Error()
+		t.why.Store(&why)
+		t.log.Info("Webhook token file changed but holds no usable token yet; the webhook stays off", "why", why)
+		return
+	case err != nil:
 		t.log.Error(err, "Webhook token file changed but holds no usable token; the last good token stays", "tokenFile", t.path)
 		return
 	}
 	d := sha256.Sum256(token)
 	t.digest.Store(&d)
+	if first {
+		t.log.Info("Loaded webhook token: the Alertmanager webhook is on", "tokenFile", t.path, "path", WebhookPath) // never the token
+		return
+	}
 	t.log.Info("Reloaded webhook token", "tokenFile", t.path) // never the token
 }
 
