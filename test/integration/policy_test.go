@@ -396,9 +396,10 @@ func TestPolicyMaxDurationAndRetention(t *testing.T) {
 
 // labelsWorstCase is what a capture of rules/labels.rego (5 files of 1,000,000 bytes, default
 // snaplen 262144) reserves of the node's byte budget: each file may pass its size by one
-// record (16-byte header and a whole packet), and 8 KiB for its capture.json (the agent's
-// sessionMetaReserve).
-const labelsWorstCase = 5*(1_000_000+16+262144) + 8192
+// record (a whole packet and its framing, taken for the larger of the two formats: pcapng's
+// at most 35 bytes, pcap's 16), and 8 KiB for its capture.json (the agent's
+// sessionMetaReserve): capture.WorstCaseBytes(5, 1_000_000, 262144) + 8192.
+const labelsWorstCase = 5*(1_000_000+35+262144) + 8192
 
 // TestRunningCapturesStayWithinTheByteBudget: five policy captures of 5 × 1 MB under a 20 MB
 // budget: three reserve their worst case and run, two wait with an Event and a metric, and
