@@ -55,12 +55,9 @@ t_start=$(now_ms)
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "bench: results in $BENCH_OUT (T=${T}s REPS=$REPS LAT_N=$LAT_N ALERTS_N=$ALERTS_N POLICY_BENCHTIME=$POLICY_BENCHTIME POLICY_COUNT=$POLICY_COUNT, parts: $PARTS)"
-if has_part capture || has_part latency || has_part alerts; then
-  apt_need iperf3 tcpdump jq iproute2 util-linux iputils-ping curl
-  if has_part alerts; then apt_need prometheus-alertmanager openssl; fi
-else
-  apt_need jq
-fi
+apt_need jq
+if has_part capture || has_part latency; then apt_need iperf3 tcpdump iproute2 util-linux iputils-ping curl; fi
+if has_part alerts; then apt_need tcpdump iproute2 util-linux curl openssl prometheus-alertmanager; fi
 build_tools
 rc=0
 if has_part latency && ! (build_agent); then
