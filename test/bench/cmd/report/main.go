@@ -1,6 +1,7 @@
 // Command report summarises a test/bench run: it reads capture.jsonl (one object per load
 // run, from capture.sh), latency.jsonl (one object per capture, from cmd/latency),
-// policy.jsonl (one object per Go benchmark and GOMAXPROCS, medians, from policy.sh) and
+// policy.jsonl (one object per Go benchmark and GOMAXPROCS, medians, from policy.sh),
+// alerts.jsonl (one object per alert round or blast, from cmd/alertlat), alerts-meta.json and
 // meta.json from -dir, prints the summary tables (Markdown) on stdout and writes them with
 // the numbers behind them to -dir/summary.md and -dir/summary.json.
 //
@@ -113,6 +114,7 @@ type summary struct {
 	Loadavg *pct            `json:"loadavg1_at_run_start,omitempty"` // of the capture runs
 	Latency *latency        `json:"latency,omitempty"`
 	Policy  *policySummary  `json:"policy,omitempty"`
+	Alerts  *alertsSummary  `json:"alerts,omitempty"`
 }
 
 func main() {
@@ -160,6 +162,15 @@ func report(dir string, w io.Writer) error {
 		return err
 	}
 	s.Policy = policyStats(benches)
+	alertLines, err := readLines[alertLine](filepath.Join(dir, "alerts.jsonl"))
+	if err != nil {
+		return err
+	}
+	alertsMeta, err := os.ReadFile(filepath.Join(dir, "alerts-meta.json"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	s.Alerts = alertsStats(alertLines, alertsMeta)
 	var md bytes.Buffer
 	writeMarkdown(&md, s)
 	if _, err := w.Write(md.Bytes()); err != nil {
@@ -427,6 +438,9 @@ func writeMarkdown(w *bytes.Buffer, s summary) {
 	}
 	if s.Policy != nil {
 		writePolicy(w, s.Policy, meta)
+	}
+	if s.Alerts != nil {
+		writeAlerts(w, s.Alerts)
 	}
 }
 
