@@ -50,15 +50,20 @@ seen() { tl "$(ms_now)" "$1" "observed by demo.sh"; }
 # alert_start_daemon NAME ARGV...: run ARGV in a session of its own (its pid is the session id,
 # recorded for `cluster.sh down`), output to $ALERT_DIR/NAME.log, pid in $ALERT_DIR/NAME.pid
 alert_start_daemon() {
-  local name=$1 pid sid; shift
+  local name=$1 pid sid end; shift
   printf '+ %s\n' "$*"
   # a background job of a script is never its process group's leader: setsid(1) does not fork
   setsid "$@" </dev/null >"$ALERT_DIR/$name.log" 2>&1 &
   pid=$!
   echo "$pid" >"$ALERT_DIR/$name.pid"
   echo "$pid" >>"$AGENT_SESSIONS"
-  sid=$(ps -o sid= -p "$pid" | tr -d ' ') || true
-  [ "$sid" = "$pid" ] || fail "$name ($pid) is not in a session of its own (sid '$sid')"
+  # the forked shell becomes setsid(1) and calls setsid(2) a moment later
+  end=$(( $(ms_now) + 5000 ))
+  until sid=$(ps -o sid= -p "$pid" | tr -d ' ') && [ "$sid" = "$pid" ]; do
+    pid_running "$pid" || fail "$name exited at once: $(tail -5 "$ALERT_DIR/$name.log")"
+    [ "$(ms_now)" -lt "$end" ] || fail "$name ($pid) is not in a session of its own (sid '$sid')"
+    sleep 0.05
+  done
 }
 
 # alert_stop_daemon NAME: SIGTERM, up to 15 s, then SIGKILL; and whatever is left of its session
