@@ -406,7 +406,7 @@ alert_demo() {
   say "fire: set $METRIC 1 in $ALERT_NS/$ALERT_POD"
   notified=$(am_metric alertmanager_notifications_total) || notified=0
   t_fire=$(ms_now)
-  set_metric 1
+  poll "kubectl exec to set $METRIC 1" set_metric 1   # idempotent: a failed exec is retried
   tl "$t_fire" "metric $METRIC set to 1 (kubectl exec)" "demo.sh"
   poll "Prometheus alert $ALERT_NAME firing" prom_firing
   seen "Prometheus: $ALERT_NAME firing"
@@ -442,7 +442,7 @@ alert_demo() {
 
   say "resolve: set $METRIC 0"
   t_resolve=$(ms_now)
-  set_metric 0
+  poll "kubectl exec to set $METRIC 0" set_metric 0   # idempotent: a failed exec is retried
   tl "$t_resolve" "metric $METRIC set to 0 (kubectl exec)" "demo.sh"
   poll "Prometheus alert $ALERT_NAME gone" prom_clear
   seen "Prometheus: no alert"
