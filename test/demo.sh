@@ -3,16 +3,33 @@
 #
 #   1. build bin/podcap-agent (CGO_ENABLED=0)
 #   2. build and start the local cluster instance "demo" (test/cluster/cluster.sh, state in
-#      /tmp/podcap-demo), import the agent image, deploy the agent with deploy/ + the local
-#      overlay (test/deploy/local), wait for the DaemonSet rollout
-#   3. start test-pod (test-pod.yaml, image swapped for the local busybox workload image),
-#      annotate it tcpdump.antrea.io=3, wait until its first ring file holds its pings
+#      /tmp/podcap-demo), import the agent image, create the webhook token Secret
+#      podcap-webhook-token (deploy/webhook-secret.md), deploy the agent with deploy/ (DaemonSet,
+#      policy ConfigMap from rules/, CaptureAlert CRD and Role, Service podcap-webhook) + the
+#      local overlay (test/deploy/local), wait for the DaemonSet rollout
+#   3. manual capture: start test-pod (test-pod.yaml, image swapped for the local busybox
+#      workload image), annotate it tcpdump.antrea.io=3, wait until its first ring file holds
+#      its pings
 #   4. write outputs/: pods.txt, pod-describe.txt, capture-files.txt, capture-file.pcap,
 #      capture-output.txt, agent-logs.txt
 #   5. remove the annotation, wait until the capture files are gone
-#   6. tear the cluster down (also on failure; KEEP=1 leaves it running)
+#   6. alert capture (test/demo-alert.sh): pod shop/cart serves a metric; Debian's Prometheus
+#      and Alertmanager run as host processes on 127.0.0.1 (ports 27210, 27211 for "demo");
+#      Alertmanager's receiver is the agent's webhook at the podcap-webhook Service's endpoint
+#      (bearer token file, the agent's self-signed certificate pinned to the fingerprint it
+#      logged as ca_file). The demo sets the metric to 1: the rule fires, Alertmanager notifies,
+#      a CaptureAlert appears, rules/alerts.rego captures the pod into pcapng files whose
+#      comments name the alert (Event CaptureStarted); it sets the metric to 0: resolved,
+#      CaptureStopping, CaptureStopped after the 10 s stop grace, files kept
+#   7. write outputs/alert/: prometheus-rule.yaml, prometheus.yml, alertmanager.yml (the token
+#      is only a file path), alertmanager-alerts.txt, capturealerts.yaml, events.txt,
+#      capture-files.txt, capinfos.txt, capture-file.pcapng, capture-output.txt, agent-logs.txt,
+#      timeline.txt
+#   8. stop Prometheus and Alertmanager and tear the cluster down (also on failure; KEEP=1
+#      leaves all of it running, and `cluster.sh down` stops it later)
 #
-# Exits non-zero if any step fails. Knobs: KEEP=1, DEMO_TIMEOUT (seconds per wait, default 120).
+# Every wait polls with a deadline. Exits non-zero if any step fails. Knobs: KEEP=1,
+# DEMO_TIMEOUT (seconds per wait, default 120).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -37,6 +54,8 @@ AGENT_NS=podcap-system
 POD_DIR=$CAPTURE_DIR/$NS/$POD               # as the agent sees it (mounted at the same path)
 RING0=$POD_DIR/capture-$POD.pcap0
 OVERLAY=$CLUSTER_DIR/deploy
+# shellcheck source=demo-alert.sh
+. "$ROOT/test/demo-alert.sh"         # alert_prepare, alert_demo, alert_stop, alert_dump_state
 
 T0=$(date +%s)
 say() { printf '\n[demo +%ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
@@ -86,6 +105,7 @@ dump_state() {
   echo "--- agent logs (tail 40)"
   if [ -n "${AGENT:-}" ]; then k -n "$AGENT_NS" logs "$AGENT" -c agent --tail=40 || true; fi
   echo "--- events in $NS"; k -n "$NS" get events --sort-by=.lastTimestamp 2>/dev/null | tail -20 || true
+  alert_dump_state
 }
 
 finish() {
@@ -97,8 +117,11 @@ finish() {
     if [ "$KEEP" = 1 ]; then
       say "KEEP=1: cluster $PODCAP_CLUSTER left running; use it with:"
       echo "  eval \"\$(PODCAP_CLUSTER=$PODCAP_CLUSTER $CLUSTER env)\""
-      echo "  tear it down with: PODCAP_CLUSTER=$PODCAP_CLUSTER $CLUSTER down"
+      echo "  Prometheus $PROM_URL, Alertmanager $AM_URL (if started; configs and logs in $ALERT_DIR)"
+      echo "  tear it all down with: PODCAP_CLUSTER=$PODCAP_CLUSTER $CLUSTER down"
     else
+      say "stop Prometheus and Alertmanager"
+      alert_stop
       say "tear down the cluster"
       "$CLUSTER" down || { echo "[demo] teardown left something behind (see above)" >&2; rc=1; }
     fi
@@ -124,6 +147,8 @@ run "$CLUSTER" up
 
 say "import the agent image $AGENT_IMAGE"
 run "$CLUSTER" agent-image bin/podcap-agent
+
+alert_prepare
 
 say "deploy the agent: deploy/ + test/deploy/local, rendered into $OVERLAY"
 render_local_overlay "$OVERLAY" "$API_PORT" "$CRI_DIR" "$CAPTURE_DIR" "$NETNS_DIR"
@@ -168,3 +193,5 @@ run "${KUBECTL[@]}" -n "$NS" annotate pod "$POD" "$KEY-"
 poll "the capture files of $POD to be deleted" captures_gone
 echo "no capture-$POD.pcap* left under $CAPTURE_DIR:"
 in_agent ls -lR "$CAPTURE_DIR"
+
+alert_demo
