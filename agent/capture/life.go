@@ -27,7 +27,7 @@ func (m *Manager) runCapture(ctx context.Context, r *run) {
 		m.cleanup(log, r, started)
 		m.finish(r, started)
 		close(r.done)
-		if r.spec.Source != SourceManual && started {
+		if r.spec.session() && started {
 			m.kickSweep() // now that r no longer counts as live, its files may be evicted
 		}
 	}()
@@ -76,23 +76,27 @@ func (m *Manager) runCapture(ctx context.Context, r *run) {
 	}
 }
 
-// openRing prepares the capture's directory and files: a manual ring adopts what an earlier
-// agent left (and continues after its newest file), another capture writes its capture.json.
-// Then the capture's reservation makes room among finished captures before anything is
-// written.
+// openRing prepares the capture's directory and files: a manual ring or a flight recorder
+// adopts what an earlier agent left (and continues after its newest file); a policy or alert
+// capture preserves the pod's flight recorder's files (preserveRecorder) and writes its
+// capture.json. Then the capture's reservation makes room among finished captures before
+// anything is written.
 func (m *Manager) openRing(r *run) (*Ring, error) {
 	if err := os.MkdirAll(r.dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create capture directory: %w", err)
 	}
 	base := ringBase(r.spec)
 	start := 0
-	if r.spec.Source == SourceManual {
+	if !r.spec.session() {
 		var err error
 		if start, err = adoptRing(r.dir, base, r.spec.Files); err != nil {
 			return nil, err
 		}
-	} else if err := writeSessionMeta(r, m.cfg.Clock.Now(), time.Time{}, ""); err != nil {
-		return nil, err
+	} else {
+		m.preserveRecorder(r)
+		if err := writeSessionMeta(r, m.cfg.Clock.Now(), time.Time{}, ""); err != nil {
+			return nil, err
+		}
 	}
 	m.makeRoom()
 	ring, err := NewRing(RingOptions{
@@ -263,20 +267,22 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 		}
 	}
 	r.finalStats(m.cfg.Metrics)
-	m.cfg.Metrics.ForgetCapture(r.spec.Namespace, r.spec.Pod)
+	m.releaseSeries(r)
 	requested, expired := r.ended()
 	r.mu.Lock()
 	maxDuration, grace := r.maxDuration, r.stopGrace
 	graceEnded := !r.graceUntil.IsZero() && !m.cfg.Clock.Now().Before(r.graceUntil)
 	r.mu.Unlock()
-	manual := r.spec.Source == SourceManual
-	deleteFiles := manual && requested
+	manual, recorder := r.spec.Source == SourceManual, r.spec.Source == SourceRecorder
+	deleteFiles := (manual || recorder) && requested
 	var why string
 	switch {
 	case expired:
 		why = fmt.Sprintf("max_duration %s reached", maxDuration)
 	case requested && manual:
 		why = "annotation removed or pod gone"
+	case requested && recorder:
+		why = "flight recorder no longer decided, or pod gone"
 	case requested && graceEnded:
 		why = fmt.Sprintf("no longer decided, after its stop grace of %s", grace)
 	case requested:
@@ -284,15 +290,18 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 	default:
 		why = "agent stopping"
 	}
-	if deleteFiles {
+	switch {
+	case deleteFiles && manual:
 		m.removeManualRing(r.dir, r.spec.Pod, r)
+	case deleteFiles:
+		m.removeRecorder(r.dir, r)
 	}
 	switch {
-	case !manual && started:
+	case r.spec.session() && started:
 		if err := writeSessionMeta(r, r.startedAt(), m.cfg.Clock.Now(), why); err != nil {
 			log.Error(err, "Writing capture metadata")
 		}
-	case !manual:
+	case r.spec.session():
 		// stopped before its process ever ran: nothing was captured, and a directory holding
 		// only the capture.json of its start would be left for retention to find
 		if err := os.RemoveAll(r.dir); err != nil {
@@ -308,4 +317,74 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 		m.cfg.Notifier.Notify(r.spec, EventNormal, ReasonStopped, msg)
 	}
 	log.V(1).Info("Capture ended", "why", why, "deletedFiles", deleteFiles)
+}
+
+// releaseSeries deletes the pod's per-capture metric series when r, which has pushed its last
+// counters, was the last started capture of the pod (its capture and its flight recorder
+// share them).
+func (m *Manager) releaseSeries(r *run) {
+	key := Key(r.spec.Namespace, r.spec.Pod)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.series[key]--; m.series[key] > 0 {
+		return
+	}
+	delete(m.series, key)
+	m.cfg.Metrics.ForgetCapture(r.spec.Namespace, r.spec.Pod)
+}
+
+// preserveRecorder hard-links the files of the pod's flight recorder, as they are when the
+// policy or alert capture r starts, into r's pre-trigger/ directory (Ring.Preserve: no copy,
+// the recorder moves on to a fresh file and keeps running), so that the capture's evidence
+// covers the minutes before its trigger. Only when Ensure reserved room for them
+// (r.preReserve); the reservation then shrinks to what was linked. Best effort: a capture
+// without its pre-trigger files is still the capture, so failures are logged, not fatal.
+func (m *Manager) preserveRecorder(r *run) {
+	if r.preReserve == 0 {
+		return
+	}
+	log := klog.Background().WithValues("pod", Key(r.spec.Namespace, r.spec.Pod))
+	m.mu.Lock()
+	rec := m.runs[recorderSlot(r.spec.Namespace, r.spec.Pod)]
+	m.mu.Unlock()
+	var ring *Ring
+	if rec != nil && rec.spec.UID == r.spec.UID {
+		rec.mu.Lock()
+		ring = rec.ring
+		rec.mu.Unlock()
+	}
+	var names []string
+	var size int64
+	if ring != nil {
+		dir := filepath.Join(r.dir, PreTriggerDir)
+		if err := os.Mkdir(dir, 0o750); err != nil {
+			log.Error(err, "Creating the pre-trigger directory")
+		} else {
+			var err error
+			if names, size, err = ring.Preserve(dir); err != nil {
+				log.Error(err, "Preserving the flight recorder's files", "linked", names)
+			}
+			if len(names) == 0 {
+				_ = os.Remove(dir)
+			}
+		}
+	}
+	m.mu.Lock()
+	// what is linked stays reserved until r ends (its files are r's then); the rest is free
+	free := r.preReserve - min(size, r.preReserve)
+	r.reserve -= free
+	m.reserved -= free
+	if free > 0 && m.ctx.Err() == nil {
+		m.startQueuedLocked()
+	}
+	m.mu.Unlock()
+	r.mu.Lock()
+	r.preBytes = size
+	for _, n := range names {
+		r.preTrigger = append(r.preTrigger, PreTriggerDir+"/"+n)
+	}
+	r.mu.Unlock()
+	if len(names) > 0 {
+		log.V(1).Info("Preserved the flight recorder's files", "dir", filepath.Join(r.dir, PreTriggerDir), "files", names, "bytes", size)
+	}
 }
