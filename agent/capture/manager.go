@@ -302,35 +302,6 @@ func (m *Manager) stop(namespace, pod string, gone bool) {
 	}
 }
 
-// StopRecorder ends the pod's flight recorder at once, if any, and deletes its files (the
-// recorder's directory). A pod without one loses the recorder files an earlier agent left:
-// the agent calls it for every pod that should have none, so a restarted agent reconciles.
-func (m *Manager) StopRecorder(namespace, pod string) {
-	key := recorderSlot(namespace, pod)
-	m.mu.Lock()
-	r := m.runs[key]
-	neverStarted := r != nil && m.stopLocked(r) == PhaseQueued
-	busy := m.stopping[key] != nil
-	m.mu.Unlock()
-	if (r == nil || neverStarted) && !busy {
-		if dir, err := m.podDir(namespace, pod); err == nil {
-			m.removeRecorder(filepath.Join(dir, RecorderDir), nil)
-		}
-	}
-}
-
-// removeRecorder deletes a flight recorder's directory, then the pod's and the namespace's
-// directories if that left them empty. self is the recorder whose cleanup this is, if any.
-func (m *Manager) removeRecorder(dir string, self *run) {
-	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
-		return // the common case: a pod that never had a recorder
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		klog.Background().Error(err, "Removing flight recorder files", "dir", dir)
-	}
-	m.pruneDirs(filepath.Dir(dir), self)
-}
-
 // stopLocked takes r out of the desired set; its goroutine (if started) stops the capture.
 // It returns the phase r was in.
 func (m *Manager) stopLocked(r *run) Phase {
