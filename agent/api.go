@@ -24,6 +24,11 @@ type Explanation struct {
 	ManualAllowed *bool            `json:"manual_allowed,omitempty"`
 	Error         string           `json:"error,omitempty"`
 	Capture       *CaptureStatus   `json:"capture,omitempty"`
+	// Recorder is the policy's flight recorder decision (data.podcap.recorder), or why it
+	// could not be read; RecorderCapture the pod's running flight recorder.
+	Recorder        *policy.Decision `json:"recorder,omitempty"`
+	RecorderError   string           `json:"recorder_error,omitempty"`
+	RecorderCapture *CaptureStatus   `json:"recorder_capture,omitempty"`
 }
 
 // CaptureStatus is a capture as the API shows it.

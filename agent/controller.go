@@ -44,10 +44,17 @@ type CaptureManager interface {
 	// StopAfterGrace ends the capture of the pod uid that is no longer desired: at once, or
 	// after the stop grace its decision asked for (an Ensure meanwhile continues it).
 	StopAfterGrace(namespace, pod, uid string)
-	// CleanStale deletes the files of every pod for which keep returns false.
-	CleanStale(keep func(namespace, pod string) bool) ([]string, error)
+	// CleanStale deletes the manual ring of every pod for which keep returns false, and the
+	// flight recorder's files of every pod for which exists returns false.
+	CleanStale(keep, exists func(namespace, pod string) bool) ([]string, error)
 	// Status reports the pod's capture, if there is one.
 	Status(namespace, pod string) (capture.Status, bool)
+
+	// A flight recorder (a Spec of source capture.SourceRecorder, given to Ensure) runs in a
+	// slot of its own beside the pod's capture. StopRecorder ends it and deletes its files
+	// (or the files an earlier agent left); Stop ends it too. RecorderStatus reports it.
+	StopRecorder(namespace, pod string)
+	RecorderStatus(namespace, pod string) (capture.Status, bool)
 }
 
 var _ CaptureManager = (*capture.Manager)(nil)
@@ -182,7 +189,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
 		return errors.New("pod cache did not sync")
 	}
-	removed, err := c.captures.CleanStale(c.keepFiles)
+	removed, err := c.captures.CleanStale(c.keepFiles, c.podExists)
 	if err != nil {
 		log.Error(err, "Cleaning stale capture files")
 	}
@@ -216,6 +223,13 @@ func (c *Controller) keepFiles(namespace, name string) bool {
 	}
 	spec, _ := c.desiredCapture(pod) // manual rings only: policy captures are under retention
 	return spec != nil
+}
+
+// podExists says whether a pod's flight recorder files may survive an agent restart until the
+// pod's first sync decides (a recorder is no longer desired: StopRecorder deletes them).
+func (c *Controller) podExists(namespace, name string) bool {
+	_, err := c.pods.Pods(namespace).Get(name)
+	return err == nil
 }
 
 func (c *Controller) runWorker(ctx context.Context) {
@@ -265,6 +279,22 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		return err // transient (tcpdump could not check a filter, the evaluation was cancelled): retried
 	}
 	problems := want.problems // permanent until the pod or the policy changes: not retried
+	// the flight recorder first: a capture decided at the same time finds it in place
+	switch {
+	case want.keepRecorder: // the policy could not decide in time: the recorder stays as it is
+	case want.recorder == nil:
+		c.captures.StopRecorder(namespace, name)
+	default:
+		_, err := c.captures.Ensure(*want.recorder)
+		switch {
+		case errors.Is(err, capture.ErrShutdown):
+			return nil // the agent is stopping
+		case errors.Is(err, capture.ErrOverBudget):
+			problems = append(problems, &invalidRequest{reason: metrics.InvalidOverBudget, message: "flight recorder: " + err.Error()})
+		case err != nil:
+			problems = append(problems, &invalidRequest{reason: metrics.InvalidName, message: "flight recorder: " + err.Error()})
+		}
+	}
 	switch {
 	case want.keep: // the policy could not decide in time: the capture stays as it is
 	case want.spec == nil && podEnding(pod):

@@ -72,7 +72,10 @@ type fakeCaptures struct {
 	mu      sync.Mutex
 	ensured map[string]capture.Spec
 	stopped []string
-	err     error // what Ensure returns
+	// recorders are the pods' flight recorders, by key; recStopped the StopRecorder calls
+	recorders  map[string]capture.Spec
+	recStopped []string
+	err        error // what Ensure returns
 }
 
 var _ CaptureManager = (*fakeCaptures)(nil)
@@ -83,6 +86,13 @@ func (f *fakeCaptures) Ensure(s capture.Spec) (bool, error) {
 	if f.err != nil {
 		return false, f.err
 	}
+	if s.Source == capture.SourceRecorder {
+		if f.recorders == nil {
+			f.recorders = map[string]capture.Spec{}
+		}
+		f.recorders[capture.Key(s.Namespace, s.Pod)] = s
+		return false, nil
+	}
 	f.ensured[capture.Key(s.Namespace, s.Pod)] = s
 	return false, nil
 }
@@ -91,7 +101,22 @@ func (f *fakeCaptures) Stop(ns, pod string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.ensured, capture.Key(ns, pod))
+	delete(f.recorders, capture.Key(ns, pod))
 	f.stopped = append(f.stopped, capture.Key(ns, pod))
+}
+
+func (f *fakeCaptures) StopRecorder(ns, pod string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.recorders, capture.Key(ns, pod))
+	f.recStopped = append(f.recStopped, capture.Key(ns, pod))
+}
+
+func (f *fakeCaptures) RecorderStatus(ns, pod string) (capture.Status, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.recorders[capture.Key(ns, pod)]
+	return capture.Status{Spec: s, Phase: capture.PhaseRunning}, ok
 }
 
 // StopAfterGrace records the stop as "graceful:namespace/pod" (the real manager's grace is
@@ -103,7 +128,7 @@ func (f *fakeCaptures) StopAfterGrace(ns, pod, _ string) {
 	f.stopped = append(f.stopped, "graceful:"+capture.Key(ns, pod))
 }
 
-func (f *fakeCaptures) CleanStale(func(string, string) bool) ([]string, error) { return nil, nil }
+func (f *fakeCaptures) CleanStale(_, _ func(string, string) bool) ([]string, error) { return nil, nil }
 
 func (f *fakeCaptures) Status(ns, pod string) (capture.Status, bool) {
 	s, ok := f.spec(capture.Key(ns, pod))

@@ -132,24 +132,51 @@ type desire struct {
 	spec *capture.Spec // the capture the pod should have; nil: none
 	// keep leaves the pod's policy capture as it is: the policy could not decide in time
 	// (policy.ErrEvalTimeout), which says nothing about the pod. spec is nil then.
-	keep     bool
-	problems []*invalidRequest // to report once each
+	keep bool
+	// recorder is the pod's flight recorder (data.podcap.recorder); nil: none. keepRecorder
+	// leaves it as it is, like keep.
+	recorder     *capture.Spec
+	keepRecorder bool
+	problems     []*invalidRequest // to report once each
 }
 
-// desired decides the pod's capture: the manual annotation (the seed rule, which works
-// without any policy) wins when the policy allows manual captures for the pod; otherwise the
-// policy's decision, validated. An error is transient (retried) and changes nothing.
+// desired decides the pod's capture and its flight recorder. An error is transient (retried)
+// and changes nothing.
 func (c *Controller) desired(ctx context.Context, pod *corev1.Pod) (desire, error) {
+	want, e, err := c.desiredCaptureOf(ctx, pod)
+	if err != nil || e == nil {
+		return want, err
+	}
+	rec, keep, problems, err := c.desiredRecorder(ctx, pod, e)
+	if err != nil {
+		return desire{}, err
+	}
+	want.recorder, want.keepRecorder = rec, keep
+	want.problems = append(want.problems, problems...)
+	return want, nil
+}
+
+// desiredCaptureOf decides the pod's capture: the manual annotation (the seed rule, which
+// works without any policy) wins when the policy allows manual captures for the pod;
+// otherwise the policy's decision, validated. It returns the policy's result when it
+// evaluated the policy (desiredRecorder reads it).
+func (c *Controller) desiredCaptureOf(ctx context.Context, pod *corev1.Pod) (desire, *cachedDecision, error) {
 	manualSpec, manualBad := c.desiredCapture(pod)
 	if c.policy == nil || pod.DeletionTimestamp != nil || pod.Status.Phase != corev1.PodRunning {
-		return desire{spec: manualSpec, problems: one(manualBad)}, nil
+		return desire{spec: manualSpec, problems: one(manualBad)}, nil, nil
 	}
 	manual := c.manualInput(pod)
 	requested := manual.Requested
 	e, err := c.evaluate(ctx, pod, manual)
 	if err != nil {
-		return desire{}, err // the caller's cancellation: transient
+		return desire{}, nil, err // the caller's cancellation: transient
 	}
+	d, err := c.decideCapture(ctx, pod, e, requested, manualSpec, manualBad)
+	return d, &e, err
+}
+
+// decideCapture is desiredCaptureOf once the policy decided.
+func (c *Controller) decideCapture(ctx context.Context, pod *corev1.Pod, e cachedDecision, requested bool, manualSpec *capture.Spec, manualBad *invalidRequest) (desire, error) {
 	var problems []*invalidRequest
 	if e.err != nil {
 		// the engine's error names the policy version already, as `policy eval` prints it
@@ -255,6 +282,54 @@ func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.D
 	}, nil, nil
 }
 
+// desiredRecorder decides the pod's flight recorder from the policy's result e: its own
+// decision (data.podcap.recorder), checked like a capture decision, independent of the
+// capture's. A timeout keeps a running recorder as it is (keep); a malformed recorder is a
+// PolicyError, a refused one an InvalidPolicyDecision, and neither runs. An error is
+// transient (tcpdump could not check the filter).
+func (c *Controller) desiredRecorder(ctx context.Context, pod *corev1.Pod, e *cachedDecision) (spec *capture.Spec, keep bool, problems []*invalidRequest, err error) {
+	if errors.Is(e.err, policy.ErrEvalTimeout) {
+		s, ok := c.captures.RecorderStatus(pod.Namespace, pod.Name)
+		return nil, ok && s.Spec.UID == string(pod.UID), nil, nil
+	}
+	if e.result.RecorderErr != nil {
+		return nil, false, []*invalidRequest{{reason: metrics.PolicyErrorEval, eventReason: ReasonPolicyError,
+			message: "flight recorder: " + e.result.RecorderErr.Error()}}, nil
+	}
+	d := e.result.Recorder
+	if !d.Capture {
+		return nil, false, nil, nil
+	}
+	if err := CheckDecision(ctx, d, nil, c.cfg.Limits, c.filters); err != nil {
+		if !errors.Is(err, ErrInvalidDecision) {
+			return nil, false, nil, err // tcpdump could not run: transient, retried
+		}
+		return nil, false, []*invalidRequest{{reason: metrics.PolicyErrorInvalid, eventReason: ReasonInvalidDecision,
+			message: fmt.Sprintf("flight recorder decision refused: %v", err)}}, nil
+	}
+	if pod.Spec.HostNetwork && !c.cfg.AllowHostNetwork {
+		return nil, false, []*invalidRequest{{reason: metrics.InvalidHostNetwork, message: "flight recorder: " + hostNetworkRefusal}}, nil
+	}
+	format := capture.FormatPcap
+	if d.Format == policy.FormatPcapng {
+		format = capture.FormatPcapng
+	}
+	return &capture.Spec{
+		Namespace:   pod.Namespace,
+		Pod:         pod.Name,
+		UID:         string(pod.UID),
+		Files:       d.Files,
+		FileSize:    d.FileSizeBytes,
+		Snaplen:     d.Snaplen,
+		Filter:      d.Filter,
+		Source:      capture.SourceRecorder,
+		HostNetwork: pod.Spec.HostNetwork,
+		Reason:      d.Reason,
+		Trigger:     "reason: " + d.Reason,
+		Format:      format,
+	}, false, nil, nil
+}
+
 func one(p *invalidRequest) []*invalidRequest {
 	if p == nil {
 		return nil
@@ -286,9 +361,17 @@ func (c *Controller) Explain(ctx context.Context, namespace, name string) (*Expl
 		} else {
 			e.Decision, e.ManualAllowed = &d.result.Decision, &d.result.ManualAllowed
 		}
+		if d.result.RecorderErr != nil {
+			e.RecorderError = d.result.RecorderErr.Error()
+		} else if d.err == nil {
+			e.Recorder = &d.result.Recorder
+		}
 	}
 	if s, ok := c.captures.Status(namespace, name); ok {
 		e.Capture = captureStatus(s)
+	}
+	if s, ok := c.captures.RecorderStatus(namespace, name); ok {
+		e.RecorderCapture = captureStatus(s)
 	}
 	return e, nil
 }

@@ -67,12 +67,41 @@ const NoDecision = "no decision"
 // noDecision is what an undefined data.podcap.decision means.
 func noDecision() Decision { return Decision{Reason: NoDecision, AlertFingerprints: []string{}} }
 
+// NoRecorder is the reason of the recorder of a policy that defines none for the pod.
+const NoRecorder = "no recorder"
+
+// noRecorder is what an undefined data.podcap.recorder means.
+func noRecorder() Decision { return Decision{Reason: NoRecorder, AlertFingerprints: []string{}} }
+
+// Defaults of a flight recorder (data.podcap.recorder) that records: a small ring.
+const (
+	DefaultRecorderFiles         = 2
+	DefaultRecorderFileSizeBytes = 1_000_000
+	DefaultRecorderReason        = "recorder"
+)
+
+// recorderFields are the fields of data.podcap.recorder: a recorder runs while it is decided,
+// names no alerts, and has no end of its own (no max_duration, stop_grace or cooldown).
+var recorderFields = map[string]bool{"capture": true, "reason": true, "files": true, "file_size_bytes": true,
+	"snaplen": true, "filter": true, "format": true}
+
+const recorderFieldNames = "capture, reason, files, file_size_bytes, snaplen, filter, format"
+
 // DecodeDecision decodes the value of data.podcap.decision as OPA returns it (encoding/json's
 // generic types with json.Number, or float64), strictly, and applies the defaults.
-func DecodeDecision(v any) (Decision, error) {
+func DecodeDecision(v any) (Decision, error) { return decode("decision", v) }
+
+// DecodeRecorder decodes the value of data.podcap.recorder, the pod's flight recorder, as
+// strictly as DecodeDecision: the fields of recorderFields only, with the recorder's defaults
+// (DefaultRecorderFiles files of DefaultRecorderFileSizeBytes, reason "recorder").
+func DecodeRecorder(v any) (Decision, error) { return decode("recorder", v) }
+
+// decode decodes what decides a capture (name "decision") or a flight recorder ("recorder").
+func decode(name string, v any) (Decision, error) {
+	recorder := name == "recorder"
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return Decision{}, fmt.Errorf("decision: want an object, got %s", describe(v))
+		return Decision{}, fmt.Errorf("%s: want an object, got %s", name, describe(v))
 	}
 	d := Decision{AlertFingerprints: []string{}}
 	keys := make([]string, 0, len(obj))
@@ -84,6 +113,10 @@ func DecodeDecision(v any) (Decision, error) {
 	var errs []error
 	for _, k := range keys {
 		var err error
+		if recorder && !recorderFields[k] {
+			errs = append(errs, fmt.Errorf("recorder.%s: unknown field (known: %s)", k, recorderFieldNames))
+			continue
+		}
 		switch val := obj[k]; k {
 		case "capture":
 			hasCapture = true
@@ -120,11 +153,11 @@ func DecodeDecision(v any) (Decision, error) {
 			err = errors.New("unknown field (known: " + decisionFields + ")")
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("decision.%s: %w", k, err))
+			errs = append(errs, fmt.Errorf("%s.%s: %w", name, k, err))
 		}
 	}
 	if !hasCapture {
-		errs = append(errs, errors.New("decision.capture: missing: want true or false"))
+		errs = append(errs, fmt.Errorf("%s.capture: missing: want true or false", name))
 	}
 	if len(errs) > 0 {
 		return Decision{}, errors.Join(errs...)
@@ -133,6 +166,17 @@ func DecodeDecision(v any) (Decision, error) {
 		return Decision{Reason: d.Reason, AlertFingerprints: []string{}}, nil
 	}
 	d.applyDefaults(obj)
+	if recorder {
+		if _, ok := obj["reason"]; !ok {
+			d.Reason = DefaultRecorderReason
+		}
+		if _, ok := obj["files"]; !ok {
+			d.Files = DefaultRecorderFiles
+		}
+		if _, ok := obj["file_size_bytes"]; !ok {
+			d.FileSizeBytes = DefaultRecorderFileSizeBytes
+		}
+	}
 	return d, nil
 }
 

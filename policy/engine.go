@@ -36,7 +36,7 @@ var ErrEvalTimeout = errors.New("policy evaluation timed out")
 // query reads both values in one evaluation; the comprehensions are never undefined, so the
 // result says whether each value is defined (an array of zero or one element). Measured
 // against querying data.podcap whole and against two prepared queries (BenchmarkQueryShape).
-const query = `decision := [d | d := data.podcap.decision]; manual_allowed := [m | m := data.podcap.manual_allowed]`
+const query = `decision := [d | d := data.podcap.decision]; manual_allowed := [m | m := data.podcap.manual_allowed]; recorder := [r | r := data.podcap.recorder]`
 
 // Options configure an Engine.
 type Options struct {
@@ -65,6 +65,14 @@ type Result struct {
 	// when the policy cannot say (no policy, or an error reading this value): a broken policy
 	// never stops the manual path.
 	ManualAllowed bool
+	// Recorder is data.podcap.recorder, the pod's flight recorder: a second decision,
+	// independent of Decision (its own ring, beside any capture). No recorder when the policy
+	// defines none, when it is malformed, or when the evaluation failed.
+	Recorder Decision
+	// RecorderErr says why data.podcap.recorder could not be read (its shape), nil if it
+	// could. It is not Decide's error: a broken recorder rule leaves the pod's capture
+	// decision alone, as the capture decision's errors leave the recorder alone.
+	RecorderErr error
 	// Version is the version of the policy that decided ("" when none ever loaded).
 	Version string
 }
@@ -146,7 +154,7 @@ func New(opts Options) (*Engine, error) {
 // caller gave up, the policy decided nothing.
 func (e *Engine) Decide(ctx context.Context, in Input) (Result, error) {
 	p := e.active.Load()
-	r := Result{Decision: noDecision(), ManualAllowed: true}
+	r := Result{Decision: noDecision(), Recorder: noRecorder(), ManualAllowed: true}
 	if p == nil {
 		return r, fmt.Errorf("%w: %s", ErrNotLoaded, e.Status().LastError)
 	}
@@ -183,6 +191,12 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Result, error) {
 		if r.Decision, err = DecodeDecision(d[0]); err != nil {
 			r.Decision = noDecision()
 			errs = append(errs, err)
+		}
+	}
+	if rec, ok := rs[0].Bindings["recorder"].([]any); ok && len(rec) == 1 {
+		if r.Recorder, err = DecodeRecorder(rec[0]); err != nil {
+			r.Recorder = noRecorder()
+			r.RecorderErr = fmt.Errorf("policy %s: %w", p.version, err)
 		}
 	}
 	if len(errs) > 0 {

@@ -34,7 +34,7 @@ func podInput(ns string, labels, annotations map[string]string) Input {
 
 func TestDecideShippedRules(t *testing.T) {
 	e := newTestEngine(t, rulesDir)
-	if st := e.Status(); !st.LastReloadSuccessful || len(st.Files) != 6 || st.Version == "" {
+	if st := e.Status(); !st.LastReloadSuccessful || len(st.Files) != 7 || st.Version == "" {
 		t.Fatalf("status = %+v", st)
 	}
 	ring := func(reason string) Decision {
@@ -80,6 +80,61 @@ func TestDecideShippedRules(t *testing.T) {
 			}
 			if err := r.Decision.Validate(DefaultLimits()); err != nil {
 				t.Errorf("shipped rules decided an invalid capture: %v", err)
+			}
+			if r.Recorder.Capture || r.RecorderErr != nil {
+				t.Errorf("recorder = %+v, %v: want none", r.Recorder, r.RecorderErr)
+			}
+		})
+	}
+	t.Run("recorder", func(t *testing.T) {
+		r, err := e.Decide(context.Background(), podInput("shop", map[string]string{"podcap.io/recorder": "true", "podcap.io/capture": "true"}, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Decision{Capture: true, Reason: "label podcap.io/recorder=true", Files: 2, FileSizeBytes: 1_000_000, AlertFingerprints: []string{}, Format: FormatPcap}
+		if !reflect.DeepEqual(r.Recorder, want) || r.RecorderErr != nil || !reflect.DeepEqual(r.Decision, ring("label podcap.io/capture=true")) {
+			t.Errorf("result = %+v\nwant recorder %+v beside the label's capture", r, want)
+		}
+		r, err = e.Decide(context.Background(), podInput("kube-system", map[string]string{"podcap.io/recorder": "true"}, nil))
+		if err != nil || r.Recorder.Capture {
+			t.Errorf("kube-system: recorder %+v, %v: want none (denied)", r.Recorder, err)
+		}
+	})
+}
+
+func TestRecorderDecision(t *testing.T) {
+	tests := []struct {
+		name, policy string
+		want         Decision
+		wantErr      string // of the recorder; the capture decision is always fine
+	}{
+		{"undefined", "package podcap\n\ndecision := {\"capture\": true}\n", Decision{Reason: NoRecorder, AlertFingerprints: []string{}}, ""},
+		{"defaults", "package podcap\n\ndecision := {\"capture\": true}\n\nrecorder := {\"capture\": true}\n",
+			Decision{Capture: true, Reason: DefaultRecorderReason, Files: DefaultRecorderFiles, FileSizeBytes: DefaultRecorderFileSizeBytes, AlertFingerprints: []string{}, Format: FormatPcap}, ""},
+		{"set", "package podcap\n\ndecision := {\"capture\": true}\n\nrecorder := {\"capture\": true, \"reason\": \"r\", \"files\": 3, \"file_size_bytes\": 65536, \"snaplen\": 128, \"filter\": \"tcp\", \"format\": \"pcapng\"}\n",
+			Decision{Capture: true, Reason: "r", Files: 3, FileSizeBytes: 65536, Snaplen: 128, Filter: "tcp", AlertFingerprints: []string{}, Format: FormatPcapng}, ""},
+		{"off", "package podcap\n\ndecision := {\"capture\": true}\n\nrecorder := {\"capture\": false}\n", Decision{AlertFingerprints: []string{}}, ""},
+		{"no alerts", "package podcap\n\ndecision := {\"capture\": true}\n\nrecorder := {\"capture\": true, \"alert_fingerprints\": []}\n",
+			Decision{Reason: NoRecorder, AlertFingerprints: []string{}}, "recorder.alert_fingerprints: unknown field"},
+		{"no max_duration", "package podcap\n\ndecision := {\"capture\": true}\n\nrecorder := {\"capture\": true, \"max_duration\": \"1m\"}\n",
+			Decision{Reason: NoRecorder, AlertFingerprints: []string{}}, "recorder.max_duration: unknown field"},
+		{"wrong type", "package podcap\n\ndecision := {\"capture\": true}\n\nrecorder := {\"capture\": true, \"files\": \"2\"}\n",
+			Decision{Reason: NoRecorder, AlertFingerprints: []string{}}, `recorder.files: want an integer, got string "2"`},
+		{"not an object", "package podcap\n\ndecision := {\"capture\": true}\n\nrecorder := true\n",
+			Decision{Reason: NoRecorder, AlertFingerprints: []string{}}, "recorder: want an object"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEngine(t, newConfigMapDir(t, map[string]string{"p.rego": tt.policy}).dir)
+			r, err := e.Decide(context.Background(), podInput("shop", nil, nil))
+			if err != nil || !r.Decision.Capture {
+				t.Fatalf("decision %+v, %v: the recorder must not spoil it", r.Decision, err)
+			}
+			if tt.wantErr == "" && r.RecorderErr != nil || tt.wantErr != "" && (r.RecorderErr == nil || !strings.Contains(r.RecorderErr.Error(), tt.wantErr)) {
+				t.Fatalf("recorder error = %v, want %q", r.RecorderErr, tt.wantErr)
+			}
+			if !reflect.DeepEqual(r.Recorder, tt.want) {
+				t.Errorf("recorder = %+v, want %+v", r.Recorder, tt.want)
 			}
 		})
 	}

@@ -116,7 +116,7 @@ func (m *Manager) fileBytes() int64 {
 	for _, r := range rs {
 		r.mu.Lock()
 		if r.ring != nil && !r.statsDone {
-			total += r.ring.DiskBytes()
+			total += r.ring.DiskBytes() + r.preBytes
 		}
 		r.mu.Unlock()
 	}

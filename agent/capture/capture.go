@@ -97,10 +97,41 @@ const (
 	SourcePolicy = "policy"
 	// SourceAlert is a policy capture whose decision names alerts (Spec.Alerts).
 	SourceAlert = "alert"
+	// SourceRecorder is a pod's flight recorder (data.podcap.recorder): a small ring that
+	// runs beside the pod's other capture, in a slot of its own, in <pod dir>/recorder/. Its
+	// files are deleted when it stops; when a policy or alert capture of the pod starts, the
+	// files it holds then are hard-linked into that capture's pre-trigger/ directory.
+	SourceRecorder = "recorder"
 )
 
 // sources are every Spec.Source, the "source" label values the manager initialises.
-var sources = []string{SourceManual, SourcePolicy, SourceAlert}
+var sources = []string{SourceManual, SourcePolicy, SourceAlert, SourceRecorder}
+
+// RecorderDir is the directory of a pod's flight recorder, in the pod's directory; it has no
+// "-", so retention never takes it for a finished capture's directory.
+const RecorderDir = "recorder"
+
+// PreTriggerDir is the directory, in a policy or alert capture's own, of the flight
+// recorder's files preserved as the capture started.
+const PreTriggerDir = "pre-trigger"
+
+// session reports whether the capture writes a directory of its own (<source>-<start time>/)
+// that is kept after it stops: a policy or alert capture.
+func (s Spec) session() bool {
+	return s.Source != SourceManual && s.Source != SourceRecorder
+}
+
+// slot is the key of the capture among the manager's: a pod has two slots, one for its
+// capture (manual, policy or alert) and one for its flight recorder.
+func (s Spec) slot() string {
+	if s.Source == SourceRecorder {
+		return recorderSlot(s.Namespace, s.Pod)
+	}
+	return Key(s.Namespace, s.Pod)
+}
+
+// recorderSlot is the slot of a pod's flight recorder: its Key and a suffix no pod name has.
+func recorderSlot(namespace, pod string) string { return Key(namespace, pod) + "#" + SourceRecorder }
 
 func (s Spec) snaplen() int {
 	if s.Snaplen <= 0 {
@@ -141,7 +172,7 @@ func (s Spec) fileSize() int64 {
 // worstCase is what the capture's files may hold on disk.
 func (s Spec) worstCase() int64 {
 	n := WorstCaseBytes(s.Files, s.fileSize(), s.snaplen())
-	if s.Source != SourceManual {
+	if s.session() {
 		n += sessionMetaReserve
 	}
 	return n

@@ -27,7 +27,7 @@ func (m *Manager) runCapture(ctx context.Context, r *run) {
 		m.cleanup(log, r, started)
 		m.finish(r, started)
 		close(r.done)
-		if r.spec.Source != SourceManual && started {
+		if r.spec.session() && started {
 			m.kickSweep() // now that r no longer counts as live, its files may be evicted
 		}
 	}()
@@ -76,23 +76,27 @@ func (m *Manager) runCapture(ctx context.Context, r *run) {
 	}
 }
 
-// openRing prepares the capture's directory and files: a manual ring adopts what an earlier
-// agent left (and continues after its newest file), another capture writes its capture.json.
-// Then the capture's reservation makes room among finished captures before anything is
-// written.
+// openRing prepares the capture's directory and files: a manual ring or a flight recorder
+// adopts what an earlier agent left (and continues after its newest file); a policy or alert
+// capture preserves the pod's flight recorder's files (preserveRecorder) and writes its
+// capture.json. Then the capture's reservation makes room among finished captures before
+// anything is written.
 func (m *Manager) openRing(r *run) (*Ring, error) {
 	if err := os.MkdirAll(r.dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create capture directory: %w", err)
 	}
 	base := ringBase(r.spec)
 	start := 0
-	if r.spec.Source == SourceManual {
+	if !r.spec.session() {
 		var err error
 		if start, err = adoptRing(r.dir, base, r.spec.Files); err != nil {
 			return nil, err
 		}
-	} else if err := writeSessionMeta(r, m.cfg.Clock.Now(), time.Time{}, ""); err != nil {
-		return nil, err
+	} else {
+		m.preserveRecorder(r)
+		if err := writeSessionMeta(r, m.cfg.Clock.Now(), time.Time{}, ""); err != nil {
+			return nil, err
+		}
 	}
 	m.makeRoom()
 	ring, err := NewRing(RingOptions{
@@ -263,20 +267,22 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 		}
 	}
 	r.finalStats(m.cfg.Metrics)
-	m.cfg.Metrics.ForgetCapture(r.spec.Namespace, r.spec.Pod)
+	m.releaseSeries(r)
 	requested, expired := r.ended()
 	r.mu.Lock()
 	maxDuration, grace := r.maxDuration, r.stopGrace
 	graceEnded := !r.graceUntil.IsZero() && !m.cfg.Clock.Now().Before(r.graceUntil)
 	r.mu.Unlock()
-	manual := r.spec.Source == SourceManual
-	deleteFiles := manual && requested
+	manual, recorder := r.spec.Source == SourceManual, r.spec.Source == SourceRecorder
+	deleteFiles := (manual || recorder) && requested
 	var why string
 	switch {
 	case expired:
 		why = fmt.Sprintf("max_duration %s reached", maxDuration)
 	case requested && manual:
 		why = "annotation removed or pod gone"
+	case requested && recorder:
+		why = "flight recorder no longer decided, or pod gone"
 	case requested && graceEnded:
 		why = fmt.Sprintf("no longer decided, after its stop grace of %s", grace)
 	case requested:
@@ -284,15 +290,18 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 	default:
 		why = "agent stopping"
 	}
-	if deleteFiles {
+	switch {
+	case deleteFiles && manual:
 		m.removeManualRing(r.dir, r.spec.Pod, r)
+	case deleteFiles:
+		m.removeRecorder(r.dir, r)
 	}
 	switch {
-	case !manual && started:
+	case r.spec.session() && started:
 		if err := writeSessionMeta(r, r.startedAt(), m.cfg.Clock.Now(), why); err != nil {
 			log.Error(err, "Writing capture metadata")
 		}
-	case !manual:
+	case r.spec.session():
 		// stopped before its process ever ran: nothing was captured, and a directory holding
 		// only the capture.json of its start would be left for retention to find
 		if err := os.RemoveAll(r.dir); err != nil {

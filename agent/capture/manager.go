@@ -106,6 +106,10 @@ type Manager struct {
 	// cooldowns of the pods whose last non-manual capture ended recently, by key; forgotten
 	// when over (pruneCooldowns) or when the pod is gone (Stop)
 	cooldowns map[string]*cooldown
+	// series counts the started captures of each pod (by Key) whose goroutine has not
+	// cleaned up: a pod's per-capture metric series are shared by its capture and its flight
+	// recorder, and deleted when the last of them ends.
+	series map[string]int
 
 	sweepMu  sync.Mutex    // one retention sweep at a time
 	sweepNow chan struct{} // kickSweep asks Run for a retention sweep
@@ -134,6 +138,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		sweepNow: make(chan struct{}, 1),
 
 		cooldowns: map[string]*cooldown{},
+		series:    map[string]int{},
 	}
 	cfg.Metrics.SetFileBytes(m.fileBytes)
 	return m, nil
@@ -147,7 +152,8 @@ var (
 	ErrOverBudget = errors.New("the capture may write more than the node's byte budget")
 )
 
-// Key is how captures are named: namespace/pod, like a workqueue key.
+// Key is how captures are named: namespace/pod, like a workqueue key. A pod's flight
+// recorder has a slot of its own beside it (Spec.slot).
 func Key(namespace, pod string) string { return namespace + "/" + pod }
 
 // Ensure makes spec the desired capture of its pod. An identical running capture only checks
@@ -169,6 +175,11 @@ func Key(namespace, pod string) string { return namespace + "/" + pod }
 // policy or alert capture does not start: Ensure returns a *CoolingDownError (ErrCoolingDown)
 // saying until when, and the first such call of a cooldown sends a CaptureCoolingDown Event;
 // the caller ensures it again then.
+//
+// A flight recorder (SourceRecorder) has a slot of its own: it runs beside the pod's other
+// capture, never replaces it, and is ended by StopRecorder. A policy or alert capture that
+// starts while the pod has one also reserves the recorder's worst case, for the recorder's
+// files it preserves in its pre-trigger/ directory as it starts.
 func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	podDir, err := m.podDir(spec.Namespace, spec.Pod)
 	if err != nil {
@@ -182,7 +193,7 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 		return false, fmt.Errorf("%w: a ring of %d files of %d bytes at snaplen %d may hold %d bytes, the budget is %d (--retention-max-bytes): ask for fewer or smaller files",
 			ErrOverBudget, spec.Files, spec.FileSize, spec.snaplen(), need, m.cfg.Retention.MaxBytes)
 	}
-	key := Key(spec.Namespace, spec.Pod)
+	key := spec.slot()
 	now := m.cfg.Clock.Now()
 	m.mu.Lock()
 	if m.ctx.Err() != nil {
@@ -201,7 +212,7 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 		}
 		m.stopLocked(r) // replaced: no cooldown
 	}
-	if spec.Source != SourceManual {
+	if spec.session() {
 		if cerr, first := m.coolingLocked(spec, now); cerr != nil {
 			m.mu.Unlock()
 			if first {
@@ -211,10 +222,18 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 		}
 	}
 	dir := podDir
-	if spec.Source != SourceManual {
+	switch {
+	case spec.session():
 		dir = m.sessionDirLocked(podDir, spec.Source, now)
+	case spec.Source == SourceRecorder:
+		dir = filepath.Join(podDir, RecorderDir)
 	}
 	r := newRun(spec, dir, m.stopping[key])
+	if rec := m.runs[recorderSlot(spec.Namespace, spec.Pod)]; spec.session() && rec != nil && rec.spec.UID == spec.UID {
+		// room for the recorder's files it will link into pre-trigger/ (preserveRecorder)
+		r.preReserve = rec.spec.worstCase()
+		r.reserve += r.preReserve
+	}
 	m.runs[key] = r
 	why := m.waitReasonLocked(r)
 	if why == "" {
@@ -277,12 +296,15 @@ func (m *Manager) stop(namespace, pod string, gone bool) {
 			m.removeManualRing(dir, pod, nil)
 		}
 	}
+	if gone {
+		m.StopRecorder(namespace, pod)
+	}
 }
 
 // stopLocked takes r out of the desired set; its goroutine (if started) stops the capture.
 // It returns the phase r was in.
 func (m *Manager) stopLocked(r *run) Phase {
-	key := Key(r.spec.Namespace, r.spec.Pod)
+	key := r.spec.slot()
 	delete(m.runs, key)
 	was := r.requestStop()
 	switch was {
@@ -299,6 +321,7 @@ func (m *Manager) stopLocked(r *run) Phase {
 func (m *Manager) startLocked(r *run) {
 	m.active++
 	m.reserved += r.reserve
+	m.series[Key(r.spec.Namespace, r.spec.Pod)]++
 	r.setPhase(PhaseStarting)
 	ctx, cancel := context.WithCancel(m.ctx)
 	r.cancel = cancel
@@ -312,7 +335,7 @@ func (m *Manager) startLocked(r *run) {
 // finish is called by a capture goroutine when it ends: the slot goes to the oldest queued
 // run, and the pod's cooldown starts if r asks for one.
 func (m *Manager) finish(r *run, started bool) {
-	key := Key(r.spec.Namespace, r.spec.Pod)
+	key := r.spec.slot()
 	m.mu.Lock()
 	m.active--
 	m.reserved -= r.reserve

@@ -72,7 +72,7 @@ func (m *Manager) StopAfterGrace(namespace, pod, uid string) {
 func (m *Manager) endGrace(r *run) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.runs[Key(r.spec.Namespace, r.spec.Pod)] == r {
+	if m.runs[r.spec.slot()] == r {
 		m.endLocked(r)
 	}
 }
@@ -93,7 +93,7 @@ func (m *Manager) startCooldownLocked(r *run, started bool, now time.Time) {
 	r.mu.Lock()
 	cool, d := r.coolAfter || r.expired, r.cooldown
 	r.mu.Unlock()
-	if !started || !cool || d <= 0 || r.spec.Source == SourceManual || m.ctx.Err() != nil {
+	if !started || !cool || d <= 0 || !r.spec.session() || m.ctx.Err() != nil {
 		return
 	}
 	m.cooldowns[Key(r.spec.Namespace, r.spec.Pod)] = &cooldown{uid: r.spec.UID, ended: now, until: now.Add(d)}

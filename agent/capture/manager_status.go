@@ -29,7 +29,7 @@ func (m *Manager) Status(namespace, pod string) (Status, bool) {
 	return r.status(), true
 }
 
-// List reports every desired capture.
+// List reports every desired capture, flight recorders included.
 func (m *Manager) List() []Status {
 	m.mu.Lock()
 	rs := make([]*run, 0, len(m.runs))
@@ -42,4 +42,15 @@ func (m *Manager) List() []Status {
 		out = append(out, r.status())
 	}
 	return out
+}
+
+// RecorderStatus reports the pod's flight recorder, if it has one.
+func (m *Manager) RecorderStatus(namespace, pod string) (Status, bool) {
+	m.mu.Lock()
+	r := m.runs[recorderSlot(namespace, pod)]
+	m.mu.Unlock()
+	if r == nil {
+		return Status{}, false
+	}
+	return r.status(), true
 }

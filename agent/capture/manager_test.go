@@ -362,6 +362,7 @@ func TestCleanStaleKeepsOnlyWantedPods(t *testing.T) {
 	for _, file := range []string{
 		"default/keep/capture-keep.pcap0", "default/gone/capture-gone.pcap0", "other/gone/capture-gone.pcap1",
 		"other/gone/policy-20261128T000000.000Z/capture-gone.pcap0", "not_a_valid_name/x/capture-x.pcap0",
+		"default/gone/recorder/capture-gone.pcap0", "default/keep/recorder/capture-keep.pcap1",
 	} {
 		p := filepath.Join(f.dir, file)
 		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
@@ -375,15 +376,16 @@ func TestCleanStaleKeepsOnlyWantedPods(t *testing.T) {
 	ensure(t, f.m, spec("default", "running", 1))
 	// the capture's goroutine creates its directory as it starts: wait until it runs
 	eventually(t, "the capture of default/running runs", func() bool { return phase(f.m, "default", "running") == capture.PhaseRunning })
-	removed, err := f.m.CleanStale(func(ns, pod string) bool { return ns == "default" && pod == "keep" })
+	removed, err := f.m.CleanStale(func(ns, pod string) bool { return ns == "default" && pod == "keep" },
+		func(ns, pod string) bool { return ns == "default" && (pod == "keep" || pod == "running") })
 	if err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(removed)
-	if want := []string{"default/gone", "other/gone"}; !slices.Equal(removed, want) {
+	if want := []string{"default/gone", "default/gone#recorder", "other/gone"}; !slices.Equal(removed, want) {
 		t.Fatalf("removed %v, want %v", removed, want)
 	}
-	for _, p := range []string{"default/keep/capture-keep.pcap0", "default/running", "not_a_valid_name/x",
+	for _, p := range []string{"default/keep/capture-keep.pcap0", "default/keep/recorder/capture-keep.pcap1", "default/running", "not_a_valid_name/x",
 		"other/gone/policy-20261128T000000.000Z/capture-gone.pcap0"} {
 		if !exists(filepath.Join(f.dir, p)) {
 			t.Errorf("%s was removed", p)

@@ -27,11 +27,13 @@ func ValidatePathName(name string) error {
 // ring's files are this name plus the ring index.
 func RingBase(pod string) string { return "capture-" + pod + ".pcap" }
 
-// CleanStale deletes the manual ring of every pod under dir for which keep returns false (the
-// directories of finished policy captures stay, under retention). It runs once at start,
-// after the pod cache has synced, so that the files of pods that are gone or no longer
-// annotated do not outlive an agent restart.
-func (m *Manager) CleanStale(keep func(namespace, pod string) bool) (removed []string, err error) {
+// CleanStale deletes the manual ring of every pod under dir for which keep returns false, and
+// the flight recorder's files of every pod for which exists returns false (the directories of
+// finished policy captures stay, under retention; a recorder of a pod that exists is the
+// pod's sync's to keep or stop: StopRecorder). It runs once at start, after the pod cache has
+// synced, so that the files of pods that are gone or no longer annotated do not outlive an
+// agent restart.
+func (m *Manager) CleanStale(keep, exists func(namespace, pod string) bool) (removed []string, err error) {
 	nss, err := os.ReadDir(m.cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("read capture dir: %w", err)
@@ -50,14 +52,21 @@ func (m *Manager) CleanStale(keep func(namespace, pod string) bool) (removed []s
 			if !p.IsDir() || ValidatePathName(p.Name()) != nil {
 				continue
 			}
-			key := Key(ns.Name(), p.Name())
+			key, rkey := Key(ns.Name(), p.Name()), recorderSlot(ns.Name(), p.Name())
+			dir := filepath.Join(m.cfg.Dir, ns.Name(), p.Name())
 			m.mu.Lock()
 			busy := m.runs[key] != nil || m.stopping[key] != nil
+			recBusy := m.runs[rkey] != nil || m.stopping[rkey] != nil
 			m.mu.Unlock()
+			if !recBusy && !exists(ns.Name(), p.Name()) {
+				if _, err := os.Lstat(filepath.Join(dir, RecorderDir)); err == nil {
+					m.removeRecorder(filepath.Join(dir, RecorderDir), nil)
+					removed = append(removed, rkey)
+				}
+			}
 			if busy || keep(ns.Name(), p.Name()) {
 				continue
 			}
-			dir := filepath.Join(m.cfg.Dir, ns.Name(), p.Name())
 			if hasManualRing(dir, p.Name()) {
 				m.removeManualRing(dir, p.Name(), nil)
 				removed = append(removed, key)

@@ -55,8 +55,11 @@ type sessionMeta struct {
 	Cooldown      string `json:"cooldown,omitempty"`
 	// Alerts are the fingerprints of the alerts behind an alert capture; Trigger says what
 	// started the capture, one item a line (Spec.Trigger). Both as of its latest decision.
-	Alerts     []string  `json:"alerts,omitempty"`
-	Trigger    []string  `json:"trigger,omitempty"`
+	Alerts  []string `json:"alerts,omitempty"`
+	Trigger []string `json:"trigger,omitempty"`
+	// PreTrigger are the flight recorder's files preserved as the capture started (hard
+	// links), relative to its directory: pre-trigger/capture-<pod>.pcap0, oldest first.
+	PreTrigger []string  `json:"pre_trigger,omitempty"`
 	Started    time.Time `json:"started"`
 	Stopped    time.Time `json:"stopped,omitzero"`
 	StopReason string    `json:"stop_reason,omitempty"`
@@ -68,11 +71,12 @@ const sessionMetaFile = "capture.json"
 func writeSessionMeta(r *run, started, stopped time.Time, why string) error {
 	r.mu.Lock()
 	reason, maxDuration, grace, cool, alerts, trigger := r.reason, r.maxDuration, r.stopGrace, r.cooldown, r.alerts, r.trigger
+	pre := append([]string(nil), r.preTrigger...)
 	r.mu.Unlock()
 	meta := sessionMeta{
 		Namespace: r.spec.Namespace, Pod: r.spec.Pod, UID: r.spec.UID, Source: r.spec.Source, Reason: reason,
 		Files: r.spec.Files, FileSizeBytes: r.spec.FileSize, Snaplen: r.spec.Snaplen, Filter: r.spec.Filter,
-		Format: r.spec.format(), Started: started.UTC(), Stopped: stopped.UTC(), StopReason: why,
+		Format: r.spec.format(), Started: started.UTC(), Stopped: stopped.UTC(), StopReason: why, PreTrigger: pre,
 	}
 	if maxDuration > 0 {
 		meta.MaxDuration = maxDuration.String()
@@ -150,8 +154,8 @@ func (m *Manager) sweep() {
 			return nil // vanished meanwhile
 		}
 		if d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil && !live[filepath.Dir(p)] {
-				total += fi.Size() // a live capture's ring counts itself (fileBytes)
+			if fi, err := d.Info(); err == nil && !liveFile(live, filepath.Dir(p)) {
+				total += fi.Size() // a live capture's ring (and pre-trigger files) count in its reservation
 			}
 			return nil
 		}
@@ -252,4 +256,10 @@ func (m *Manager) isLive(dir string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.dirsInUseLocked(nil)[dir]
+}
+
+// liveFile reports whether a file in dir belongs to a live capture: dir is the capture's
+// directory, or its pre-trigger/ directory (those bytes are in the capture's reservation).
+func liveFile(live map[string]bool, dir string) bool {
+	return live[dir] || filepath.Base(dir) == PreTriggerDir && live[filepath.Dir(dir)]
 }

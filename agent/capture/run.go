@@ -28,11 +28,15 @@ const (
 type run struct {
 	spec    Spec
 	dir     string
-	prev    *run          // the capture of the same pod being stopped; we start after it
-	reserve int64         // the ring's worst case, reserved against the node's byte budget
-	done    chan struct{} // closed when the goroutine has cleaned up
-	recheck chan struct{} // poked by Ensure: check that the capture follows the pod's container
-	cancel  context.CancelFunc
+	prev    *run  // the capture of the same pod being stopped; we start after it
+	reserve int64 // the ring's worst case, reserved against the node's byte budget (Manager.mu)
+	// preReserve is the part of reserve held for the flight recorder's files a policy or
+	// alert capture links into its pre-trigger/ directory (the recorder's worst case when
+	// Ensure saw one; 0: nothing is linked). Set before the goroutine starts.
+	preReserve int64
+	done       chan struct{} // closed when the goroutine has cleaned up
+	recheck    chan struct{} // poked by Ensure: check that the capture follows the pod's container
+	cancel     context.CancelFunc
 
 	mu sync.Mutex
 	// mu protects the fields below. Lock order: the Manager's mu, then a run's mu.
@@ -64,7 +68,11 @@ type run struct {
 	graceUntil   time.Time
 	heldDeadline time.Time
 	coolAfter    bool // it ends because it is no longer desired: its cooldown applies
-	statsDone    bool // the final counters went to the metrics; nothing more may
+	// preTrigger are the flight recorder's files preserved as the capture started, relative
+	// to dir (pre-trigger/<name>), and preBytes what they hold.
+	preTrigger []string
+	preBytes   int64
+	statsDone  bool // the final counters went to the metrics; nothing more may
 
 	deadlineMoved chan struct{} // poked by update when the deadline changes
 }
@@ -220,11 +228,17 @@ func (r *run) startedBy() string {
 	switch r.spec.Source {
 	case SourceManual, "":
 		return ""
-	case SourceAlert:
-		return fmt.Sprintf("; trigger: %s (%d alerts, see capture.json)", r.reason, strings.Count(r.alerts, ",")+1)
-	default:
-		return fmt.Sprintf("; trigger: %s", r.reason)
+	case SourceRecorder:
+		return fmt.Sprintf("; flight recorder: %s (its files are deleted when it stops, preserved by a policy or alert capture that starts meanwhile)", r.reason)
 	}
+	pre := ""
+	if len(r.preTrigger) > 0 {
+		pre = fmt.Sprintf("; the flight recorder's last %d files preserved in %s/", len(r.preTrigger), PreTriggerDir)
+	}
+	if r.spec.Source == SourceAlert {
+		return fmt.Sprintf("; trigger: %s (%d alerts, see capture.json)%s", r.reason, strings.Count(r.alerts, ",")+1, pre)
+	}
+	return fmt.Sprintf("; trigger: %s%s", r.reason, pre)
 }
 
 func sourceLabel(s Spec) string {

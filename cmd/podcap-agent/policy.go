@@ -23,8 +23,8 @@ import (
 const policyUsage = `usage: podcap-agent policy eval --pod FILE --policy-dir DIR [flags]
 
 Evaluates the policy of DIR for one pod, offline, as the agent would, and prints the input, the
-decision (checked as the agent checks it: the node's limits, and the filter with tcpdump -d)
-and data.podcap.manual_allowed as JSON.
+decision (checked as the agent checks it: the node's limits, and the filter with tcpdump -d),
+data.podcap.manual_allowed and the flight recorder (data.podcap.recorder) as JSON.
 Exit status: 0 evaluated; 1 the policy failed (compile, evaluation, decision shape or limits:
 "error" says why); 2 bad usage or unreadable input files.
 
@@ -42,7 +42,10 @@ type policyExplanation struct {
 	// (alert or policy; the rule's reason and each alert's name, fingerprint, generatorURL).
 	Source  string   `json:"source,omitempty"`
 	Trigger []string `json:"trigger,omitempty"`
-	Error   *string  `json:"error"` // null when the policy decided validly
+	// Recorder is data.podcap.recorder, the pod's flight recorder ({"capture": false, ...}
+	// when the policy defines none), checked like the decision; null when it is malformed.
+	Recorder *policy.Decision `json:"recorder"`
+	Error    *string          `json:"error"` // null when the policy decided validly
 }
 
 // runPolicy runs `podcap-agent policy ARGS...` and returns the exit status.
@@ -125,6 +128,9 @@ func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, i
 	out.Version, out.Files = st.Version, st.Files
 	r, err := e.Decide(ctx, in)
 	out.ManualAllowed = r.ManualAllowed
+	if r.RecorderErr == nil && err == nil {
+		out.Recorder = &r.Recorder
+	}
 	if err != nil {
 		return out, err
 	}
@@ -133,6 +139,12 @@ func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, i
 		return out, err
 	}
 	out.Source, out.Trigger = agent.DecisionTrigger(r.Decision, in.Alerts)
+	if r.RecorderErr != nil {
+		return out, fmt.Errorf("flight recorder: %w", r.RecorderErr)
+	}
+	if err := agent.CheckDecision(ctx, r.Recorder, nil, limits, filters); err != nil {
+		return out, fmt.Errorf("flight recorder: %w", err)
+	}
 	return out, nil
 }
 

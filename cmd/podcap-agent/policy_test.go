@@ -38,7 +38,9 @@ func TestPolicyEval(t *testing.T) {
 		filter     string
 		manualOK   bool
 		manualFile int
+		recorder   int // files of the flight recorder; 0: none
 	}{
+		{name: "recorder label", pod: writePod(t, "shop", `"podcap.io/recorder": "true", "podcap.io/capture": "true"`, ""), code: 0, capture: true, manualOK: true, recorder: 2},
 		{name: "dns label", pod: writePod(t, "shop", `"podcap.io/capture-dns": "true"`, ""), code: 0, capture: true, filter: "udp port 53", manualOK: true},
 		{name: "nothing", pod: writePod(t, "shop", "", ""), code: 0, manualOK: true},
 		{name: "manual in kube-system is vetoed", pod: writePod(t, "kube-system", "", `"tcpdump.antrea.io": "3"`), code: 0, manualOK: false, manualFile: 3},
@@ -62,12 +64,16 @@ func TestPolicyEval(t *testing.T) {
 					Filter  string
 				} `json:"decision"`
 				ManualAllowed bool `json:"manual_allowed"`
+				Recorder      *struct {
+					Capture bool
+					Files   int
+				} `json:"recorder"`
 			}
 			if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
 				t.Fatalf("%v\n%s", err, stdout.String())
 			}
 			if out.Decision.Capture != tc.capture || out.Decision.Filter != tc.filter || out.ManualAllowed != tc.manualOK ||
-				out.Input.Manual.Files != tc.manualFile {
+				out.Input.Manual.Files != tc.manualFile || out.Recorder == nil || out.Recorder.Capture != (tc.recorder > 0) || out.Recorder.Files != tc.recorder {
 				t.Fatalf("output %s", stdout.String())
 			}
 		})
