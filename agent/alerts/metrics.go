@@ -21,6 +21,7 @@ const (
 // storeMetrics are the Store's collectors.
 type storeMetrics struct {
 	recorded       *prometheus.CounterVec // status
+	unchanged      prometheus.Counter
 	refused        *prometheus.CounterVec // reason
 	unknownEnded   prometheus.Counter
 	deleted        prometheus.Counter
@@ -37,6 +38,10 @@ func newStoreMetrics(reg prometheus.Registerer, active, objects func() float64) 
 			Name: "podcap_alerts_recorded_total",
 			Help: "Alerts this agent recorded as CaptureAlert objects (created or updated), by the alert's status.",
 		}, []string{"status"}),
+		unchanged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podcap_alerts_unchanged_total",
+			Help: "Alerts this agent recorded without a write: their CaptureAlert object already held them and was written less than 30 s before (a retried notification).",
+		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podcap_alerts_refused_total",
 			Help: "Alerts this agent did not record, by reason: max_alerts (--max-alerts active alerts), max_objects (CaptureAlert objects awaiting deletion), invalid (refused by the API server's schema).",
@@ -72,7 +77,7 @@ func newStoreMetrics(reg prometheus.Registerer, active, objects func() float64) 
 		m.errors.WithLabelValues(op)
 	}
 	cs := []prometheus.Collector{
-		m.recorded, m.refused, m.unknownEnded, m.deleted, m.invalidObjects, m.errors, m.changes,
+		m.recorded, m.unchanged, m.refused, m.unknownEnded, m.deleted, m.invalidObjects, m.errors, m.changes,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "podcap_alerts_active",
 			Help: "Active alerts in this agent's CaptureAlert cache (firing, not ended, renewed within --alert-ttl).",

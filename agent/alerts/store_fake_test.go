@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -114,13 +115,20 @@ var t0 = time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC)
 
 func startStore(t *testing.T, api *fakeAPI, o StoreOptions) *harness {
 	t.Helper()
+	return startStoreOver(t, api, api, o)
+}
+
+// startStoreOver is startStore with the store's requests going through client, which wraps
+// api.
+func startStoreOver(t *testing.T, api *fakeAPI, client dynamic.Interface, o StoreOptions) *harness {
+	t.Helper()
 	h := &harness{api: api, clock: clocktesting.NewFakeClock(t0), reg: prometheus.NewRegistry(), changes: make(chan int, 100)}
 	o.Namespace, o.Node, o.Clock, o.Registerer = testNS, "node-a", h.clock, h.reg
 	o.OnChange = func() {
 		alerts, _ := h.store.Active(h.clock.Now())
 		h.changes <- len(alerts)
 	}
-	s, err := NewStore(api, o)
+	s, err := NewStore(client, o)
 	if err != nil {
 		t.Fatal(err)
 	}

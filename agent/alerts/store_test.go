@@ -243,8 +243,9 @@ func TestRecordErrors(t *testing.T) {
 	if !apierrors.IsServiceUnavailable(err) || r != (Recorded{}) {
 		t.Fatalf("Record: %+v, %v; want the API error", r, err)
 	}
-	if got := testutil.ToFloat64(h.store.metrics.errors.WithLabelValues(opApply)); got != 1 {
-		t.Errorf("errors{apply} = %v, want 1", got)
+	// A's and B's applies may both be in flight when the first fails: each failure counts
+	if got := testutil.ToFloat64(h.store.metrics.errors.WithLabelValues(opApply)); got < 1 || got > 2 {
+		t.Errorf("errors{apply} = %v, want 1 or 2", got)
 	}
 	// permanent: refused and counted, not an error (a retry cannot help)
 	api.setFailApply(apierrors.NewInvalid(schema.GroupKind{Group: "podcap.io", Kind: "CaptureAlert"}, fp(1),
