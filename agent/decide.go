@@ -258,7 +258,15 @@ func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.D
 	if pod.Spec.HostNetwork && !c.cfg.AllowHostNetwork {
 		return nil, []*invalidRequest{{reason: metrics.InvalidHostNetwork, message: hostNetworkRefusal}}, nil
 	}
-	source, format := decisionSource(fingerprints), capture.FormatPcap
+	spec := decisionSpec(pod, d, decisionSource(fingerprints))
+	spec.Alerts, spec.Trigger = fingerprints, trigger
+	return spec, nil, nil
+}
+
+// decisionSpec is the capture.Spec of pod for d, a decision CheckDecision accepted (a
+// capture's or a flight recorder's: a recorder's decision leaves the lifetime fields zero).
+func decisionSpec(pod *corev1.Pod, d policy.Decision, source string) *capture.Spec {
+	format := capture.FormatPcap
 	if d.Format == policy.FormatPcapng {
 		format = capture.FormatPcapng
 	}
@@ -274,12 +282,10 @@ func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.D
 		HostNetwork: pod.Spec.HostNetwork,
 		MaxDuration: time.Duration(d.MaxDuration),
 		Reason:      d.Reason,
-		Alerts:      fingerprints,
-		Trigger:     trigger,
 		Format:      format,
 		StopGrace:   time.Duration(d.StopGrace),
 		Cooldown:    time.Duration(d.Cooldown),
-	}, nil, nil
+	}
 }
 
 // desiredRecorder decides the pod's flight recorder from the policy's result e: its own
@@ -310,24 +316,9 @@ func (c *Controller) desiredRecorder(ctx context.Context, pod *corev1.Pod, e *ca
 	if pod.Spec.HostNetwork && !c.cfg.AllowHostNetwork {
 		return nil, false, []*invalidRequest{{reason: metrics.InvalidHostNetwork, message: "flight recorder: " + hostNetworkRefusal}}, nil
 	}
-	format := capture.FormatPcap
-	if d.Format == policy.FormatPcapng {
-		format = capture.FormatPcapng
-	}
-	return &capture.Spec{
-		Namespace:   pod.Namespace,
-		Pod:         pod.Name,
-		UID:         string(pod.UID),
-		Files:       d.Files,
-		FileSize:    d.FileSizeBytes,
-		Snaplen:     d.Snaplen,
-		Filter:      d.Filter,
-		Source:      capture.SourceRecorder,
-		HostNetwork: pod.Spec.HostNetwork,
-		Reason:      d.Reason,
-		Trigger:     "reason: " + d.Reason,
-		Format:      format,
-	}, false, nil, nil
+	spec = decisionSpec(pod, d, capture.SourceRecorder)
+	spec.Trigger = "reason: " + d.Reason
+	return spec, false, nil, nil
 }
 
 func one(p *invalidRequest) []*invalidRequest {

@@ -165,33 +165,27 @@ func decode(name string, v any) (Decision, error) {
 	if !d.Capture {
 		return Decision{Reason: d.Reason, AlertFingerprints: []string{}}, nil
 	}
-	d.applyDefaults(obj)
+	defaults := Decision{Reason: DefaultReason, Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes}
 	if recorder {
-		if _, ok := obj["reason"]; !ok {
-			d.Reason = DefaultRecorderReason
-		}
-		if _, ok := obj["files"]; !ok {
-			d.Files = DefaultRecorderFiles
-		}
-		if _, ok := obj["file_size_bytes"]; !ok {
-			d.FileSizeBytes = DefaultRecorderFileSizeBytes
-		}
+		defaults = Decision{Reason: DefaultRecorderReason, Files: DefaultRecorderFiles, FileSizeBytes: DefaultRecorderFileSizeBytes}
 	}
+	d.applyDefaults(obj, defaults)
 	return d, nil
 }
 
 const decisionFields = "capture, reason, files, file_size_bytes, snaplen, filter, max_duration, alert_fingerprints, stop_grace, cooldown, format"
 
-// applyDefaults fills the fields the policy left out.
-func (d *Decision) applyDefaults(set map[string]any) {
+// applyDefaults fills the fields the policy left out: reason, files and file size from def,
+// which differ for a capture and a flight recorder.
+func (d *Decision) applyDefaults(set map[string]any, def Decision) {
 	if _, ok := set["reason"]; !ok {
-		d.Reason = DefaultReason
+		d.Reason = def.Reason
 	}
 	if _, ok := set["files"]; !ok {
-		d.Files = DefaultFiles
+		d.Files = def.Files
 	}
 	if _, ok := set["file_size_bytes"]; !ok {
-		d.FileSizeBytes = DefaultFileSizeBytes
+		d.FileSizeBytes = def.FileSizeBytes
 	}
 	if _, ok := set["format"]; !ok {
 		d.Format = FormatPcap
