@@ -1,6 +1,12 @@
-// Package alerts is podcap's side of the Alertmanager webhook: it decodes and validates the
-// webhook payload (version "4") into the project's own small types, [Notification] and
-// [Alert], so that no Alertmanager struct leaks into the rest of the agent.
+// Package alerts is podcap's side of Alertmanager: the authenticated webhook that receives
+// notifications ([Webhook], POST /api/v1/alerts), the decoding of their payload, and the
+// [Store] that records every alert as a CaptureAlert object in the API server and serves the
+// active ones, from an informer, to the policy's input.alerts on every agent (store.go says
+// how, with its bounds). The webhook answers 200 only once the store recorded the
+// notification ([Recorder]).
+//
+// Decoding turns the webhook payload (version "4") into the project's own small types,
+// [Notification] and [Alert], so that no Alertmanager struct leaks into the rest of the agent.
 //
 // [Decode] is strict about what podcap needs (the version, and for every alert its
 // fingerprint, status, labels and start time) and tolerant of what it does not (groupLabels,
