@@ -83,9 +83,10 @@ func TestRecorderPreservedIntoPolicyCapture(t *testing.T) {
 	if got, want := f.m.Reserved(), rec.WorstCase()+pol.WorstCase()+ringBytes; got != want {
 		t.Fatalf("reserved %d bytes, want %d", got, want)
 	}
-	if n := f.events.count("the flight recorder's last 1 files preserved in pre-trigger/"); n != 1 {
-		t.Fatalf("CaptureStarted does not name the pre-trigger files:\n%s", f.events)
-	}
+	// the Event follows capture.json: wait for it
+	eventually(t, "CaptureStarted naming the pre-trigger files", func() bool {
+		return f.events.count("the flight recorder's last 1 files preserved in pre-trigger/") == 1
+	})
 
 	f.m.StopRecorder("default", "web")
 	eventually(t, "the recorder's files deleted", func() bool { return !exists(recDir) })
