@@ -60,18 +60,10 @@ alert_start_daemon() {
   # the forked shell becomes setsid(1) and calls setsid(2) a moment later
   end=$(( $(ms_now) + 5000 ))
   until sid=$(ps -o sid= -p "$pid" | tr -d ' ') && [ "$sid" = "$pid" ]; do
-    daemon_alive "$pid" || fail "$name exited at once: $(tail -5 "$ALERT_DIR/$name.log")"
+    pid_running "$pid" || fail "$name exited at once: $(tail -5 "$ALERT_DIR/$name.log")"
     [ "$(ms_now)" -lt "$end" ] || fail "$name ($pid) is not in a session of its own (sid '$sid')"
     sleep 0.05
   done
-}
-
-# daemon_alive PID: it exists and is not a zombie. Not common.sh's pid_running: for our own child,
-# which bash reaps at once, /proc/PID/stat can vanish between its -r test and its read, and an
-# empty state then reads as running.
-daemon_alive() {
-  local st
-  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [ -n "$st" ] && [ "$st" != Z ]
 }
 
 # alert_stop_daemon NAME: SIGTERM, up to 15 s, then SIGKILL; and whatever is left of its session
@@ -81,11 +73,11 @@ alert_stop_daemon() {
   pid=$(cat "$ALERT_DIR/$name.pid")
   # only our own process: a pid file of an earlier run may name a reused pid
   cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || cmd=
-  if daemon_alive "$pid" && [[ $cmd == *"$ALERT_DIR/"* ]]; then
+  if pid_running "$pid" && [[ $cmd == *"$ALERT_DIR/"* ]]; then
     kill -TERM "$pid" 2>/dev/null || true
     end=$(( $(ms_now) + 15000 ))
-    while daemon_alive "$pid" && [ "$(ms_now)" -lt "$end" ]; do sleep 0.1; done
-    if daemon_alive "$pid"; then
+    while pid_running "$pid" && [ "$(ms_now)" -lt "$end" ]; do sleep 0.1; done
+    if pid_running "$pid"; then
       echo "[demo] $name ($pid) ignored SIGTERM for 15 s: SIGKILL" >&2
       kill -KILL "$pid" 2>/dev/null || true
     fi

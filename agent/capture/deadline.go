@@ -44,10 +44,11 @@ func (r *run) deadlineChanged() {
 }
 
 // armDeadline starts the capture's max_duration clock; called once, as the capture starts.
-// A capture already in its stop grace keeps the earlier of the two ends.
+// now is also when the capture began, its capture.json's started. A capture already in its
+// stop grace keeps the earlier of the two ends.
 func (r *run) armDeadline(now time.Time) {
 	r.mu.Lock()
-	r.armed = true
+	r.armed, r.began = true, now
 	r.deadline = deadlineAfter(now, r.maxDuration)
 	if !r.graceUntil.IsZero() {
 		r.heldDeadline, r.deadline = r.deadline, earlier(r.deadline, r.graceUntil)

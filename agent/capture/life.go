@@ -94,7 +94,7 @@ func (m *Manager) openRing(r *run) (*Ring, error) {
 		}
 	} else {
 		m.preserveRecorder(r)
-		if err := writeSessionMeta(r, m.cfg.Clock.Now(), time.Time{}, ""); err != nil {
+		if err := writeSessionMeta(r, time.Time{}, ""); err != nil {
 			return nil, err
 		}
 	}
@@ -298,7 +298,7 @@ func (m *Manager) cleanup(log klog.Logger, r *run, started bool) {
 	}
 	switch {
 	case r.spec.session() && started:
-		if err := writeSessionMeta(r, r.startedAt(), m.cfg.Clock.Now(), why); err != nil {
+		if err := writeSessionMeta(r, m.cfg.Clock.Now(), why); err != nil {
 			log.Error(err, "Writing capture metadata")
 		}
 	case r.spec.session():

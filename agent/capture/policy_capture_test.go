@@ -2,15 +2,20 @@ package capture_test
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket/layers"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/capturetest"
 )
 
 func policySpec(pod string, maxDuration time.Duration) capture.Spec {
@@ -57,6 +62,45 @@ func TestPolicyCaptureKeepsFilesWithMetadata(t *testing.T) {
 	}
 	if meta["reason"] != "label podcap.io/capture=true" || meta["filter"] != "udp port 53" || meta["stop_reason"] != "no longer decided" || meta["stopped"] == nil {
 		t.Fatalf("capture.json = %s", b)
+	}
+}
+
+// capture.json's started is when the capture began. A first attempt that cannot resolve the
+// pod (its container restarting) and a process that dies and is restarted do not move it:
+// the rewrite at the stop keeps the started of the first write, before any packet in the files.
+func TestPolicyCaptureStartedStaysAtItsBeginning(t *testing.T) {
+	var opens atomic.Int32
+	f := newParts(t, func(capture.Target, capture.SourceOptions) *capturetest.Source {
+		if opens.Add(1) == 1 { // the first process dies after one packet
+			return capturetest.NewSource(layers.LinkTypeLinuxSLL2, 262144, pkt(100)).EndWith(nil, errors.New("tcpdump: exit status 1"))
+		}
+		return capturetest.NewSource(layers.LinkTypeLinuxSLL2, 262144, pkt(300)).Hold()
+	})
+	begin := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	clk := testingclock.NewFakeClock(begin)
+	cfg := f.config(4)
+	cfg.Clock = clk
+	f.m = runManager(t, cfg)
+
+	ensure(t, f.m, policySpec("web", 0)) // the pod cannot be resolved yet
+	eventually(t, "backoff", func() bool { return phase(f.m, "default", "web") == capture.PhaseBackoff })
+	dir := sessionDir(t, f, "web")
+	if got := readSessionMeta(t, dir).Started; !got.Equal(begin) {
+		t.Fatalf("capture.json started %s as the capture began at %s", got, begin)
+	}
+	f.res.Set("default", "web", capture.Target{PID: 42})
+	eventually(t, "started, died, restarted", func() bool {
+		clk.Step(time.Second) // past the backoffs
+		st, _ := f.m.Status("default", "web")
+		return st.Restarts == 1 && st.Phase == capture.PhaseRunning
+	})
+	if first := f.startedAt(t, "web"); !first.After(begin) {
+		t.Fatalf("the first process ran at %s, not after the capture began (%s): the test proves nothing", first, begin)
+	}
+	f.m.Stop("default", "web")
+	eventually(t, "stopped", func() bool { return f.events.count("CaptureStopped") == 1 })
+	if meta := readSessionMeta(t, dir); !meta.Started.Equal(begin) || !meta.Stopped.After(begin) {
+		t.Fatalf("capture.json at the stop: started %s, stopped %s; want started %s (when the capture began)", meta.Started, meta.Stopped, begin)
 	}
 }
 

@@ -67,9 +67,13 @@ type sessionMeta struct {
 
 const sessionMetaFile = "capture.json"
 
-// writeSessionMeta writes dir/capture.json atomically (temp file + rename).
-func writeSessionMeta(r *run, started, stopped time.Time, why string) error {
+// writeSessionMeta writes dir/capture.json atomically (temp file + rename). Its started is
+// always when the capture began (armDeadline), the same in the first write and at the stop:
+// not when a process ran, which a failed first attempt or a restart makes later than packets
+// already in the files.
+func writeSessionMeta(r *run, stopped time.Time, why string) error {
 	r.mu.Lock()
+	started := r.began
 	reason, maxDuration, grace, cool, alerts, trigger := r.reason, r.maxDuration, r.stopGrace, r.cooldown, r.alerts, r.trigger
 	pre := append([]string(nil), r.preTrigger...)
 	r.mu.Unlock()

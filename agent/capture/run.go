@@ -60,7 +60,8 @@ type run struct {
 	maxDuration time.Duration // 0: no deadline
 	stopGrace   time.Duration
 	cooldown    time.Duration
-	armed       bool // the capture has started: deadline counts from then
+	armed       bool      // the capture has started: deadline counts from then
+	began       time.Time // when: capture.json's started, set once (not a process's start)
 	deadline    time.Time
 	// graceUntil is when a capture no longer desired stops (StopAfterGrace); zero when it
 	// is desired. heldDeadline is its deadline before the grace, restored if it is decided
@@ -212,12 +213,6 @@ func (r *run) fail(err error) {
 	r.mu.Lock()
 	r.lastErr = err.Error()
 	r.mu.Unlock()
-}
-
-func (r *run) startedAt() time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.started
 }
 
 // startedBy names what started a policy or alert capture, for its CaptureStarted Event:

@@ -9,7 +9,8 @@
 #   cluster.sh up                 build if needed, PKI, bridge, all components, the agent user's
 #                                 RBAC (deploy/rbac.yaml) + kubeconfig, traffic sink; waits for
 #                                 the node to be Ready. Idempotent: running parts are kept
-#   cluster.sh down               stop agents started by tests, delete pods, stop everything,
+#   cluster.sh down               delete pods (deployed agents first, with their grace period),
+#                                 kill what is left of agents started by tests, stop everything,
 #                                 unmount, remove bridge, cgroups and state (keeps PKI, logs and
 #                                 the build cache), then check that nothing is left (exit 1 if so)
 #   cluster.sh status             what runs, node condition
@@ -891,6 +892,11 @@ env_cmd() {
 }
 
 # ---------------------------------------------------------------- teardown
+# the podcap agent's pods (deploy/daemonset.yaml), deleted first by down with their own grace
+# period (10 s there), waited for at most AGENT_STOP_TIMEOUT seconds
+AGENT_POD_SELECTOR=app.kubernetes.io/name=podcap,app.kubernetes.io/component=agent
+AGENT_STOP_TIMEOUT=30
+
 stop_pid() { # name [timeout_s]
   local pid end
   [ -f "$RUN/$1.pid" ] || return 0
@@ -940,13 +946,19 @@ down() {
   set +e
   local t0 pid m c end
   t0=$(now_ms)
-  stop_agent_sessions
-  stop_capture_leftovers
   # no controller may re-create what is deleted below (DaemonSet pods of a demo, ...)
   stop_pid kube-controller-manager
   if alive kube-apiserver && alive kubelet; then
+    # Deployed agents first, with their own grace period: SIGTERM lets an agent stop its
+    # captures (in the other pods' network namespaces) and exit; kubelet SIGKILLs it only
+    # after terminationGracePeriodSeconds. Bounded: a longer grace is cut short below.
+    "${KUBECTL[@]}" delete pods -A -l "$AGENT_POD_SELECTOR" --ignore-not-found --timeout="${AGENT_STOP_TIMEOUT}s" >/dev/null
     "${KUBECTL[@]}" delete pods --all -A --grace-period=1 --ignore-not-found --timeout=60s >/dev/null
   fi
+  # only now what is left of agents: processes of the sessions of agents started by tests
+  # (they stop their own) and capture processes of this instance outside them
+  stop_agent_sessions
+  stop_capture_leftovers
   if alive containerd; then # kubelet stops sandboxes of deleted pods; it removes them only at GC
     end=$(( $(now_ms) + 10000 ))
     while [ -n "$("${CRICTL[@]}" pods -q --state ready 2>/dev/null)" ] && [ "$(now_ms)" -lt "$end" ]; do sleep 0.2; done
