@@ -50,13 +50,7 @@ const (
 func TestAlertStorm(t *testing.T) {
 	c := testBed(t)
 	ctx := t.Context()
-	dyn, err := c.AdminDynamic()
-	if err != nil {
-		t.Fatal(err)
-	}
-	objects := dyn.Resource(alerts.CaptureAlertGVR).Namespace(alertNS)
-	deleteAllAlerts(t, objects)
-	t.Cleanup(func() { deleteAllAlerts(t, objects) })
+	objects := alertObjects(t, c)
 
 	// the pods first: they start while the agent does
 	const ns = "alert-storm"
@@ -84,6 +78,7 @@ func TestAlertStorm(t *testing.T) {
 		"--webhook-token-file="+tokenFile, "--max-alerts="+strconv.Itoa(stormMaxAlerts),
 		"--max-concurrent-captures="+strconv.Itoa(stormMaxCaptures))
 	for i := range pods {
+		var err error
 		if pods[i], err = c.WaitPodRunning(ctx, ns, stormPodName(i)); err != nil {
 			t.Fatal(err)
 		}
