@@ -34,7 +34,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -56,9 +55,12 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podcap/podcap/agent/alerts"
+	"github.com/podcap/podcap/test/bench/internal/poll"
+	"github.com/podcap/podcap/test/testbed"
 )
 
 type options struct {
@@ -169,7 +171,7 @@ func run(ctx context.Context, o options) error {
 		hook: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 64,
 		}},
-		objects: dyn.Resource(schema.GroupVersionResource{Group: "podcap.io", Version: "v1alpha1", Resource: "capturealerts"}).Namespace(o.alertNamespace),
+		objects: dyn.Resource(alerts.CaptureAlertGVR).Namespace(o.alertNamespace),
 		podDir:  filepath.Join(o.dir, o.namespace, o.pod),
 		runID:   strconv.FormatInt(time.Now().UnixNano()%1e9, 36),
 	}
@@ -191,7 +193,7 @@ func run(ctx context.Context, o options) error {
 		return nil
 	}
 	// a clean start: no alert capture running
-	if _, err := waitFor(o.poll, o.timeout, func() (bool, error) { return b.running(ctx, 0) }); err != nil {
+	if _, err := poll.Until(o.poll, o.timeout, func() (bool, error) { return b.running(ctx, 0) }); err != nil {
 		return fmt.Errorf("an alert capture is running before the bench: %w", err)
 	}
 	failed := 0
@@ -260,22 +262,20 @@ func (b *bench) round(ctx context.Context, kind string, i, seq int) sample {
 	}
 	t0 := time.Now()
 	s.Start = t0.Format(time.RFC3339Nano)
-	ms := func(t time.Time) float64 { return float64(t.Sub(t0).Microseconds()) / 1000 }
 	if kind == "direct" {
-		_, err = b.postHook(ctx, []hookAlert{firing(fp, labels, annotations)})
+		_, err = b.postHook(ctx, []testbed.WebhookAlert{firing(fp, labels, annotations)})
 	} else {
-		err = b.postAM(ctx, amAlert{Labels: labels, Annotations: annotations})
+		err = testbed.PostAlertmanagerAlerts(ctx, b.o.alertmanager, testbed.Alert{Labels: labels, Annotations: annotations})
 	}
-	s.PostMS = ms(time.Now())
+	s.PostMS = poll.Millis(t0, time.Now())
 	if err != nil {
 		s.Error = "post: " + err.Error()
 		return s
 	}
-	var tFile time.Time
-	tPacket, err := waitFor(b.o.poll, b.o.timeout, func() (bool, error) {
+	s.FileMS, s.PacketMS, err = poll.FirstPacket(t0, b.o.poll, b.o.timeout, func() (bool, bool, error) {
 		dirs, err := sessionDirs(b.podDir)
 		if err != nil {
-			return false, err
+			return false, false, err
 		}
 		for _, d := range dirs {
 			if slices.Contains(before, d) {
@@ -283,29 +283,21 @@ func (b *bench) round(ctx context.Context, kind string, i, seq int) sample {
 			}
 			file := filepath.Join(b.podDir, d, "capture-"+b.o.pod+".pcapng0")
 			if _, err := os.Stat(file); err != nil {
-				return false, nil
+				return false, false, nil
 			}
-			if tFile.IsZero() {
-				tFile = time.Now()
-			}
-			return pcapngHasPacket(file), nil
+			return true, pcapngHasPacket(file), nil
 		}
-		return false, nil
+		return false, false, nil
 	})
-	if !tFile.IsZero() {
-		s.FileMS = ms(tFile)
-	}
 	if err != nil {
 		s.Error = "first packet: " + err.Error()
-	} else {
-		s.PacketMS = ms(tPacket)
 	}
 	if kind == "alertmanager" {
 		if at, afp, err := b.notifiedAt(ctx, labels["bench_round"]); err != nil {
 			s.Error = strings.TrimPrefix(s.Error+"; ", "; ") + "notified: " + err.Error()
 		} else {
 			fp = afp
-			s.NotifyMS = ms(at)
+			s.NotifyMS = poll.Millis(t0, at)
 			if s.PacketMS >= 0 {
 				s.AfterNotifyMS = s.PacketMS - s.NotifyMS
 			}
@@ -315,21 +307,22 @@ func (b *bench) round(ctx context.Context, kind string, i, seq int) sample {
 	t1 := time.Now()
 	if kind == "direct" {
 		r := firing(fp, labels, annotations)
-		r.Status, r.EndsAt = "resolved", time.Now().UTC()
-		_, err = b.postHook(ctx, []hookAlert{r})
+		r.Status, r.EndsAt = alerts.StatusResolved, time.Now().UTC()
+		_, err = b.postHook(ctx, []testbed.WebhookAlert{r})
 	} else {
-		err = b.postAM(ctx, amAlert{Labels: labels, Annotations: annotations, EndsAt: time.Now().Add(-time.Second).UTC()})
+		err = testbed.PostAlertmanagerAlerts(ctx, b.o.alertmanager,
+			testbed.Alert{Labels: labels, Annotations: annotations, EndsAt: time.Now().Add(-time.Second).UTC()})
 	}
 	if err != nil {
 		s.Error = strings.TrimPrefix(s.Error+"; ", "; ") + "resolve: " + err.Error()
 		return s
 	}
-	tStop, err := waitFor(b.o.poll, b.o.timeout, func() (bool, error) { return b.running(ctx, 0) })
+	tStop, err := poll.Until(b.o.poll, b.o.timeout, func() (bool, error) { return b.running(ctx, 0) })
 	if err != nil {
 		s.Error = strings.TrimPrefix(s.Error+"; ", "; ") + "stop: " + err.Error()
 		return s
 	}
-	s.StopMS = float64(tStop.Sub(t1).Microseconds()) / 1000
+	s.StopMS = poll.Millis(t1, tStop)
 	return s
 }
 
@@ -337,9 +330,9 @@ func (b *bench) round(ctx context.Context, kind string, i, seq int) sample {
 // once, and measures how many a second the agent records.
 func (b *bench) blastOnce(ctx context.Context, ci, batch, conc int) blastResult {
 	r := blastResult{Kind: "blast", Batch: batch, Concurrency: conc, Alerts: b.o.blast}
-	var notes [][]hookAlert
+	var notes [][]testbed.WebhookAlert
 	for i := 0; i < b.o.blast; i += batch {
-		var as []hookAlert
+		var as []testbed.WebhookAlert
 		for j := i; j < min(i+batch, b.o.blast); j++ {
 			labels := map[string]string{"alertname": "PodcapBlast", "instance": fmt.Sprintf("host-%05d", j), "bench_run": b.runID,
 				"blast": strconv.Itoa(ci)}
@@ -348,7 +341,7 @@ func (b *bench) blastOnce(ctx context.Context, ci, batch, conc int) blastResult 
 		notes = append(notes, as)
 	}
 	r.Requests = len(notes)
-	work := make(chan []hookAlert)
+	work := make(chan []testbed.WebhookAlert)
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
 	start := time.Now()
@@ -387,97 +380,30 @@ func (b *bench) blastOnce(ctx context.Context, ci, batch, conc int) blastResult 
 	return r
 }
 
-// The webhook payload (version 4), as Alertmanager sends it.
-type hookAlert struct {
-	Status       string            `json:"status"`
-	Labels       map[string]string `json:"labels"`
-	Annotations  map[string]string `json:"annotations"`
-	StartsAt     time.Time         `json:"startsAt"`
-	EndsAt       time.Time         `json:"endsAt"`
-	GeneratorURL string            `json:"generatorURL"`
-	Fingerprint  string            `json:"fingerprint"`
-}
-
-type hookMessage struct {
-	Version  string      `json:"version"`
-	GroupKey string      `json:"groupKey"`
-	Status   string      `json:"status"`
-	Receiver string      `json:"receiver"`
-	Alerts   []hookAlert `json:"alerts"`
-}
-
-type hookAnswer struct {
-	Recorded int `json:"recorded"`
-	Refused  int `json:"refused"`
-}
-
-func firing(fp string, labels, annotations map[string]string) hookAlert {
-	return hookAlert{Status: "firing", Labels: labels, Annotations: annotations, StartsAt: time.Now().UTC().Truncate(time.Second),
+// firing is a firing alert in the webhook payload, as Alertmanager sends it.
+func firing(fp string, labels, annotations map[string]string) testbed.WebhookAlert {
+	return testbed.WebhookAlert{Status: alerts.StatusFiring, Labels: labels, Annotations: annotations, StartsAt: time.Now().UTC().Truncate(time.Second),
 		GeneratorURL: "http://prometheus.bench:9090/graph", Fingerprint: fp}
 }
 
 var errUnavailable = errors.New("503")
 
-func (b *bench) postHook(ctx context.Context, as []hookAlert) (hookAnswer, error) {
-	status := "resolved"
-	for _, a := range as {
-		if a.Status == "firing" {
-			status = "firing"
-		}
-	}
-	body, err := json.Marshal(hookMessage{Version: "4", GroupKey: `{}:{alertname="PodcapBench"}`, Status: status, Receiver: "podcap", Alerts: as})
+// postHook sends one notification of as to the agent's webhook and returns its answer; a 503
+// is errUnavailable (the webhook's bound: Alertmanager would retry it).
+func (b *bench) postHook(ctx context.Context, as []testbed.WebhookAlert) (alerts.Recorded, error) {
+	msg := testbed.NewWebhookMessage("podcap", `{}:{alertname="PodcapBench"}`, nil, as)
+	code, body, err := testbed.PostWebhook(ctx, b.hook, b.o.webhook, b.token, msg)
 	if err != nil {
-		return hookAnswer{}, err
+		return alerts.Recorded{}, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.o.webhook, bytes.NewReader(body))
-	if err != nil {
-		return hookAnswer{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+b.token)
-	resp, err := b.hook.Do(req)
-	if err != nil {
-		return hookAnswer{}, err
-	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	switch resp.StatusCode {
+	switch code {
 	case http.StatusOK:
-		var a hookAnswer
-		return a, json.Unmarshal(rb, &a)
+		var a alerts.Recorded
+		return a, json.Unmarshal(body, &a)
 	case http.StatusServiceUnavailable:
-		return hookAnswer{}, fmt.Errorf("%w: %s", errUnavailable, bytes.TrimSpace(rb))
+		return alerts.Recorded{}, fmt.Errorf("%w: %s", errUnavailable, body)
 	}
-	return hookAnswer{}, fmt.Errorf("webhook: %s: %s", resp.Status, bytes.TrimSpace(rb))
-}
-
-// amAlert is an alert as Alertmanager's v2 API takes it.
-type amAlert struct {
-	Labels      map[string]string `json:"labels"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	EndsAt      time.Time         `json:"endsAt,omitzero"`
-}
-
-func (b *bench) postAM(ctx context.Context, a amAlert) error {
-	body, err := json.Marshal([]amAlert{a})
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.o.alertmanager+"/api/v2/alerts", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("alertmanager: %s: %s", resp.Status, bytes.TrimSpace(rb))
-	}
-	return nil
+	return alerts.Recorded{}, fmt.Errorf("webhook: %d %s: %s", code, http.StatusText(code), body)
 }
 
 // notifiedAt finds the CaptureAlert of this run's round and returns its status.lastNotifiedAt
@@ -485,7 +411,7 @@ func (b *bench) postAM(ctx context.Context, a amAlert) error {
 func (b *bench) notifiedAt(ctx context.Context, round string) (time.Time, string, error) {
 	var at time.Time
 	var fp string
-	_, err := waitFor(10*time.Millisecond, b.o.timeout, func() (bool, error) {
+	_, err := poll.Until(10*time.Millisecond, b.o.timeout, func() (bool, error) {
 		l, err := b.objects.List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
@@ -566,25 +492,4 @@ func pcapngHasPacket(path string) bool {
 	}
 	_, _, err = r.ReadPacketData()
 	return err == nil
-}
-
-// waitFor calls cond every poll until it returns true (and returns that moment), returns an
-// error, or timeout has passed; errors before the deadline are retried.
-func waitFor(poll, timeout time.Duration, cond func() (bool, error)) (time.Time, error) {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		ok, err := cond()
-		now := time.Now()
-		if ok {
-			return now, nil
-		}
-		if err != nil {
-			last = err
-		}
-		if now.After(deadline) {
-			return now, fmt.Errorf("not within %v (last error: %v)", timeout, last)
-		}
-		time.Sleep(poll)
-	}
 }
