@@ -422,25 +422,39 @@ func writeMarkdown(w *bytes.Buffer, s summary) {
 		}
 	}
 	if l := s.Latency; l != nil {
-		fmt.Fprintf(w, "\n### B. Annotation patch → first packet on disk (%d captures, %d failed; ms; nearest-rank percentiles)\n\n", l.N, l.Failed)
-		fmt.Fprintln(w, "| step (from the PATCH being sent) | min | p50 | p90 | p99 | max |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|")
-		line := func(name string, p pct) {
-			fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", name, p.Min, p.P50, p.P90, p.P99, p.Max)
-		}
-		line("PATCH answered", l.PatchMS)
-		line("capture file created (tcpdump running)", l.FileMS)
-		line("**first packet on disk (file > 24 B)**", l.PacketMS)
-		line("annotation removed → directory gone", l.StopMS)
-		for _, e := range l.Errors {
-			fmt.Fprintf(w, "- error: %s\n", e)
-		}
+		writeSteps(w, fmt.Sprintf("B. Annotation patch → first packet on disk (%d captures, %d failed; ms; nearest-rank percentiles)", l.N, l.Failed),
+			"step (from the PATCH being sent)", []step{
+				{"PATCH answered", l.PatchMS},
+				{"capture file created (tcpdump running)", l.FileMS},
+				{"**first packet on disk (file > 24 B)**", l.PacketMS},
+				{"annotation removed → directory gone", l.StopMS},
+			}, l.Errors)
 	}
 	if s.Policy != nil {
 		writePolicy(w, s.Policy, meta)
 	}
 	if s.Alerts != nil {
 		writeAlerts(w, s.Alerts)
+	}
+}
+
+// step is a row of a table of times: what was reached, and its percentiles (ms).
+type step struct {
+	name string
+	p    pct
+}
+
+// writeSteps writes the Markdown section title: a table of steps (first names its first
+// column) with their percentiles, then a line per error.
+func writeSteps(w *bytes.Buffer, title, first string, steps []step, errs []string) {
+	fmt.Fprintf(w, "\n### %s\n\n", title)
+	fmt.Fprintf(w, "| %s | min | p50 | p90 | p99 | max |\n", first)
+	fmt.Fprintln(w, "|---|---|---|---|---|---|")
+	for _, s := range steps {
+		fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", s.name, s.p.Min, s.p.P50, s.p.P90, s.p.P99, s.p.Max)
+	}
+	for _, e := range errs {
+		fmt.Fprintf(w, "- error: %s\n", e)
 	}
 }
 
