@@ -112,7 +112,7 @@ trap 'exit 130' INT TERM
 [ -x "$AGENT" ] || build_agent
 testbed_up
 make_credentials
-start_agent "$AGENT" "$RAW/agent-alerts.log" 60 --netns-dir="$PODCAP_NETNS_DIR" \
+start_agent "$AGENT" "$RAW/agent-alerts.log" 60 \
   --tls-cert-file="$SCRATCH/tls.crt" --tls-private-key-file="$SCRATCH/tls.key" \
   --webhook-token-file="$SCRATCH/token" --policy-dir="$SCRATCH/rules" --max-alerts="$MAX_ALERTS"
 start_alertmanager

@@ -155,10 +155,12 @@ record_session() {
 agent_ready() { pid_running "$AGENT_PID" && curl -sf "http://127.0.0.1:$AGENT_PORT/readyz"; }
 
 # start_agent AGENT LOG OFFSET [ARG...]: the agent binary as a host process in its own session
-# (recorded), with the test bed's agent kubeconfig, node name and CRI socket, --capture-dir
-# CAPTURE_DIR and ARGs; health and metrics on AGENT_PORT, the API (HTTPS) on API_PORT, the
-# first free ports from sink port + OFFSET (cluster.sh uses base+1..8; the API is kept off the
-# node's default :9696). Sets AGENT_PID, AGENT_PORT, API_PORT; returns when /readyz answers.
+# (recorded), with the test bed's agent kubeconfig, node name, CRI socket and netns dir (its
+# containerd pins the pods' network namespaces there; the agent enters only files under it),
+# --capture-dir CAPTURE_DIR and ARGs; health and metrics on AGENT_PORT, the API (HTTPS) on
+# API_PORT, the first free ports from sink port + OFFSET (cluster.sh uses base+1..8; the API is
+# kept off the node's default :9696). Sets AGENT_PID, AGENT_PORT, API_PORT; returns when
+# /readyz answers.
 start_agent() {
   local agent=$1 agent_log=$2
   AGENT_PORT=$(free_port $(( PODCAP_SINK_PORT + $3 )))
@@ -166,7 +168,7 @@ start_agent() {
   shift 3
   mkdir -p "$CAPTURE_DIR"
   setsid "$agent" --kubeconfig="$PODCAP_AGENT_KUBECONFIG" --node-name="$PODCAP_NODE_NAME" \
-    --cri-endpoint="$PODCAP_CRI_ENDPOINT" --capture-dir="$CAPTURE_DIR" \
+    --cri-endpoint="$PODCAP_CRI_ENDPOINT" --netns-dir="$PODCAP_NETNS_DIR" --capture-dir="$CAPTURE_DIR" \
     --listen-address="127.0.0.1:$AGENT_PORT" --api-listen-address="127.0.0.1:$API_PORT" "$@" >"$agent_log" 2>&1 &
   AGENT_PID=$!
   record_session "$AGENT_PID"
