@@ -3,7 +3,7 @@
 # alerts a second the webhook records, on a real cluster with the real Alertmanager.
 #
 # Brings up the local test bed (test/cluster/cluster.sh, instance $BENCH_CLUSTER, default
-# "bench"), runs the agent binary as a host process in its own session (recorded in the
+# $PODCAP_CLUSTER, else "bench"; never `test` or `demo`), runs the agent binary as a host process in its own session (recorded in the
 # instance's agent-sessions file, so `cluster.sh down` kills whatever of it survives) with the
 # webhook on (a bearer token, a serving certificate for 127.0.0.1 made here with openssl),
 # rules/alerts.rego (rules/ without the tests) and --max-alerts $ALERTS_MAX_ALERTS (default
@@ -19,7 +19,8 @@
 # $BENCH_OUT/alerts-meta.json. The cluster is torn down on exit, also on failure (trap).
 #
 # Environment: ALERTS_N, ALERTS_BLAST, ALERTS_BLAST_CONFIGS, ALERTS_MAX_ALERTS,
-# LAT_PING_INTERVAL, BENCH_CLUSTER, BENCH_OUT, BENCH_BIN (lib.sh).
+# LAT_PING_INTERVAL, BENCH_CLUSTER (default $PODCAP_CLUSTER, else bench), BENCH_OUT, BENCH_BIN
+# (lib.sh).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,24 +32,15 @@ BLAST=${ALERTS_BLAST:-1000}
 BLAST_CONFIGS=${ALERTS_BLAST_CONFIGS:-1x8,200x5}
 MAX_ALERTS=${ALERTS_MAX_ALERTS:-5000}
 PING_INTERVAL=${LAT_PING_INTERVAL:-0.001}
-INSTANCE=${BENCH_CLUSTER:-bench}
 POD=bench-alerts
 if ! [[ $N =~ ^[0-9]+$ ]]; then die "ALERTS_N=$N: want >= 0"; fi
 if ! [[ $BLAST =~ ^[0-9]+$ ]]; then die "ALERTS_BLAST=$BLAST: want >= 0"; fi
 if ! [[ $MAX_ALERTS =~ ^[1-9][0-9]*$ ]]; then die "ALERTS_MAX_ALERTS=$MAX_ALERTS: want >= 1"; fi
 if ! [[ $PING_INTERVAL =~ ^[0-9]*\.?[0-9]+$ ]]; then die "LAT_PING_INTERVAL=$PING_INTERVAL: want seconds"; fi
-[ "$(id -u)" = 0 ] || die "needs root (the test bed, the agent's nsenter)"
 AM_BIN=/usr/bin/prometheus-alertmanager
 [ -x "$AM_BIN" ] || die "$AM_BIN missing (Debian's prometheus-alertmanager)"
 
-bench_defaults
-RAW=$BENCH_OUT/raw
-mkdir -p "$RAW"
-CLUSTER=$BENCH_REPO/test/cluster/cluster.sh
-[ -x "$CLUSTER" ] || die "$CLUSTER is missing: part D needs the test bed"
-export PODCAP_CLUSTER=$INSTANCE
-ENV=$("$CLUSTER" env) || die "test/cluster/cluster.sh does not accept instance $INSTANCE"
-eval "$(grep '^export ' <<<"$ENV")"
+testbed_init alerts cluster-alerts.log
 AGENT=$BENCH_BIN/podcap-agent
 ALERTLAT=$BENCH_BIN/alertlat
 AGENT_PID=""
@@ -60,34 +52,11 @@ AGENT_PORT="" API_PORT="" AM_PORT=""
 cleanup() {
   local rc=$?
   set +e
-  trap - EXIT INT TERM
   if [ -n "$AM_PID" ]; then
     stop_pid "$AM_PID" 10 TERM
     log "alerts: alertmanager stopped"
   fi
-  if [ -n "$AGENT_PID" ]; then
-    stop_pid "$AGENT_PID" 30 TERM
-    log "alerts: agent stopped"
-  fi
-  log "alerts: cluster $INSTANCE down"
-  "$CLUSTER" down >>"$RAW/cluster-alerts.log" 2>&1 || { log "FAIL: cluster.sh down (see $RAW/cluster-alerts.log)"; rc=1; }
-  exit "$rc"
-}
-
-kubectl() { "$PODCAP_BIN/kubectl" --kubeconfig "$PODCAP_ADMIN_KUBECONFIG" "$@"; }
-
-# free_port FROM: the first port from FROM on that nothing listens on
-free_port() {
-  local p=$1
-  while [ -n "$(ss -Hltn "sport = :$p")" ]; do p=$(( p + 1 )); done
-  echo "$p"
-}
-
-# record_session PID: `cluster.sh down` kills the session if we cannot
-record_session() {
-  local sid
-  sid=$(ps -o sid= -p "$1" | tr -d ' ')
-  echo "${sid:-$1}" >>"$PODCAP_AGENT_SESSIONS"
+  testbed_teardown "$rc"
 }
 
 make_credentials() {
@@ -100,23 +69,6 @@ make_credentials() {
   for r in "$BENCH_REPO"/rules/*.rego; do
     [[ $r == *_test.rego ]] || cp "$r" "$SCRATCH/rules/"
   done
-}
-
-start_agent() {
-  AGENT_PORT=$(free_port $(( PODCAP_SINK_PORT + 60 )))
-  API_PORT=$(free_port $(( AGENT_PORT + 1 )))
-  mkdir -p "$CAPTURE_DIR"
-  setsid "$AGENT" --kubeconfig="$PODCAP_AGENT_KUBECONFIG" --node-name="$PODCAP_NODE_NAME" \
-    --cri-endpoint="$PODCAP_CRI_ENDPOINT" --netns-dir="$PODCAP_NETNS_DIR" --capture-dir="$CAPTURE_DIR" \
-    --listen-address="127.0.0.1:$AGENT_PORT" --api-listen-address="127.0.0.1:$API_PORT" \
-    --tls-cert-file="$SCRATCH/tls.crt" --tls-private-key-file="$SCRATCH/tls.key" \
-    --webhook-token-file="$SCRATCH/token" --policy-dir="$SCRATCH/rules" --max-alerts="$MAX_ALERTS" \
-    >"$RAW/agent-alerts.log" 2>&1 &
-  AGENT_PID=$!
-  record_session "$AGENT_PID"
-  agent_ready() { pid_running "$AGENT_PID" && curl -sf "http://127.0.0.1:$AGENT_PORT/readyz"; }
-  poll 60 agent_ready || die "agent not ready within 60 s: $(tail -5 "$RAW/agent-alerts.log")"
-  log "alerts: agent pid $AGENT_PID ready: metrics 127.0.0.1:$AGENT_PORT, webhook https://127.0.0.1:$API_PORT/api/v1/alerts"
 }
 
 start_alertmanager() {
@@ -148,24 +100,6 @@ EOF
   log "alerts: alertmanager pid $AM_PID ready on 127.0.0.1:$AM_PORT (group_wait 0)"
 }
 
-start_pod() {
-  kubectl apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $POD
-  namespace: default
-spec:
-  terminationGracePeriodSeconds: 2
-  containers:
-  - name: traffic
-    image: $PODCAP_WORKLOAD_IMAGE
-    imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "ping -q -i $PING_INTERVAL $PODCAP_GATEWAY >/dev/null & p=\$!; trap 'kill \$p; exit 0' TERM; wait \$p"]
-EOF
-  kubectl wait --for=condition=Ready "pod/$POD" --timeout=120s >/dev/null || die "pod $POD not Ready"
-}
-
 # am_metric NAME: the sum of Alertmanager's series NAME{integration="webhook"}
 am_metric() {
   curl -sf "http://127.0.0.1:$AM_PORT/metrics" | awk -v n="$1" '
@@ -176,14 +110,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 [ -x "$ALERTLAT" ] || build_tools
 [ -x "$AGENT" ] || build_agent
-t0=$(now_ms)
-log "alerts: cluster $INSTANCE up (log $RAW/cluster-alerts.log)"
-"$CLUSTER" up >>"$RAW/cluster-alerts.log" 2>&1 || die "cluster.sh up failed: $(tail -5 "$RAW/cluster-alerts.log")"
-log "alerts: cluster up in $(( $(now_ms) - t0 )) ms"
+testbed_up
 make_credentials
-start_agent
+start_agent "$AGENT" "$RAW/agent-alerts.log" 60 \
+  --tls-cert-file="$SCRATCH/tls.crt" --tls-private-key-file="$SCRATCH/tls.key" \
+  --webhook-token-file="$SCRATCH/token" --policy-dir="$SCRATCH/rules" --max-alerts="$MAX_ALERTS"
 start_alertmanager
-start_pod
+start_traffic_pod "$POD" "$PING_INTERVAL"
 rm -f "$BENCH_OUT/alerts.jsonl"
 t0=$(now_ms)
 rc=0

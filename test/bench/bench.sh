@@ -20,7 +20,7 @@
 # default 100), LAT_PING_INTERVAL (default 0.001), POLICY_BENCHTIME (default 1s), POLICY_COUNT
 # (default 5), ALERTS_N (default 20), ALERTS_BLAST (default 1000), ALERTS_BLAST_CONFIGS (default
 # 1x8,200x5), BENCH_PARTS (default "capture latency policy alerts"), BENCH_CLUSTER (test bed
-# instance, default bench), BENCH_OUT (results directory).
+# instance, default $PODCAP_CLUSTER, else bench; never test or demo), BENCH_OUT (results directory).
 # No numbers are judged: a benchmark reports, it does not fail on slow results. It exits 1
 # only when a part could not be measured.
 set -euo pipefail

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# lib.sh: helpers shared by test/bench/bench.sh, capture.sh, latency.sh and policy.sh (sourced).
+# lib.sh: helpers shared by test/bench/bench.sh, capture.sh, latency.sh, policy.sh and alerts.sh
+# (sourced).
 #
 #   BENCH_OUT   results directory of this bench run (default .cache/bench/<UTC time>: under the
 #               gitignored build cache, which `make clean` keeps)
@@ -88,4 +89,119 @@ bench_defaults() {
   mkdir -p "$BENCH_OUT"
   BENCH_OUT=$(cd "$BENCH_OUT" && pwd)
   export BENCH_OUT BENCH_BIN
+}
+
+# ---- parts B and D (latency.sh, alerts.sh): the test bed, the agent, a traffic pod --------
+#
+#   BENCH_CLUSTER   the test bed instance (default $PODCAP_CLUSTER, else bench); never test or
+#                   demo: the part takes its instance down when it ends. PODCAP_CLUSTER_INDEX
+#                   and PODCAP_CACHE go to cluster.sh as they are.
+
+# testbed_init PART CLUSTER_LOG: root, the results dirs, and the instance's layout: INSTANCE,
+# CLUSTER (cluster.sh), CLUSTER_LOG, RAW and cluster.sh's PODCAP_* exports. PART (latency,
+# alerts) prefixes the log lines.
+testbed_init() {
+  PART=$1
+  [ "$(id -u)" = 0 ] || die "needs root (the test bed, the agent's nsenter)"
+  INSTANCE=${BENCH_CLUSTER:-${PODCAP_CLUSTER:-bench}}
+  case $INSTANCE in
+    test | demo) die "instance $INSTANCE is go test's or make demo's, and $PART takes its instance down: set BENCH_CLUSTER" ;;
+  esac
+  bench_defaults
+  RAW=$BENCH_OUT/raw
+  CLUSTER_LOG=$RAW/$2
+  mkdir -p "$RAW"
+  CLUSTER=$BENCH_REPO/test/cluster/cluster.sh
+  [ -x "$CLUSTER" ] || die "$CLUSTER is missing: $PART needs the test bed"
+  export PODCAP_CLUSTER=$INSTANCE
+  local env
+  # an instance name the test bed does not accept fails here, before anything is started
+  env=$("$CLUSTER" env) || die "test/cluster/cluster.sh does not accept instance $INSTANCE"
+  eval "$(grep '^export ' <<<"$env")"
+}
+
+# testbed_up: cluster.sh up (idempotent; waits for the node)
+testbed_up() {
+  local t0
+  t0=$(now_ms)
+  log "$PART: cluster $INSTANCE up (log $CLUSTER_LOG)"
+  "$CLUSTER" up >>"$CLUSTER_LOG" 2>&1 || die "cluster.sh up failed: $(tail -5 "$CLUSTER_LOG")"
+  log "$PART: cluster up in $(( $(now_ms) - t0 )) ms"
+}
+
+# testbed_teardown RC: the EXIT trap's end: stop the agent (AGENT_PID), take the cluster down
+# and exit RC (1 if down failed). A part that started more stops it first.
+testbed_teardown() {
+  local rc=$1
+  set +e
+  trap - EXIT INT TERM
+  if [ -n "${AGENT_PID:-}" ]; then
+    stop_pid "$AGENT_PID" 30 TERM
+    log "$PART: agent stopped"
+  fi
+  log "$PART: cluster $INSTANCE down"
+  "$CLUSTER" down >>"$CLUSTER_LOG" 2>&1 || { log "FAIL: cluster.sh down (see $CLUSTER_LOG)"; rc=1; }
+  exit "$rc"
+}
+
+kubectl() { "$PODCAP_BIN/kubectl" --kubeconfig "$PODCAP_ADMIN_KUBECONFIG" "$@"; }
+
+# free_port FROM: the first port from FROM on that nothing listens on
+free_port() {
+  local p=$1
+  while [ -n "$(ss -Hltn "sport = :$p")" ]; do p=$(( p + 1 )); done
+  echo "$p"
+}
+
+# record_session PID: `cluster.sh down` kills the session if we cannot
+record_session() {
+  local sid
+  # setsid execs directly (a background job is no process group leader): pid = session id
+  sid=$(ps -o sid= -p "$1" | tr -d ' ')
+  echo "${sid:-$1}" >>"$PODCAP_AGENT_SESSIONS"
+}
+
+# agent_ready: the agent start_agent started runs and answers /readyz (for poll)
+agent_ready() { pid_running "$AGENT_PID" && curl -sf "http://127.0.0.1:$AGENT_PORT/readyz"; }
+
+# start_agent AGENT LOG OFFSET [ARG...]: the agent binary as a host process in its own session
+# (recorded), with the test bed's agent kubeconfig, node name, CRI socket and netns dir (its
+# containerd pins the pods' network namespaces there; the agent enters only files under it),
+# --capture-dir CAPTURE_DIR and ARGs; health and metrics on AGENT_PORT, the API (HTTPS) on
+# API_PORT, the first free ports from sink port + OFFSET (cluster.sh uses base+1..8; the API is
+# kept off the node's default :9696). Sets AGENT_PID, AGENT_PORT, API_PORT; returns when
+# /readyz answers.
+start_agent() {
+  local agent=$1 agent_log=$2
+  AGENT_PORT=$(free_port $(( PODCAP_SINK_PORT + $3 )))
+  API_PORT=$(free_port $(( AGENT_PORT + 1 )))
+  shift 3
+  mkdir -p "$CAPTURE_DIR"
+  setsid "$agent" --kubeconfig="$PODCAP_AGENT_KUBECONFIG" --node-name="$PODCAP_NODE_NAME" \
+    --cri-endpoint="$PODCAP_CRI_ENDPOINT" --netns-dir="$PODCAP_NETNS_DIR" --capture-dir="$CAPTURE_DIR" \
+    --listen-address="127.0.0.1:$AGENT_PORT" --api-listen-address="127.0.0.1:$API_PORT" "$@" >"$agent_log" 2>&1 &
+  AGENT_PID=$!
+  record_session "$AGENT_PID"
+  poll 60 agent_ready || die "agent not ready within 60 s: $(tail -5 "$agent_log")"
+  log "$PART: agent pid $AGENT_PID ready: metrics 127.0.0.1:$AGENT_PORT, API https://127.0.0.1:$API_PORT, capture dir $CAPTURE_DIR"
+}
+
+# start_traffic_pod POD INTERVAL: a workload pod in default that pings the bridge's gateway
+# every INTERVAL seconds until SIGTERM; returns when it is Ready.
+start_traffic_pod() {
+  kubectl apply -f - >/dev/null <<EOT
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: traffic
+    image: $PODCAP_WORKLOAD_IMAGE
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "ping -q -i $2 $PODCAP_GATEWAY >/dev/null & p=\$!; trap 'kill \$p; exit 0' TERM; wait \$p"]
+EOT
+  kubectl wait --for=condition=Ready "pod/$1" --timeout=120s >/dev/null || die "pod $1 not Ready"
 }

@@ -32,13 +32,7 @@ import (
 func TestAlertFanOut(t *testing.T) {
 	c := testBed(t)
 	ctx := t.Context()
-	dyn, err := c.AdminDynamic()
-	if err != nil {
-		t.Fatal(err)
-	}
-	objects := dyn.Resource(alerts.CaptureAlertGVR).Namespace(alertNS)
-	deleteAllAlerts(t, objects)
-	t.Cleanup(func() { deleteAllAlerts(t, objects) })
+	objects := alertObjects(t, c)
 
 	nodeB := c.NodeName + "-fanout"
 	createEmptyNode(t, c, nodeB)
@@ -134,7 +128,7 @@ func TestAlertFanOut(t *testing.T) {
 
 	// B's capture directory holds nothing at all: no pod, no capture, no file
 	var found []string
-	err = filepath.WalkDir(b.CaptureDir, func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(b.CaptureDir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

@@ -2,11 +2,9 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -50,13 +48,7 @@ const (
 func TestAlertStorm(t *testing.T) {
 	c := testBed(t)
 	ctx := t.Context()
-	dyn, err := c.AdminDynamic()
-	if err != nil {
-		t.Fatal(err)
-	}
-	objects := dyn.Resource(alerts.CaptureAlertGVR).Namespace(alertNS)
-	deleteAllAlerts(t, objects)
-	t.Cleanup(func() { deleteAllAlerts(t, objects) })
+	objects := alertObjects(t, c)
 
 	// the pods first: they start while the agent does
 	const ns = "alert-storm"
@@ -84,6 +76,7 @@ func TestAlertStorm(t *testing.T) {
 		"--webhook-token-file="+tokenFile, "--max-alerts="+strconv.Itoa(stormMaxAlerts),
 		"--max-concurrent-captures="+strconv.Itoa(stormMaxCaptures))
 	for i := range pods {
+		var err error
 		if pods[i], err = c.WaitPodRunning(ctx, ns, stormPodName(i)); err != nil {
 			t.Fatal(err)
 		}
@@ -230,41 +223,21 @@ type stormHook struct {
 // retries a 5xx within its flush), anything else but 200 fails the test.
 func (h *stormHook) post(ctx context.Context, as []testbed.WebhookAlert) alerts.Recorded {
 	h.t.Helper()
-	status := alerts.StatusResolved
-	for _, a := range as {
-		if a.Status == alerts.StatusFiring {
-			status = alerts.StatusFiring
-		}
-	}
-	body, err := json.Marshal(testbed.WebhookMessage{
-		Version: alerts.Version, GroupKey: `{}:{alertname="Storm"}`, Status: status, Receiver: "podcap",
-		GroupLabels: map[string]string{"alertname": "Storm"}, Alerts: as,
-	})
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	msg := testbed.NewWebhookMessage("podcap", `{}:{alertname="Storm"}`, map[string]string{"alertname": "Storm"}, as)
 	var res alerts.Recorded
 	waitFor(h.t, time.Minute, "the webhook to take a notification of "+strconv.Itoa(len(as))+" alerts", func() (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(body))
+		code, b, err := testbed.PostWebhook(ctx, h.client, h.url, h.token, msg)
 		if err != nil {
 			return false, err
 		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+h.token)
-		resp, err := h.client.Do(req)
-		if err != nil {
-			return false, err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		switch resp.StatusCode {
+		switch code {
 		case http.StatusOK:
 			return true, json.Unmarshal(b, &res)
 		case http.StatusServiceUnavailable:
 			h.retries++
-			return false, fmt.Errorf("503: %s", bytes.TrimSpace(b))
+			return false, fmt.Errorf("503: %s", b)
 		}
-		h.t.Fatalf("webhook answered %s: %s", resp.Status, bytes.TrimSpace(b))
+		h.t.Fatalf("webhook answered %d %s: %s", code, http.StatusText(code), b)
 		return false, nil
 	})
 	return res

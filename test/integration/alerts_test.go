@@ -56,13 +56,7 @@ const alertRule = `groups:
 func TestAlertCaptureEndToEnd(t *testing.T) {
 	c := testBed(t)
 	ctx := t.Context()
-	dyn, err := c.AdminDynamic()
-	if err != nil {
-		t.Fatal(err)
-	}
-	objects := dyn.Resource(alerts.CaptureAlertGVR).Namespace("podcap-system")
-	deleteAllAlerts(t, objects)
-	t.Cleanup(func() { deleteAllAlerts(t, objects) })
+	objects := alertObjects(t, c)
 
 	mp := c.StartMetricPod(t, "alert-e2e", "cart", testbed.MetricPodOptions{Metrics: map[string]float64{"test_fault": 0}})
 	pod := mp.Pod
@@ -262,23 +256,6 @@ func listAlerts(t *testing.T, objects capturealerts) []unstructured.Unstructured
 		t.Fatalf("list capturealerts: %v", err)
 	}
 	return l.Items
-}
-
-// deleteAllAlerts removes every CaptureAlert, so that no test sees another's alerts.
-func deleteAllAlerts(t *testing.T, objects capturealerts) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	l, err := objects.List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Errorf("list capturealerts: %v", err)
-		return
-	}
-	for _, o := range l.Items {
-		if err := objects.Delete(ctx, o.GetName(), metav1.DeleteOptions{}); err != nil {
-			t.Errorf("delete capturealert %s: %v", o.GetName(), err)
-		}
-	}
 }
 
 // postAlert posts a one-alert notification to the webhook with the Authorization header auth

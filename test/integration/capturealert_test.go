@@ -94,24 +94,6 @@ func (rs *runningStore) fingerprints() []string {
 	return fps
 }
 
-// cleanAlerts deletes every CaptureAlert (as admin) now and when the test ends.
-func cleanAlerts(t *testing.T, c *testbed.Cluster) dynamic.ResourceInterface {
-	t.Helper()
-	admin, err := c.AdminDynamic()
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := admin.Resource(alerts.CaptureAlertGVR).Namespace(alertNS)
-	clean := func() {
-		if err := res.DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
-			t.Errorf("delete capturealerts: %v", err)
-		}
-	}
-	clean()
-	t.Cleanup(clean)
-	return res
-}
-
 func testAlert(fp, alertname string) alerts.Alert {
 	return alerts.Alert{
 		Fingerprint: fp, Status: alerts.StatusFiring,
@@ -139,7 +121,7 @@ func count(t *testing.T, res dynamic.ResourceInterface) int {
 func TestCaptureAlertShared(t *testing.T) {
 	c := testBed(t)
 	ctx := t.Context()
-	res := cleanAlerts(t, c)
+	res := alertObjects(t, c)
 	// the receiving agent's clock is fake so that a repeat at the same instant is provably a no-op
 	fc := clocktesting.NewFakeClock(time.Now())
 	a := startAlertStore(t, c, "node-a", alerts.StoreOptions{Clock: fc})
@@ -278,7 +260,7 @@ func series(t *testing.T, reg *prometheus.Registry, name, label, value string) f
 func TestCaptureAlertBounds(t *testing.T) {
 	c := testBed(t)
 	ctx := t.Context()
-	res := cleanAlerts(t, c)
+	res := alertObjects(t, c)
 	s := startAlertStore(t, c, "node-a", alerts.StoreOptions{MaxActive: 2})
 	r, err := s.Record(ctx, note(testAlert("bb00000000000001", "A"), testAlert("bb00000000000002", "B"), testAlert("bb00000000000003", "C")))
 	if err != nil || r != (alerts.Recorded{Recorded: 2, Refused: 1}) {
@@ -332,7 +314,7 @@ func TestCaptureAlertBounds(t *testing.T) {
 func TestCaptureAlertExpiryAndGC(t *testing.T) {
 	c := testBed(t)
 	ctx := t.Context()
-	res := cleanAlerts(t, c)
+	res := alertObjects(t, c)
 	s := startAlertStore(t, c, "node-a", alerts.StoreOptions{TTL: 4 * time.Second, Retention: time.Second, GCInterval: 300 * time.Millisecond})
 	start := time.Now()
 	if _, err := s.Record(ctx, note(testAlert("cc00000000000001", "Expires"))); err != nil {

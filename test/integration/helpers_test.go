@@ -21,7 +21,9 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 
+	"github.com/podcap/podcap/agent/alerts"
 	"github.com/podcap/podcap/test/testbed"
 )
 
@@ -45,6 +47,27 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// alertObjects is the admin's client of the CaptureAlert objects in alertNS. It deletes every
+// one of them now and again when the test ends, so that no test sees another's alerts.
+func alertObjects(t *testing.T, c *testbed.Cluster) dynamic.ResourceInterface {
+	t.Helper()
+	admin, err := c.AdminDynamic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objects := admin.Resource(alerts.CaptureAlertGVR).Namespace(alertNS)
+	deleteAll := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := objects.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+			t.Errorf("delete capturealerts: %v", err)
+		}
+	}
+	deleteAll()
+	t.Cleanup(deleteAll)
+	return objects
 }
 
 // runningPod creates a workload pod in ns (created if needed), waits until it runs and

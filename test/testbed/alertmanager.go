@@ -158,11 +158,16 @@ type AlertmanagerAlert struct {
 // no Prometheus. Alertmanager resolves an alert by itself at its EndsAt (default: 5 min after
 // it was last posted); post it again with EndsAt in the past to resolve it now.
 func (a *AlertmanagerProcess) PostAlerts(ctx context.Context, alerts ...Alert) error {
+	return PostAlertmanagerAlerts(ctx, a.URL(), alerts...)
+}
+
+// PostAlertmanagerAlerts is PostAlerts to the Alertmanager at baseURL (http://host:port).
+func PostAlertmanagerAlerts(ctx context.Context, baseURL string, alerts ...Alert) error {
 	body, err := json.Marshal(alerts)
 	if err != nil {
 		return err
 	}
-	if _, err := a.do(ctx, http.MethodPost, "/api/v2/alerts", body); err != nil {
+	if _, err := httpDo(ctx, http.MethodPost, strings.TrimSuffix(baseURL, "/")+"/api/v2/alerts", body); err != nil {
 		return fmt.Errorf("alertmanager post alerts: %w", err)
 	}
 	return nil

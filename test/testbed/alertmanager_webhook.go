@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -41,6 +42,41 @@ type WebhookAlert struct {
 	EndsAt       time.Time         `json:"endsAt"`
 	GeneratorURL string            `json:"generatorURL"`
 	Fingerprint  string            `json:"fingerprint"`
+}
+
+// NewWebhookMessage is the notification (version "4") Alertmanager's webhook integration
+// sends for alerts of one group: firing if any of them fires, else resolved.
+func NewWebhookMessage(receiver, groupKey string, groupLabels map[string]string, alerts []WebhookAlert) WebhookMessage {
+	status := "resolved"
+	for _, a := range alerts {
+		if a.Status == "firing" {
+			status = "firing"
+		}
+	}
+	return WebhookMessage{Version: "4", GroupKey: groupKey, Status: status, Receiver: receiver, GroupLabels: groupLabels, Alerts: alerts}
+}
+
+// PostWebhook sends msg to a webhook receiver as Alertmanager does (JSON, the bearer token in
+// the Authorization header) and returns the answer's status code and the first 4 KiB of its
+// body, trimmed. An error only when there is no answer.
+func PostWebhook(ctx context.Context, client *http.Client, url, token string, msg WebhookMessage) (int, []byte, error) {
+	body, err := json.Marshal(msg)
+	if err != nil {
+		return 0, nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, bytes.TrimSpace(b), nil
 }
 
 // WebhookNotification is one request a WebhookRecorder received.

@@ -33,8 +33,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -46,19 +44,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/podcap/podcap/agent/alerts"
+	"github.com/podcap/podcap/test/bench/internal/poll"
+	"github.com/podcap/podcap/test/testbed"
 )
 
 type options struct {
@@ -70,35 +65,6 @@ type options struct {
 	blastConfigs               string
 	poll, timeout              time.Duration
 	out                        string
-}
-
-// sample is one capture round; durations are milliseconds from t0 (-1: not reached).
-type sample struct {
-	Kind          string  `json:"kind"` // direct, alertmanager
-	Index         int     `json:"i"`
-	Start         string  `json:"start"`
-	PostMS        float64 `json:"post_ms"`                          // the POST's answer
-	NotifyMS      float64 `json:"notify_ms,omitempty"`              // alertmanager: the agent recorded the notification
-	FileMS        float64 `json:"file_ms"`                          // the session's first file exists
-	PacketMS      float64 `json:"packet_ms"`                        // it holds a packet
-	AfterNotifyMS float64 `json:"packet_after_notify_ms,omitempty"` // alertmanager: packet_ms - notify_ms
-	StopMS        float64 `json:"stop_ms"`                          // from the resolve's POST to no alert capture running
-	Error         string  `json:"error,omitempty"`
-}
-
-// blastResult is one blast configuration.
-type blastResult struct {
-	Kind        string  `json:"kind"` // blast
-	Batch       int     `json:"batch"`
-	Concurrency int     `json:"concurrency"`
-	Alerts      int     `json:"alerts"`
-	Requests    int     `json:"requests"`
-	Retries503  int64   `json:"retries_503"`
-	Recorded    int64   `json:"recorded"`
-	Refused     int64   `json:"refused"`
-	Seconds     float64 `json:"seconds"`
-	AlertsPerS  float64 `json:"alerts_per_s"`
-	Error       string  `json:"error,omitempty"`
 }
 
 func main() {
@@ -169,7 +135,7 @@ func run(ctx context.Context, o options) error {
 		hook: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 64,
 		}},
-		objects: dyn.Resource(schema.GroupVersionResource{Group: "podcap.io", Version: "v1alpha1", Resource: "capturealerts"}).Namespace(o.alertNamespace),
+		objects: dyn.Resource(alerts.CaptureAlertGVR).Namespace(o.alertNamespace),
 		podDir:  filepath.Join(o.dir, o.namespace, o.pod),
 		runID:   strconv.FormatInt(time.Now().UnixNano()%1e9, 36),
 	}
@@ -191,7 +157,7 @@ func run(ctx context.Context, o options) error {
 		return nil
 	}
 	// a clean start: no alert capture running
-	if _, err := waitFor(o.poll, o.timeout, func() (bool, error) { return b.running(ctx, 0) }); err != nil {
+	if _, err := poll.Until(o.poll, o.timeout, func() (bool, error) { return b.running(ctx, 0) }); err != nil {
 		return fmt.Errorf("an alert capture is running before the bench: %w", err)
 	}
 	failed := 0
@@ -235,356 +201,28 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
-func parseConfig(c string) (batch, conc int, err error) {
-	l, r, ok := strings.Cut(strings.TrimSpace(c), "x")
-	if batch, err = strconv.Atoi(l); !ok || err != nil || batch < 1 || batch > 200 {
-		return 0, 0, fmt.Errorf("blast config %q: want BxC, B from 1 to 200", c)
-	}
-	if conc, err = strconv.Atoi(r); err != nil || conc < 1 {
-		return 0, 0, fmt.Errorf("blast config %q: want BxC, C ≥ 1", c)
-	}
-	return batch, conc, nil
-}
-
-// round measures one capture, started by a POST to the webhook (direct) or to Alertmanager.
-func (b *bench) round(ctx context.Context, kind string, i, seq int) sample {
-	s := sample{Kind: kind, Index: i, FileMS: -1, PacketMS: -1, StopMS: -1}
-	labels := map[string]string{"alertname": "PodcapBench", "namespace": b.o.namespace, "pod": b.o.pod,
-		"bench_run": b.runID, "bench_round": strconv.Itoa(seq)}
-	annotations := map[string]string{"podcap_stop_grace": "0s", "podcap_cooldown": "0s"}
-	fp := fmt.Sprintf("b0%06x%08x", seq, time.Now().UnixNano()&0xffffffff) // distinct, 16 hex digits
-	before, err := sessionDirs(b.podDir)
-	if err != nil {
-		s.Error = err.Error()
-		return s
-	}
-	t0 := time.Now()
-	s.Start = t0.Format(time.RFC3339Nano)
-	ms := func(t time.Time) float64 { return float64(t.Sub(t0).Microseconds()) / 1000 }
-	if kind == "direct" {
-		_, err = b.postHook(ctx, []hookAlert{firing(fp, labels, annotations)})
-	} else {
-		err = b.postAM(ctx, amAlert{Labels: labels, Annotations: annotations})
-	}
-	s.PostMS = ms(time.Now())
-	if err != nil {
-		s.Error = "post: " + err.Error()
-		return s
-	}
-	var tFile time.Time
-	tPacket, err := waitFor(b.o.poll, b.o.timeout, func() (bool, error) {
-		dirs, err := sessionDirs(b.podDir)
-		if err != nil {
-			return false, err
-		}
-		for _, d := range dirs {
-			if slices.Contains(before, d) {
-				continue
-			}
-			file := filepath.Join(b.podDir, d, "capture-"+b.o.pod+".pcapng0")
-			if _, err := os.Stat(file); err != nil {
-				return false, nil
-			}
-			if tFile.IsZero() {
-				tFile = time.Now()
-			}
-			return pcapngHasPacket(file), nil
-		}
-		return false, nil
-	})
-	if !tFile.IsZero() {
-		s.FileMS = ms(tFile)
-	}
-	if err != nil {
-		s.Error = "first packet: " + err.Error()
-	} else {
-		s.PacketMS = ms(tPacket)
-	}
-	if kind == "alertmanager" {
-		if at, afp, err := b.notifiedAt(ctx, labels["bench_round"]); err != nil {
-			s.Error = strings.TrimPrefix(s.Error+"; ", "; ") + "notified: " + err.Error()
-		} else {
-			fp = afp
-			s.NotifyMS = ms(at)
-			if s.PacketMS >= 0 {
-				s.AfterNotifyMS = s.PacketMS - s.NotifyMS
-			}
-		}
-	}
-	// resolve, the same way it fired, and wait until no alert capture runs
-	t1 := time.Now()
-	if kind == "direct" {
-		r := firing(fp, labels, annotations)
-		r.Status, r.EndsAt = "resolved", time.Now().UTC()
-		_, err = b.postHook(ctx, []hookAlert{r})
-	} else {
-		err = b.postAM(ctx, amAlert{Labels: labels, Annotations: annotations, EndsAt: time.Now().Add(-time.Second).UTC()})
-	}
-	if err != nil {
-		s.Error = strings.TrimPrefix(s.Error+"; ", "; ") + "resolve: " + err.Error()
-		return s
-	}
-	tStop, err := waitFor(b.o.poll, b.o.timeout, func() (bool, error) { return b.running(ctx, 0) })
-	if err != nil {
-		s.Error = strings.TrimPrefix(s.Error+"; ", "; ") + "stop: " + err.Error()
-		return s
-	}
-	s.StopMS = float64(tStop.Sub(t1).Microseconds()) / 1000
-	return s
-}
-
-// blastOnce posts b.o.blast distinct alerts that name no pod, batch per notification, conc at
-// once, and measures how many a second the agent records.
-func (b *bench) blastOnce(ctx context.Context, ci, batch, conc int) blastResult {
-	r := blastResult{Kind: "blast", Batch: batch, Concurrency: conc, Alerts: b.o.blast}
-	var notes [][]hookAlert
-	for i := 0; i < b.o.blast; i += batch {
-		var as []hookAlert
-		for j := i; j < min(i+batch, b.o.blast); j++ {
-			labels := map[string]string{"alertname": "PodcapBlast", "instance": fmt.Sprintf("host-%05d", j), "bench_run": b.runID,
-				"blast": strconv.Itoa(ci)}
-			as = append(as, firing(fmt.Sprintf("bb%02x%012x", ci, j), labels, map[string]string{"summary": "blast"}))
-		}
-		notes = append(notes, as)
-	}
-	r.Requests = len(notes)
-	work := make(chan []hookAlert)
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	start := time.Now()
-	for range conc {
-		wg.Go(func() {
-			for as := range work {
-				deadline := time.Now().Add(time.Minute)
-				for {
-					res, err := b.postHook(ctx, as)
-					if err == nil {
-						atomic.AddInt64(&r.Recorded, int64(res.Recorded))
-						atomic.AddInt64(&r.Refused, int64(res.Refused))
-						break
-					}
-					if errors.Is(err, errUnavailable) && time.Now().Before(deadline) {
-						atomic.AddInt64(&r.Retries503, 1)
-						time.Sleep(100 * time.Millisecond) // Alertmanager backs off ≥ 0.5 s; this is kinder to the count
-						continue
-					}
-					firstErr.CompareAndSwap(nil, err.Error())
-					break
-				}
-			}
-		})
-	}
-	for _, as := range notes {
-		work <- as
-	}
-	close(work)
-	wg.Wait()
-	r.Seconds = time.Since(start).Seconds()
-	r.AlertsPerS = float64(r.Recorded) / r.Seconds
-	if e, ok := firstErr.Load().(string); ok {
-		r.Error = e
-	}
-	return r
-}
-
-// The webhook payload (version 4), as Alertmanager sends it.
-type hookAlert struct {
-	Status       string            `json:"status"`
-	Labels       map[string]string `json:"labels"`
-	Annotations  map[string]string `json:"annotations"`
-	StartsAt     time.Time         `json:"startsAt"`
-	EndsAt       time.Time         `json:"endsAt"`
-	GeneratorURL string            `json:"generatorURL"`
-	Fingerprint  string            `json:"fingerprint"`
-}
-
-type hookMessage struct {
-	Version  string      `json:"version"`
-	GroupKey string      `json:"groupKey"`
-	Status   string      `json:"status"`
-	Receiver string      `json:"receiver"`
-	Alerts   []hookAlert `json:"alerts"`
-}
-
-type hookAnswer struct {
-	Recorded int `json:"recorded"`
-	Refused  int `json:"refused"`
-}
-
-func firing(fp string, labels, annotations map[string]string) hookAlert {
-	return hookAlert{Status: "firing", Labels: labels, Annotations: annotations, StartsAt: time.Now().UTC().Truncate(time.Second),
+// firing is a firing alert in the webhook payload, as Alertmanager sends it.
+func firing(fp string, labels, annotations map[string]string) testbed.WebhookAlert {
+	return testbed.WebhookAlert{Status: alerts.StatusFiring, Labels: labels, Annotations: annotations, StartsAt: time.Now().UTC().Truncate(time.Second),
 		GeneratorURL: "http://prometheus.bench:9090/graph", Fingerprint: fp}
 }
 
 var errUnavailable = errors.New("503")
 
-func (b *bench) postHook(ctx context.Context, as []hookAlert) (hookAnswer, error) {
-	status := "resolved"
-	for _, a := range as {
-		if a.Status == "firing" {
-			status = "firing"
-		}
-	}
-	body, err := json.Marshal(hookMessage{Version: "4", GroupKey: `{}:{alertname="PodcapBench"}`, Status: status, Receiver: "podcap", Alerts: as})
+// postHook sends one notification of as to the agent's webhook and returns its answer; a 503
+// is errUnavailable (the webhook's bound: Alertmanager would retry it).
+func (b *bench) postHook(ctx context.Context, as []testbed.WebhookAlert) (alerts.Recorded, error) {
+	msg := testbed.NewWebhookMessage("podcap", `{}:{alertname="PodcapBench"}`, nil, as)
+	code, body, err := testbed.PostWebhook(ctx, b.hook, b.o.webhook, b.token, msg)
 	if err != nil {
-		return hookAnswer{}, err
+		return alerts.Recorded{}, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.o.webhook, bytes.NewReader(body))
-	if err != nil {
-		return hookAnswer{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+b.token)
-	resp, err := b.hook.Do(req)
-	if err != nil {
-		return hookAnswer{}, err
-	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	switch resp.StatusCode {
+	switch code {
 	case http.StatusOK:
-		var a hookAnswer
-		return a, json.Unmarshal(rb, &a)
+		var a alerts.Recorded
+		return a, json.Unmarshal(body, &a)
 	case http.StatusServiceUnavailable:
-		return hookAnswer{}, fmt.Errorf("%w: %s", errUnavailable, bytes.TrimSpace(rb))
+		return alerts.Recorded{}, fmt.Errorf("%w: %s", errUnavailable, body)
 	}
-	return hookAnswer{}, fmt.Errorf("webhook: %s: %s", resp.Status, bytes.TrimSpace(rb))
-}
-
-// amAlert is an alert as Alertmanager's v2 API takes it.
-type amAlert struct {
-	Labels      map[string]string `json:"labels"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	EndsAt      time.Time         `json:"endsAt,omitzero"`
-}
-
-func (b *bench) postAM(ctx context.Context, a amAlert) error {
-	body, err := json.Marshal([]amAlert{a})
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.o.alertmanager+"/api/v2/alerts", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("alertmanager: %s: %s", resp.Status, bytes.TrimSpace(rb))
-	}
-	return nil
-}
-
-// notifiedAt finds the CaptureAlert of this run's round and returns its status.lastNotifiedAt
-// (the agent's clock when it recorded Alertmanager's notification) and fingerprint.
-func (b *bench) notifiedAt(ctx context.Context, round string) (time.Time, string, error) {
-	var at time.Time
-	var fp string
-	_, err := waitFor(10*time.Millisecond, b.o.timeout, func() (bool, error) {
-		l, err := b.objects.List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, err
-		}
-		for _, o := range l.Items {
-			if lv, _, _ := unstructured.NestedString(o.Object, "spec", "labels", "bench_round"); lv != round {
-				continue
-			}
-			if lv, _, _ := unstructured.NestedString(o.Object, "spec", "labels", "bench_run"); lv != b.runID {
-				continue
-			}
-			s, _, _ := unstructured.NestedString(o.Object, "status", "lastNotifiedAt")
-			if at, err = time.Parse(time.RFC3339Nano, s); err != nil {
-				return false, err
-			}
-			fp = o.GetName()
-			return true, nil
-		}
-		return false, nil
-	})
-	return at, fp, err
-}
-
-// running reports whether exactly want alert captures run (the agent's metric).
-func (b *bench) running(ctx context.Context, want float64) (bool, error) {
-	v, err := scrape(ctx, b.o.metrics, `podcap_captures_running{source="alert"}`)
-	return err == nil && v == want, err
-}
-
-func scrape(ctx context.Context, url, series string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	return 0, fmt.Errorf("no %s in %s", series, url)
-}
-
-// sessionDirs lists the alert-* session directories of the pod.
-func sessionDirs(podDir string) ([]string, error) {
-	ents, err := os.ReadDir(podDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range ents {
-		if e.IsDir() && strings.HasPrefix(e.Name(), "alert-") {
-			out = append(out, e.Name())
-		}
-	}
-	return out, nil
-}
-
-// pcapngHasPacket reports whether the pcapng file holds a complete packet block.
-func pcapngHasPacket(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	r, err := pcapgo.NewNgReader(bufio.NewReader(f), pcapgo.DefaultNgReaderOptions)
-	if err != nil {
-		return false
-	}
-	_, _, err = r.ReadPacketData()
-	return err == nil
-}
-
-// waitFor calls cond every poll until it returns true (and returns that moment), returns an
-// error, or timeout has passed; errors before the deadline are retried.
-func waitFor(poll, timeout time.Duration, cond func() (bool, error)) (time.Time, error) {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		ok, err := cond()
-		now := time.Now()
-		if ok {
-			return now, nil
-		}
-		if err != nil {
-			last = err
-		}
-		if now.After(deadline) {
-			return now, fmt.Errorf("not within %v (last error: %v)", timeout, last)
-		}
-		time.Sleep(poll)
-	}
+	return alerts.Recorded{}, fmt.Errorf("webhook: %d %s: %s", code, http.StatusText(code), body)
 }

@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/test/bench/internal/poll"
 )
 
 type options struct {
@@ -114,7 +115,7 @@ func run(ctx context.Context, o options) error {
 	if err := patch(nil); err != nil {
 		return fmt.Errorf("remove annotation: %w", err)
 	}
-	if _, err := waitFor(o.poll, o.timeout, func() (bool, error) { return gone(podDir) }); err != nil {
+	if _, err := poll.Until(o.poll, o.timeout, func() (bool, error) { return gone(podDir) }); err != nil {
 		return fmt.Errorf("capture directory %s still there: %w", podDir, err)
 	}
 	// warm the client's connection: the first request pays for TLS and discovery
@@ -149,47 +150,37 @@ func measure(o options, i int, patch func(any) error, podDir, file string) sampl
 	s := sample{Index: i, FileMS: -1, PacketMS: -1, StopMS: -1}
 	t0 := time.Now()
 	s.Start = t0.Format(time.RFC3339Nano)
-	ms := func(t time.Time) float64 { return float64(t.Sub(t0).Microseconds()) / 1000 }
 	err := patch("1")
-	s.PatchMS = ms(time.Now())
+	s.PatchMS = poll.Millis(t0, time.Now())
 	if err != nil {
 		s.Error = "annotate: " + err.Error()
 		return s
 	}
-	var tFile time.Time
-	tPacket, err := waitFor(o.poll, o.timeout, func() (bool, error) {
+	s.FileMS, s.PacketMS, err = poll.FirstPacket(t0, o.poll, o.timeout, func() (bool, bool, error) {
 		fi, err := os.Stat(file)
 		if errors.Is(err, fs.ErrNotExist) {
-			return false, nil
+			return false, false, nil
 		}
 		if err != nil {
-			return false, err
-		}
-		if tFile.IsZero() {
-			tFile = time.Now()
+			return false, false, err
 		}
 		s.FileSize = fi.Size()
-		return fi.Size() > 24, nil
+		return true, fi.Size() > 24, nil
 	})
-	if !tFile.IsZero() {
-		s.FileMS = ms(tFile)
-	}
 	if err != nil {
 		s.Error = "first packet: " + err.Error()
-	} else {
-		s.PacketMS = ms(tPacket)
 	}
 	t1 := time.Now()
 	if err := patch(nil); err != nil {
 		s.Error = "remove annotation: " + err.Error()
 		return s
 	}
-	tGone, err := waitFor(o.poll, o.timeout, func() (bool, error) { return gone(podDir) })
+	tGone, err := poll.Until(o.poll, o.timeout, func() (bool, error) { return gone(podDir) })
 	if err != nil {
 		s.Error = "directory removal: " + err.Error()
 		return s
 	}
-	s.StopMS = float64(tGone.Sub(t1).Microseconds()) / 1000
+	s.StopMS = poll.Millis(t1, tGone)
 	return s
 }
 
@@ -199,24 +190,4 @@ func gone(path string) (bool, error) {
 		return true, nil
 	}
 	return false, err
-}
-
-// waitFor calls cond every poll until it returns true (and returns that moment), returns an
-// error, or timeout has passed.
-func waitFor(poll, timeout time.Duration, cond func() (bool, error)) (time.Time, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := cond()
-		now := time.Now()
-		if err != nil {
-			return now, err
-		}
-		if ok {
-			return now, nil
-		}
-		if now.After(deadline) {
-			return now, fmt.Errorf("not within %v", timeout)
-		}
-		time.Sleep(poll)
-	}
 }

@@ -110,34 +110,25 @@ func writeAlerts(w *bytes.Buffer, s *alertsSummary) {
 		Failed float64  `json:"am_notifications_failed"`
 	}
 	_ = json.Unmarshal(s.Meta, &meta)
-	line := func(name string, p pct) {
-		fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", name, p.Min, p.P50, p.P90, p.P99, p.Max)
-	}
 	if r := s.Direct; r != nil {
-		fmt.Fprintf(w, "\n### D. Alert → first packet on disk, POST straight to the webhook (%d alerts, %d failed; ms from the POST; nearest-rank)\n\n", r.N, r.Failed)
-		fmt.Fprintln(w, "| step | min | p50 | p90 | p99 | max |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|")
-		line("webhook answered 200 (CaptureAlert applied)", r.PostMS)
-		line("alert session's capture file created", r.FileMS)
-		line("**first packet on disk (pcapng packet block)**", r.PacketMS)
-		line("resolve POST → no alert capture running (stop_grace 0)", r.StopMS)
-		for _, e := range r.Errors {
-			fmt.Fprintf(w, "- error: %s\n", e)
-		}
+		writeSteps(w, fmt.Sprintf("D. Alert → first packet on disk, POST straight to the webhook (%d alerts, %d failed; ms from the POST; nearest-rank)", r.N, r.Failed),
+			"step", []step{
+				{"webhook answered 200 (CaptureAlert applied)", r.PostMS},
+				{"alert session's capture file created", r.FileMS},
+				{"**first packet on disk (pcapng packet block)**", r.PacketMS},
+				{"resolve POST → no alert capture running (stop_grace 0)", r.StopMS},
+			}, r.Errors)
 	}
 	if r := s.Alertmanager; r != nil {
-		fmt.Fprintf(w, "\n### D. Alert → first packet on disk through the real Alertmanager, group_wait 0 (%d alerts, %d failed; ms from the POST to Alertmanager's /api/v2/alerts)\n\n", r.N, r.Failed)
-		fmt.Fprintln(w, "| step | min | p50 | p90 | p99 | max |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|")
-		line("Alertmanager answered the POST", r.PostMS)
-		line("agent recorded Alertmanager's notification (CaptureAlert lastNotifiedAt)", *r.NotifyMS)
-		line("alert session's capture file created", r.FileMS)
-		line("**first packet on disk**", r.PacketMS)
-		line("**first packet, from the agent holding the notification**", *r.AfterNotify)
-		line("resolve POST → no alert capture running (Alertmanager sends resolves at group_interval 1 s)", r.StopMS)
-		for _, e := range r.Errors {
-			fmt.Fprintf(w, "- error: %s\n", e)
-		}
+		writeSteps(w, fmt.Sprintf("D. Alert → first packet on disk through the real Alertmanager, group_wait 0 (%d alerts, %d failed; ms from the POST to Alertmanager's /api/v2/alerts)", r.N, r.Failed),
+			"step", []step{
+				{"Alertmanager answered the POST", r.PostMS},
+				{"agent recorded Alertmanager's notification (CaptureAlert lastNotifiedAt)", *r.NotifyMS},
+				{"alert session's capture file created", r.FileMS},
+				{"**first packet on disk**", r.PacketMS},
+				{"**first packet, from the agent holding the notification**", *r.AfterNotify},
+				{"resolve POST → no alert capture running (Alertmanager sends resolves at group_interval 1 s)", r.StopMS},
+			}, r.Errors)
 		if meta.MeanMS != nil {
 			fmt.Fprintf(w, "- Alertmanager's own webhook notification latency (alertmanager_notification_latency_seconds, its POST until our answer): mean %.1f ms over %.0f notifications, %.0f failed\n",
 				*meta.MeanMS, meta.Count, meta.Failed)
