@@ -16,18 +16,8 @@ now_s() { date +%s.%N; }
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S.%3N)" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 
-# pid_running PID: the process exists and is neither a zombie nor dead (kill -0 succeeds on
-# zombies); test/cluster/common.sh's twin (TestPidRunning checks both). One read of
-# /proc/PID/stat, whose state follows the last ')' (comm may hold spaces and parentheses): a
-# check-then-read would take a process reaped between the two for running.
-pid_running() {
-  local stat state
-  [[ ${1-} =~ ^[1-9][0-9]*$ ]] || return 1
-  IFS= read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-  state=${stat##*) }
-  state=${state%% *}
-  case $state in '' | Z | X | x) return 1 ;; esac
-}
+# shellcheck source=test/cluster/proc.sh
+source "$BENCH_REPO/test/cluster/proc.sh" # pid_running
 
 # poll TIMEOUT_S CMD...: run CMD every 20 ms until it succeeds; 1 after TIMEOUT_S
 poll() {

@@ -92,15 +92,5 @@ CRICTL_CONFIG=$RUN/crictl.yaml             # written by up (the endpoints below)
 CRICTL=("$BIN/crictl" --config "$CRICTL_CONFIG" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" --timeout 10s)
 
 now_ms() { date +%s%3N; }
-# pid_running PID: the process exists and is neither a zombie nor dead (kill -0 succeeds on
-# zombies; PID 1 here reaps orphans only every few seconds). One read of /proc/PID/stat, whose
-# state follows the last ')' (comm may hold spaces and parentheses): a check-then-read would
-# take a process reaped between the two for running.
-pid_running() {
-  local stat state
-  [[ ${1-} =~ ^[1-9][0-9]*$ ]] || return 1
-  IFS= read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-  state=${stat##*) }
-  state=${state%% *}
-  case $state in '' | Z | X | x) return 1 ;; esac
-}
+# shellcheck source=test/cluster/proc.sh
+source "$PODCAP_REPO/test/cluster/proc.sh"

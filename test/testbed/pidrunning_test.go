@@ -14,14 +14,13 @@ import (
 )
 
 // pidRunningScripts are the scripts that define the shell function pid_running PID (exists
-// and is neither a zombie nor dead), relative to the repository, with the variables that spare
-// them looking for the repository themselves.
+// and is neither a zombie nor dead), relative to the repository, with their environment.
+// test/cluster/common.sh and test/bench/lib.sh source the one definition.
 var pidRunningScripts = map[string][]string{
-	"test/cluster/common.sh": {"PODCAP_REPO=/nonexistent", "PODCAP_CLUSTER=test"},
-	"test/bench/lib.sh":      {"BENCH_REPO=/nonexistent"},
+	"test/cluster/proc.sh": nil,
 }
 
-// TestPidRunning runs the scripts' pid_running against real processes. cluster.sh's stop_pid
+// TestPidRunning runs pid_running against real processes. cluster.sh's stop_pid
 // and demo-alert.sh trust it to tell a process that ignored SIGTERM from one that is gone.
 func TestPidRunning(t *testing.T) {
 	if runtime.GOOS != "linux" {
