@@ -98,6 +98,7 @@ const (
 	bpfIND       = 0x40
 	bpfLEN       = 0x80
 	bpfMSH       = 0xa0
+	bpfJA        = 0x05 // BPF_JMP|BPF_JA
 )
 
 // cookedProgram adjusts a program compiled for LINUX_SLL2 to a cooked AF_PACKET socket,
@@ -117,12 +118,18 @@ const (
 //   - "len" (the packet length) is refused: the kernel's is 20 bytes shorter than the one
 //     the expression means on a LINUX_SLL2 packet, and libpcap leaves it unadjusted, so
 //     tcpdump's own kernel filter and its file disagree on it: no answer is tcpdump's.
+//   - a backward jump (libpcap's loop for "protochain") is refused: the kernel refuses
+//     it, and tcpdump then filters in user space;
 //   - an ancillary load already in the program (libpcap never emits one for LINUX_SLL2
 //     without a live socket) is refused, so nothing unchecked reaches the kernel.
 func cookedProgram(prog []bpf.RawInstruction) ([]bpf.RawInstruction, error) {
 	out := make([]bpf.RawInstruction, len(prog))
 	for i, ins := range prog {
 		class, size, mode := ins.Op&bpfClassMask, ins.Op&bpfSizeMask, ins.Op&bpfModeMask
+		if ins.Op == bpfJA && uint64(ins.K) >= uint64(len(prog)-i-1) {
+			return nil, fmt.Errorf("instruction %d jumps backwards (a loop, as in protochain): "+
+				"the kernel's filter has none (tcpdump runs such a filter in user space)", i)
+		}
 		if class != bpfLD && class != bpfLDX {
 			out[i] = ins
 			continue
