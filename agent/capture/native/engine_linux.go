@@ -104,22 +104,37 @@ func (e *Engine) open(ctx context.Context, t capture.Target, o capture.SourceOpt
 // thread in a pod's namespace back to the scheduler. The socket keeps the namespace it was
 // made in; reading it needs no particular thread.
 func ringIn(nsFile *os.File, ringBytes, snaplen int, tov time.Duration, prog []bpf.RawInstruction) (*ring, error) {
-	type result struct {
-		r   *ring
-		err error
-	}
-	done := make(chan result, 1)
-	fd := int(nsFile.Fd())
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread, on purpose: see above.
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			done <- result{err: fmt.Errorf("enter network namespace %s: %w", nsFile.Name(), err)}
-			return
-		}
-		r, err := newRing(ringBytes, snaplen, tov, prog)
-		done <- result{r, err}
-	}()
+	done := make(chan ringResult, 1)
+	go makeRingIn(nsFile, ringBytes, snaplen, tov, prog, done)
 	res := <-done
 	return res.r, res.err
+}
+
+type ringResult struct {
+	r   *ring
+	err error
+}
+
+// makeRingIn is ringIn's goroutine. The runtime cannot end the process' main thread: a
+// goroutine that exits locked to it leaves it parked for good, in the namespace it entered,
+// which would keep a pod's namespace alive after the pod and make /proc/self/ns/net (the
+// node's namespace to the engines) the pod's. So on the main thread it holds that thread,
+// which makes the runtime run the retry on another, and gives it back unchanged.
+func makeRingIn(nsFile *os.File, ringBytes, snaplen int, tov time.Duration, prog []bpf.RawInstruction, done chan<- ringResult) {
+	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		retry := make(chan ringResult, 1)
+		go makeRingIn(nsFile, ringBytes, snaplen, tov, prog, retry)
+		res := <-retry
+		runtime.UnlockOSThread() // the main thread never left the node's namespace
+		done <- res
+		return
+	}
+	// No UnlockOSThread from here on, on purpose: see ringIn.
+	if err := unix.Setns(int(nsFile.Fd()), unix.CLONE_NEWNET); err != nil {
+		done <- ringResult{err: fmt.Errorf("enter network namespace %s: %w", nsFile.Name(), err)}
+		return
+	}
+	r, err := newRing(ringBytes, snaplen, tov, prog)
+	done <- ringResult{r, err}
 }

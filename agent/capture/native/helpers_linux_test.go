@@ -79,27 +79,38 @@ func ipCmd(t testing.TB, args ...string) {
 }
 
 // inNetns runs f on a goroutine whose thread entered the network namespace at nsPath; the
-// thread is never given back (the goroutine exits locked).
+// thread is never given back (the goroutine exits locked). Never the main thread, which the
+// runtime would keep, parked in that namespace, for the rest of the test binary.
 func inNetns(t testing.TB, nsPath string, f func() error) {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("setns %s: %w", nsPath, err)
-			return
-		}
-		done <- f()
-	}()
+	go runInNetns(nsPath, f, done)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+func runInNetns(nsPath string, f func() error, done chan<- error) {
+	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		retry := make(chan error, 1)
+		go runInNetns(nsPath, f, retry) // not on this thread: it is locked here
+		err := <-retry
+		runtime.UnlockOSThread()
+		done <- err
+		return
+	}
+	fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		done <- err
+		return
+	}
+	defer unix.Close(fd)
+	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		done <- fmt.Errorf("setns %s: %w", nsPath, err)
+		return
+	}
+	done <- f()
 }
 
 // udpConnIn opens a UDP socket in the namespace at nsPath.
@@ -241,4 +252,3 @@ func readInBackground(src capture.Source) (wait func() ([]pkt, error)) {
 		}
 	}
 }
-
