@@ -13,6 +13,9 @@ import (
 	"golang.org/x/net/bpf"
 )
 
+// sll2HeaderLen is the LINUX_SLL2 header libpcap puts before each packet of `-i any`.
+const sll2HeaderLen = 20
+
 // maxInstructions is the kernel's BPF_MAXINSNS.
 const maxInstructions = 4096
 

@@ -19,9 +19,6 @@ import (
 
 var _ capture.Source = (*Source)(nil)
 
-// sll2HeaderLen is the LINUX_SLL2 header libpcap puts before each packet of `-i any`.
-const sll2HeaderLen = 20
-
 // Source is one AF_PACKET TPACKET_V3 capture. ReadPacket is for one goroutine; the other
 // methods may be called from any.
 //
