@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/netns"
 )
 
 // Defaults of Config.
 const (
 	DefaultNsenter     = "nsenter"
 	DefaultTcpdump     = "tcpdump"
-	DefaultNetNSDir    = "/var/run/netns" // where containerd and CRI-O pin pods' network namespaces by default
+	DefaultNetNSDir    = netns.DefaultDir // where containerd and CRI-O pin pods' network namespaces by default
 	DefaultOpenTimeout = 10 * time.Second
 	DefaultStopTimeout = 2 * time.Second
 )
@@ -87,20 +88,5 @@ func Args(nsenter, tcpdump, netns string, o capture.SourceOptions) ([]string, er
 }
 
 // ErrNetNSPath refuses a network namespace path from the runtime that is not a file directly
-// or indirectly under Config.NetNSDir.
-var ErrNetNSPath = errors.New("netns path not under the netns directory")
-
-// netnsName returns path relative to dir, the directory the runtime pins network namespaces
-// in, or ErrNetNSPath: path must be clean and absolute (no "..", no "//") and name something
-// below dir, not dir itself. It is only the lexical half of the confinement: the file is then
-// opened inside an os.Root of dir, so that no symbolic link leads out of it either.
-func netnsName(dir, path string) (string, error) {
-	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
-		return "", fmt.Errorf("%w: %q is not a clean absolute path", ErrNetNSPath, path)
-	}
-	rel, err := filepath.Rel(dir, path)
-	if err != nil || rel == "." || !filepath.IsLocal(rel) {
-		return "", fmt.Errorf("%w: %q is not under %s (set --netns-dir to where the runtime pins network namespaces)", ErrNetNSPath, path, dir)
-	}
-	return rel, nil
-}
+// or indirectly under Config.NetNSDir (package netns owns the rule).
+var ErrNetNSPath = netns.ErrPath

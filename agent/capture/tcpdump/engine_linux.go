@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/netns"
 )
 
 var _ capture.Engine = (*Engine)(nil)
@@ -30,7 +31,7 @@ const netnsFD = "/proc/self/fd/3"
 // Engine opens captures by running nsenter + tcpdump.
 type Engine struct {
 	cfg  Config
-	node netnsID // the node's network namespace: the agent's own (it runs with hostNetwork)
+	node netns.ID // the node's network namespace: the agent's own (it runs with hostNetwork)
 }
 
 // New resolves the binaries' paths, reads the node's network namespace and returns an engine.
@@ -46,7 +47,7 @@ func New(cfg Config) (*Engine, error) {
 	if !filepath.IsAbs(cfg.NetNSDir) || filepath.Clean(cfg.NetNSDir) != cfg.NetNSDir {
 		return nil, fmt.Errorf("netns directory %q: not a clean absolute path", cfg.NetNSDir)
 	}
-	node, err := statID("/proc/self/ns/net")
+	node, err := netns.Self()
 	if err != nil {
 		return nil, fmt.Errorf("the node's network namespace: %w", err)
 	}
@@ -70,12 +71,12 @@ func (e *Engine) open(ctx context.Context, t capture.Target, o capture.SourceOpt
 	if err != nil {
 		return nil, fmt.Errorf("open capture: %w", err)
 	}
-	netns, err := openNetNS(t, e.cfg.NetNSDir, e.node, o.HostNetwork)
+	nsFile, err := netns.Open(t, e.cfg.NetNSDir, e.node, o.HostNetwork)
 	if err != nil {
 		return nil, fmt.Errorf("open capture: %w", err)
 	}
-	s, outR, err := e.start(ctx, argv, netns)
-	netns.Close() // nsenter has its copy, or failed
+	s, outR, err := e.start(ctx, argv, nsFile)
+	nsFile.Close() // nsenter has its copy, or failed
 	if err != nil {
 		return nil, fmt.Errorf("open capture: %w", err)
 	}
@@ -98,9 +99,9 @@ func targetNetNS(t capture.Target) string {
 	}
 }
 
-// start starts argv with netns as its fd 3 and its stdout and stderr on pipes, and returns
+// start starts argv with nsFile as its fd 3 and its stdout and stderr on pipes, and returns
 // the running Source and the read end of stdout.
-func (e *Engine) start(ctx context.Context, argv []string, netns *os.File) (*Source, *os.File, error) {
+func (e *Engine) start(ctx context.Context, argv []string, nsFile *os.File) (*Source, *os.File, error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, nil, err
@@ -116,7 +117,7 @@ func (e *Engine) start(ctx context.Context, argv []string, netns *os.File) (*Sou
 	procCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cmd := exec.CommandContext(procCtx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = outW, errW // our own pipes: Wait never closes what we read
-	cmd.ExtraFiles = []*os.File{netns}  // fd 3: netnsFD
+	cmd.ExtraFiles = []*os.File{nsFile} // fd 3: netnsFD
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:   true,            // signals to the agent's process group do not reach it

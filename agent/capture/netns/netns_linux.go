@@ -1,4 +1,4 @@
-package tcpdump
+package netns
 
 import (
 	"errors"
@@ -22,34 +22,39 @@ var ErrNodeNetwork = errors.New("the target process is in the node's network nam
 // was reused since the runtime reported it, or the runtime reported the wrong process.
 var ErrWrongNetNS = errors.New("the container's process is not in its sandbox's network namespace (pid reused?)")
 
-// netnsID identifies a namespace: the device and inode of its nsfs file.
-type netnsID struct{ dev, ino uint64 }
+// ID identifies a namespace: the device and inode of its nsfs file.
+type ID struct{ dev, ino uint64 }
 
-func statID(path string) (netnsID, error) {
+// StatID returns the identity of the namespace file at path.
+func StatID(path string) (ID, error) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {
-		return netnsID{}, err
+		return ID{}, err
 	}
-	return netnsID{st.Dev, st.Ino}, nil
+	return ID{st.Dev, st.Ino}, nil
 }
 
-func fileID(f *os.File) (netnsID, error) {
+// Self returns the identity of the agent's own network namespace (its main thread's): with
+// hostNetwork, the node's. Engines read it once, when they are made.
+func Self() (ID, error) { return StatID("/proc/self/ns/net") }
+
+func fileID(f *os.File) (ID, error) {
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		return netnsID{}, err
+		return ID{}, err
 	}
-	return netnsID{st.Dev, st.Ino}, nil
+	return ID{st.Dev, st.Ino}, nil
 }
 
-// openNetNS opens the network namespace to capture t in and checks it: it is a network
-// namespace (nsfs, CLONE_NEWNET), the node's only for a hostNetwork pod, and for a PID target
-// its sandbox's. The caller runs nsenter on the returned file itself (Args' netns), never on
-// a path again, so what was checked is what is entered: a path cannot be swapped and a PID
-// cannot be reused in between.
+// Open opens the network namespace to capture t in and checks it: it is a network namespace
+// (nsfs, CLONE_NEWNET), the node's only for a hostNetwork pod, and for a PID target its
+// sandbox's. The caller enters the returned file itself (nsenter inherits it, or setns on
+// its descriptor), never a path again, so what was checked is what is entered: a path cannot
+// be swapped and a PID cannot be reused in between.
 //
 // node is the node's network namespace (the agent runs with hostNetwork), read when the
 // engine was made.
-func openNetNS(t capture.Target, netnsDir string, node netnsID, hostNetwork bool) (*os.File, error) {
+func Open(t capture.Target, netnsDir string, node ID, hostNetwork bool) (*os.File, error) {
 	f, err := openTarget(t, netnsDir)
 	if err != nil {
 		return nil, err
@@ -76,7 +81,7 @@ func openNetNS(t capture.Target, netnsDir string, node netnsID, hostNetwork bool
 func openTarget(t capture.Target, netnsDir string) (*os.File, error) {
 	switch {
 	case t.NetNSPath != "":
-		name, err := netnsName(netnsDir, t.NetNSPath)
+		name, err := Name(netnsDir, t.NetNSPath)
 		if err != nil {
 			return nil, err
 		}
@@ -105,21 +110,21 @@ func openTarget(t capture.Target, netnsDir string) (*os.File, error) {
 // checkNetNS checks that f is a network namespace (a runtime's file could be anything, and a
 // pinned file whose bind mount did not reach the agent's mount namespace is an empty regular
 // file) and returns its identity.
-func checkNetNS(f *os.File) (netnsID, error) {
+func checkNetNS(f *os.File) (ID, error) {
 	var fs unix.Statfs_t
 	if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil {
-		return netnsID{}, fmt.Errorf("statfs %s: %w", f.Name(), err)
+		return ID{}, fmt.Errorf("statfs %s: %w", f.Name(), err)
 	}
 	if fs.Type != unix.NSFS_MAGIC {
-		return netnsID{}, fmt.Errorf("%s is not a namespace file (filesystem type %#x, not nsfs): "+
+		return ID{}, fmt.Errorf("%s is not a namespace file (filesystem type %#x, not nsfs): "+
 			"is the runtime's netns directory mounted into the agent with mountPropagation HostToContainer?", f.Name(), fs.Type)
 	}
 	typ, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
 	if err != nil {
-		return netnsID{}, fmt.Errorf("namespace type of %s: %w", f.Name(), err)
+		return ID{}, fmt.Errorf("namespace type of %s: %w", f.Name(), err)
 	}
 	if typ != unix.CLONE_NEWNET {
-		return netnsID{}, fmt.Errorf("%s is not a network namespace (type %#x)", f.Name(), typ)
+		return ID{}, fmt.Errorf("%s is not a network namespace (type %#x)", f.Name(), typ)
 	}
 	return fileID(f)
 }
@@ -128,8 +133,8 @@ func checkNetNS(f *os.File) (netnsID, error) {
 // the one of its sandbox's process: the runtime reported both at once, so a container PID
 // reused since then is in another namespace. (A pinned file needs no such check: it is the
 // sandbox's namespace itself.)
-func sameAsSandbox(id netnsID, sandboxPID int) error {
-	sb, err := statID("/proc/" + strconv.Itoa(sandboxPID) + "/ns/net")
+func sameAsSandbox(id ID, sandboxPID int) error {
+	sb, err := StatID("/proc/" + strconv.Itoa(sandboxPID) + "/ns/net")
 	if err != nil {
 		return fmt.Errorf("sandbox process' network namespace: %w", err)
 	}

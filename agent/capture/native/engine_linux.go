@@ -1,0 +1,140 @@
+package native
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/netns"
+)
+
+var _ capture.Engine = (*Engine)(nil)
+
+// Engine opens AF_PACKET captures inside pods' network namespaces.
+type Engine struct {
+	cfg  Config
+	node netns.ID // the node's network namespace: the agent's own (it runs with hostNetwork)
+}
+
+// New checks cfg, reads the node's network namespace and returns an engine. tcpdump is
+// looked up only when a filter needs it (Open), so that an agent without tcpdump can still
+// capture everything.
+func New(cfg Config) (*Engine, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if !filepath.IsAbs(cfg.NetNSDir) || filepath.Clean(cfg.NetNSDir) != cfg.NetNSDir {
+		return nil, fmt.Errorf("netns directory %q: not a clean absolute path", cfg.NetNSDir)
+	}
+	node, err := netns.Self()
+	if err != nil {
+		return nil, fmt.Errorf("the node's network namespace: %w", err)
+	}
+	return &Engine{cfg: cfg, node: node}, nil
+}
+
+// Open opens a capture of every interface of t's network namespace and returns once the
+// socket is bound: packets are captured from then on. The filter is compiled by tcpdump and
+// adjusted for the socket first (a filter that cannot be adjusted exactly is refused with
+// ErrUntranslatableFilter).
+//
+// ctx bounds the whole capture: when it is done the capture stops as if Stop had been
+// called. Close must be called in any case. ctx's logger is used for the capture's log lines.
+func (e *Engine) Open(ctx context.Context, t capture.Target, o capture.SourceOptions) (capture.Source, error) {
+	s, err := e.open(ctx, t, o)
+	if err != nil {
+		return nil, fmt.Errorf("open capture: %w", err)
+	}
+	return s, nil
+}
+
+func (e *Engine) open(ctx context.Context, t capture.Target, o capture.SourceOptions) (*Source, error) {
+	snaplen := o.Snaplen
+	if snaplen == 0 {
+		snaplen = capture.DefaultSnaplen
+	}
+	if snaplen < 0 || snaplen > capture.MaxSnaplen {
+		return nil, fmt.Errorf("snaplen %d: must be in [1, %d]", snaplen, capture.MaxSnaplen)
+	}
+	prog := snapProgram(snaplen)
+	if o.Filter != "" {
+		tcpdump, err := exec.LookPath(e.cfg.TcpdumpPath)
+		if err != nil {
+			return nil, fmt.Errorf("find tcpdump to compile the filter: %w", err)
+		}
+		if prog, err = compileFilter(ctx, tcpdump, o.Filter, snaplen); err != nil {
+			return nil, err
+		}
+	}
+	nsFile, err := netns.Open(t, e.cfg.NetNSDir, e.node, o.HostNetwork)
+	if err != nil {
+		return nil, err
+	}
+	r, err := ringIn(nsFile, e.cfg.RingBytes, snaplen, e.cfg.BlockTimeout, prog)
+	nsFile.Close()
+	if err != nil {
+		return nil, err
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		r.close()
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	log := klog.FromContext(ctx)
+	s := newSource(log, r, snaplen, wake)
+	s.stopAfter = context.AfterFunc(ctx, s.Stop)
+	log.V(2).Info("Capture socket open", "netns", nsFile.Name(), "snaplen", snaplen,
+		"blocks", r.blocks, "blockSize", r.blockSize, "filterInstructions", len(prog))
+	return s, nil
+}
+
+// ringIn makes the capture socket in the network namespace nsFile. It runs on a new
+// goroutine locked to its OS thread, which enters the namespace with setns and never leaves
+// it: the goroutine ends locked, so the runtime ends the thread with it instead of giving a
+// thread in a pod's namespace back to the scheduler. The socket keeps the namespace it was
+// made in; reading it needs no particular thread.
+func ringIn(nsFile *os.File, ringBytes, snaplen int, tov time.Duration, prog []bpf.RawInstruction) (*ring, error) {
+	done := make(chan ringResult, 1)
+	go makeRingIn(nsFile, ringBytes, snaplen, tov, prog, done)
+	res := <-done
+	return res.r, res.err
+}
+
+type ringResult struct {
+	r   *ring
+	err error
+}
+
+// makeRingIn is ringIn's goroutine. The runtime cannot end the process' main thread: a
+// goroutine that exits locked to it leaves it parked for good, in the namespace it entered,
+// which would keep a pod's namespace alive after the pod and make /proc/self/ns/net (the
+// node's namespace to the engines) the pod's. So on the main thread it holds that thread,
+// which makes the runtime run the retry on another, and gives it back unchanged.
+func makeRingIn(nsFile *os.File, ringBytes, snaplen int, tov time.Duration, prog []bpf.RawInstruction, done chan<- ringResult) {
+	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		retry := make(chan ringResult, 1)
+		go makeRingIn(nsFile, ringBytes, snaplen, tov, prog, retry)
+		res := <-retry
+		runtime.UnlockOSThread() // the main thread never left the node's namespace
+		done <- res
+		return
+	}
+	// No UnlockOSThread from here on, on purpose: see ringIn.
+	if err := unix.Setns(int(nsFile.Fd()), unix.CLONE_NEWNET); err != nil {
+		done <- ringResult{err: fmt.Errorf("enter network namespace %s: %w", nsFile.Name(), err)}
+		return
+	}
+	r, err := newRing(ringBytes, snaplen, tov, prog)
+	done <- ringResult{r, err}
+}
