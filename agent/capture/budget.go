@@ -89,7 +89,7 @@ func (m *Manager) spaceCheck(s Spec) func() error {
 		if err := unix.Statfs(m.cfg.Dir, &st); err != nil {
 			return fmt.Errorf("free space of %s: %w", m.cfg.Dir, err)
 		}
-		free := int64(st.Bavail) * st.Bsize
+		free := int64(st.Bavail) * int64(st.Bsize) // Bsize is int64 on Linux, uint32 on BSDs
 		if free-need < m.cfg.MinFreeBytes {
 			klog.Background().WithName("retention").Info("Not creating a capture file: free disk space under the floor",
 				"pod", Key(s.Namespace, s.Pod), "free", free, "fileMayNeed", need, "minFreeBytes", m.cfg.MinFreeBytes)
