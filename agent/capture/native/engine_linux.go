@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"time"
 
 	"golang.org/x/net/bpf"
@@ -98,43 +97,14 @@ func (e *Engine) open(ctx context.Context, t capture.Target, o capture.SourceOpt
 	return s, nil
 }
 
-// ringIn makes the capture socket in the network namespace nsFile. It runs on a new
-// goroutine locked to its OS thread, which enters the namespace with setns and never leaves
-// it: the goroutine ends locked, so the runtime ends the thread with it instead of giving a
-// thread in a pod's namespace back to the scheduler. The socket keeps the namespace it was
-// made in; reading it needs no particular thread.
+// ringIn makes the capture socket in the network namespace nsFile, on a thread that enters it
+// and is never reused (netns.Do). The socket keeps the namespace it was made in; reading it
+// needs no particular thread.
 func ringIn(nsFile *os.File, ringBytes, snaplen int, tov time.Duration, prog []bpf.RawInstruction) (*ring, error) {
-	done := make(chan ringResult, 1)
-	go makeRingIn(nsFile, ringBytes, snaplen, tov, prog, done)
-	res := <-done
-	return res.r, res.err
-}
-
-type ringResult struct {
-	r   *ring
-	err error
-}
-
-// makeRingIn is ringIn's goroutine. The runtime cannot end the process' main thread: a
-// goroutine that exits locked to it leaves it parked for good, in the namespace it entered,
-// which would keep a pod's namespace alive after the pod and make /proc/self/ns/net (the
-// node's namespace to the engines) the pod's. So on the main thread it holds that thread,
-// which makes the runtime run the retry on another, and gives it back unchanged.
-func makeRingIn(nsFile *os.File, ringBytes, snaplen int, tov time.Duration, prog []bpf.RawInstruction, done chan<- ringResult) {
-	runtime.LockOSThread()
-	if unix.Gettid() == unix.Getpid() {
-		retry := make(chan ringResult, 1)
-		go makeRingIn(nsFile, ringBytes, snaplen, tov, prog, retry)
-		res := <-retry
-		runtime.UnlockOSThread() // the main thread never left the node's namespace
-		done <- res
-		return
-	}
-	// No UnlockOSThread from here on, on purpose: see ringIn.
-	if err := unix.Setns(int(nsFile.Fd()), unix.CLONE_NEWNET); err != nil {
-		done <- ringResult{err: fmt.Errorf("enter network namespace %s: %w", nsFile.Name(), err)}
-		return
-	}
-	r, err := newRing(ringBytes, snaplen, tov, prog)
-	done <- ringResult{r, err}
+	var r *ring
+	err := netns.Do(nsFile, func() (err error) {
+		r, err = newRing(ringBytes, snaplen, tov, prog)
+		return err
+	})
+	return r, err
 }

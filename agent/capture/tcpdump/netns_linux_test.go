@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/netns"
 	"github.com/podcap/podcap/agent/capture/tcpdump"
 )
 
@@ -123,37 +124,24 @@ func ipCmd(t *testing.T, args ...string) {
 	}
 }
 
-// icmpConnIn opens a raw ICMP socket in the network namespace at nsPath. The socket is
-// created on a thread moved into that namespace; the thread is never given back to the
-// runtime (the goroutine exits locked, so the thread ends with it).
+// icmpConnIn opens a raw ICMP socket in the network namespace at nsPath (netns.Do: on a
+// thread that is never reused).
 func icmpConnIn(t *testing.T, nsPath string) net.PacketConn {
 	t.Helper()
-	type result struct {
-		c   net.PacketConn
-		err error
+	f, err := os.Open(nsPath)
+	if err != nil {
+		t.Fatal(err)
 	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open(nsPath)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", nsPath, err)}
-			return
-		}
-		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
+	defer f.Close()
+	var c net.PacketConn
+	if err := netns.Do(f, func() (err error) {
+		c, err = net.ListenPacket("ip4:icmp", "0.0.0.0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.c.Close() })
-	return r.c
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // waitFor polls cond until it holds or the deadline passes.
