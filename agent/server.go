@@ -28,8 +28,9 @@ type Server struct {
 	mux  *http.ServeMux
 	// getCertificate, if set, makes the server serve HTTPS only
 	getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
-	// clientCAs, if set, verify the client certificates that clients give (not required)
-	clientCAs *x509.CertPool
+	// clientCAs, if set, returns the CAs that verify the client certificates clients give
+	// (not required), for each handshake
+	clientCAs func() *x509.CertPool
 }
 
 // NewMetricsServer builds the plain HTTP server of health and metrics on addr; ready decides
@@ -68,7 +69,8 @@ type APITransport struct {
 	// still connects (the API's routes need only their bearer token), one with a certificate
 	// the CAs do not verify fails the handshake, and a route that needs a client certificate
 	// (the Alertmanager webhook with --webhook-client-ca-file) checks r.TLS.VerifiedChains.
-	ClientCAs *x509.CertPool
+	// It is called for each handshake (ClientCAs.Pool follows the bundle's rotation).
+	ClientCAs func() *x509.CertPool
 }
 
 // ErrAPIWithoutTLS is NewAPIServer's error for a transport with neither a certificate nor the
@@ -113,8 +115,13 @@ func (s *Server) httpServer() *http.Server {
 	if s.getCertificate != nil {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.getCertificate}
 		if s.clientCAs != nil {
-			srv.TLSConfig.ClientAuth = tls.VerifyClientCertIfGiven
-			srv.TLSConfig.ClientCAs = s.clientCAs
+			base := srv.TLSConfig.Clone()
+			base.ClientAuth = tls.VerifyClientCertIfGiven
+			srv.TLSConfig.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				c := base.Clone()
+				c.ClientCAs = s.clientCAs() // the bundle as it is now
+				return c, nil
+			}
 		}
 	}
 	return srv

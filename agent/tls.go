@@ -5,19 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"k8s.io/klog/v2"
 )
-
-// DefaultKeyPairCheckInterval is how often, at most, a KeyPair reads its files again.
-const DefaultKeyPairCheckInterval = 5 * time.Second
 
 // KeyPairOptions configure a KeyPair.
 type KeyPairOptions struct {
@@ -42,18 +35,7 @@ type KeyPairOptions struct {
 // again. A handshake never waits for another's check and never fails because of a reload.
 type KeyPair struct {
 	certFile, keyFile string
-	log               klog.Logger
-	interval          time.Duration
-	now               func() time.Time
-
-	// current is the last good pair, never nil.
-	current atomic.Pointer[tls.Certificate]
-
-	// mu protects the fields below. GetCertificate only tries it: a handshake that finds a
-	// check running serves the current pair instead of waiting.
-	mu        sync.Mutex
-	nextCheck time.Time
-	seen      [sha256.Size]byte // digest of what the last check read: both files, or the read error
+	r                 reloader[tls.Certificate]
 }
 
 // LoadKeyPair loads the pair of opts; a pair that does not load is an error.
@@ -61,58 +43,23 @@ func LoadKeyPair(opts KeyPairOptions) (*KeyPair, error) {
 	if opts.CheckInterval < 0 {
 		return nil, fmt.Errorf("key pair check interval %s: must not be negative", opts.CheckInterval)
 	}
-	k := &KeyPair{
-		certFile: opts.CertFile,
-		keyFile:  opts.KeyFile,
-		log:      opts.Logger,
-		interval: opts.CheckInterval,
-		now:      opts.Now,
+	k := &KeyPair{certFile: opts.CertFile, keyFile: opts.KeyFile}
+	k.r = reloader[tls.Certificate]{
+		what: "TLS key pair", read: k.read, log: opts.Logger, interval: opts.CheckInterval, now: opts.Now,
+		describe: func(pair *tls.Certificate) []any {
+			return []any{"certFile", k.certFile, "keyFile", k.keyFile, "notAfter", pair.Leaf.NotAfter}
+		},
 	}
-	if k.interval == 0 {
-		k.interval = DefaultKeyPairCheckInterval
-	}
-	if k.now == nil {
-		k.now = time.Now
-	}
-	pair, digest, err := k.read()
-	if err != nil {
+	if err := k.r.load(); err != nil {
 		return nil, err
 	}
-	k.current.Store(pair)
-	k.seen = digest
-	k.nextCheck = k.now().Add(k.interval)
-	k.log.Info("Loaded TLS key pair", "certFile", k.certFile, "keyFile", k.keyFile, "notAfter", pair.Leaf.NotAfter)
 	return k, nil
 }
 
 // GetCertificate is the tls.Config callback: the current pair, after reading the files again
 // if the check interval passed since the last check.
 func (k *KeyPair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if k.mu.TryLock() { // a check runs already: it is not this handshake's to wait for
-		k.checkLocked()
-		k.mu.Unlock()
-	}
-	return k.current.Load(), nil
-}
-
-// checkLocked loads the files if the interval passed and they changed since the last check.
-func (k *KeyPair) checkLocked() {
-	now := k.now()
-	if now.Before(k.nextCheck) {
-		return
-	}
-	k.nextCheck = now.Add(k.interval)
-	pair, digest, err := k.read()
-	if digest == k.seen {
-		return // unchanged, loaded or logged already
-	}
-	k.seen = digest
-	if err != nil {
-		k.log.Error(err, "TLS key pair changed but does not load; the last good pair keeps serving")
-		return
-	}
-	k.current.Store(pair)
-	k.log.Info("Reloaded TLS key pair", "certFile", k.certFile, "keyFile", k.keyFile, "notAfter", pair.Leaf.NotAfter)
+	return k.r.get(), nil
 }
 
 // read reads and parses both files. digest identifies what it read, the files' content or
@@ -121,12 +68,12 @@ func (k *KeyPair) read() (*tls.Certificate, [sha256.Size]byte, error) {
 	certPEM, err := os.ReadFile(k.certFile)
 	if err != nil {
 		err = fmt.Errorf("read TLS certificate: %w", err)
-		return nil, sha256.Sum256([]byte(err.Error())), err
+		return nil, errDigest(err), err
 	}
 	keyPEM, err := os.ReadFile(k.keyFile)
 	if err != nil {
 		err = fmt.Errorf("read TLS private key: %w", err)
-		return nil, sha256.Sum256([]byte(err.Error())), err
+		return nil, errDigest(err), err
 	}
 	h := sha256.New()
 	_ = binary.Write(h, binary.BigEndian, uint64(len(certPEM))) // hash.Hash writes never fail
@@ -142,44 +89,4 @@ func (k *KeyPair) read() (*tls.Certificate, [sha256.Size]byte, error) {
 		return nil, digest, fmt.Errorf("load TLS key pair %s, %s: %w", k.certFile, k.keyFile, err)
 	}
 	return &pair, digest, nil
-}
-
-// maxCABundleBytes bounds a client CA bundle file: a few hundred certificates.
-const maxCABundleBytes = 1 << 20
-
-// LoadClientCAs reads a PEM bundle of the CAs that sign the client certificates the API
-// server accepts (APITransport.ClientCAs), and returns the pool and the subjects of its
-// certificates, for the log. Every block must be a certificate that parses, and there must be
-// at least one: a bundle that loads only in part would refuse clients silently. The bundle is
-// read once; a changed CA takes a restart of the agent.
-func LoadClientCAs(path string) (*x509.CertPool, []string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read client CA bundle: %w", err)
-	}
-	if len(b) > maxCABundleBytes {
-		return nil, nil, fmt.Errorf("client CA bundle %s is over %d bytes", path, maxCABundleBytes)
-	}
-	pool := x509.NewCertPool()
-	var subjects []string
-	for rest := b; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, nil, fmt.Errorf("client CA bundle %s: a %q PEM block, want only CERTIFICATE blocks", path, block.Type)
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, nil, fmt.Errorf("client CA bundle %s: certificate %d: %w", path, len(subjects)+1, err)
-		}
-		pool.AddCert(cert)
-		subjects = append(subjects, cert.Subject.String())
-	}
-	if len(subjects) == 0 {
-		return nil, nil, fmt.Errorf("client CA bundle %s: %w", path, errors.New("no PEM certificate in it"))
-	}
-	return pool, subjects, nil
 }

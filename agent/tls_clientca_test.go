@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -55,12 +56,12 @@ func TestLoadClientCAs(t *testing.T) {
 	}
 	a, b := newTestCA(t), newTestCA(t)
 	certA, certB := &pem.Block{Type: "CERTIFICATE", Bytes: a.cert.Raw}, &pem.Block{Type: "CERTIFICATE", Bytes: b.cert.Raw}
-	pool, subjects, err := LoadClientCAs(write("two.pem", certA, certB))
-	if err != nil || len(subjects) != 2 || subjects[0] != "CN=podcap test CA" {
-		t.Fatalf("two CAs: %v %v", subjects, err)
+	cas, err := LoadClientCAs(ClientCAOptions{File: write("two.pem", certA, certB)})
+	if err != nil || len(cas.Subjects()) != 2 || cas.Subjects()[0] != "CN=podcap test CA" {
+		t.Fatalf("two CAs: %v", err)
 	}
 	leaf, _ := x509.ParseCertificate(b.issueClient(t, "am").Certificate[0])
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: cas.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Errorf("a client certificate of the second CA does not verify: %v", err)
 	}
 	for name, tc := range map[string]struct{ path, err string }{
@@ -73,7 +74,7 @@ func TestLoadClientCAs(t *testing.T) {
 		if name == "not PEM" {
 			_ = os.WriteFile(tc.path, []byte("hello"), 0o600)
 		}
-		if _, _, err := LoadClientCAs(tc.path); err == nil || !strings.Contains(err.Error(), tc.err) {
+		if _, err := LoadClientCAs(ClientCAOptions{File: tc.path}); err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%s: %v, want an error with %q", name, err, tc.err)
 		}
 	}
@@ -88,10 +89,32 @@ func TestAPIServerClientCAs(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca, other := newTestCA(t), newTestCA(t)
-	if _, err := NewAPIServer(":0", APITransport{InsecureHTTP: true, ClientCAs: ca.pool}); err == nil {
+	if _, err := NewAPIServer(":0", APITransport{InsecureHTTP: true, ClientCAs: func() *x509.CertPool { return ca.pool }}); err == nil {
 		t.Error("client CAs over plain HTTP: no error")
 	}
-	api, err := NewAPIServer("127.0.0.1:0", APITransport{GetCertificate: ss.GetCertificate, ClientCAs: ca.pool})
+	// the bundle is a file that rotates from ca to other: the server follows it
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "ca.crt")
+	writeCA := func(c *testCA) {
+		t.Helper()
+		tmp := filepath.Join(dir, "tmp")
+		if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.cert.Raw}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, bundle); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCA(ca)
+	var now atomic.Int64 // the checks' clock, read by the server's handshakes
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	logger, logged := bufferedLogger(t)
+	cas, err := LoadClientCAs(ClientCAOptions{File: bundle, Logger: logger, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := NewAPIServer("127.0.0.1:0", APITransport{GetCertificate: ss.GetCertificate, ClientCAs: cas.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,9 +138,39 @@ func TestAPIServerClientCAs(t *testing.T) {
 	if code, body := get(t, client(ca.issueClient(t, "alertmanager")), "https://"+addr+"/api/v1/whoami", ""); code != http.StatusOK || body != "1" {
 		t.Errorf("a client certificate of the CA: %d, %s verified chains; want 1", code, body)
 	}
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+addr+"/api/v1/whoami", nil)
-	if resp, err := client(other.issueClient(t, "intruder")).Do(req); err == nil {
-		resp.Body.Close()
-		t.Errorf("a client certificate of another CA: %s, want a failed handshake", resp.Status)
+	refused := func(cert tls.Certificate) bool {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+addr+"/api/v1/whoami", nil)
+		resp, err := client(cert).Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err != nil
+	}
+	if !refused(other.issueClient(t, "intruder")) {
+		t.Errorf("a client certificate of another CA: want a failed handshake")
+	}
+
+	// rotation: within the check interval the old bundle holds; after it, the new one
+	writeCA(other)
+	if !refused(other.issueClient(t, "alertmanager")) {
+		t.Error("the new CA's certificate accepted before the check interval passed")
+	}
+	now.Add(int64(DefaultKeyPairCheckInterval))
+	if code, body := get(t, client(other.issueClient(t, "alertmanager")), "https://"+addr+"/api/v1/whoami", ""); code != http.StatusOK || body != "1" {
+		t.Errorf("a client certificate of the rotated-to CA: %d, %s verified chains; want 1", code, body)
+	}
+	if !refused(ca.issueClient(t, "alertmanager")) {
+		t.Error("the old CA's certificate still accepted after the rotation")
+	}
+	// a broken bundle keeps the last good one
+	if err := os.WriteFile(bundle, []byte("not PEM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	now.Add(int64(DefaultKeyPairCheckInterval))
+	if code, _ := get(t, client(other.issueClient(t, "alertmanager")), "https://"+addr+"/api/v1/whoami", ""); code != http.StatusOK {
+		t.Errorf("after a broken rotation: %d, want the last good bundle to serve", code)
+	}
+	if errs := errorEntries(logged()); len(errs) != 1 || !strings.Contains(errs[0].Message, "client CA bundle changed but does not load") {
+		t.Errorf("the broken bundle logged as %+v, want one error", errs)
 	}
 }

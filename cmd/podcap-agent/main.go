@@ -310,12 +310,12 @@ func newServers(log klog.Logger, o *Options, reg *prometheus.Registry, ctrl *age
 		log.Info("HTTP API off", "why", off)
 	}
 	if o.WebhookClientCAFile != "" {
-		pool, subjects, err := agent.LoadClientCAs(o.WebhookClientCAFile)
+		cas, err := agent.LoadClientCAs(agent.ClientCAOptions{File: o.WebhookClientCAFile, Logger: log.WithName("tls")})
 		if err != nil {
 			return nil, fmt.Errorf("--webhook-client-ca-file: %w", err)
 		}
-		transport.ClientCAs = pool
-		log.Info("API server verifies client certificates", "clientCAFile", o.WebhookClientCAFile, "subjects", subjects)
+		transport.ClientCAs = cas.Pool
+		log.Info("API server verifies client certificates (the bundle is read again when it changes)", "clientCAFile", o.WebhookClientCAFile)
 	}
 	api, err := agent.NewAPIServer(o.APIListenAddress, transport)
 	if err != nil {
