@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/net/bpf"
@@ -32,8 +31,8 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if !filepath.IsAbs(cfg.NetNSDir) || filepath.Clean(cfg.NetNSDir) != cfg.NetNSDir {
-		return nil, fmt.Errorf("netns directory %q: not a clean absolute path", cfg.NetNSDir)
+	if err := netns.CheckDir(cfg.NetNSDir); err != nil {
+		return nil, err
 	}
 	node, err := netns.Self()
 	if err != nil {

@@ -27,3 +27,11 @@ func Name(dir, path string) (string, error) {
 	}
 	return rel, nil
 }
+
+// CheckDir checks the netns directory an engine is configured with: a clean absolute path.
+func CheckDir(dir string) error {
+	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir {
+		return fmt.Errorf("netns directory %q: not a clean absolute path", dir)
+	}
+	return nil
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -44,8 +43,8 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.TcpdumpPath, err = exec.LookPath(cfg.TcpdumpPath); err != nil {
 		return nil, fmt.Errorf("find tcpdump: %w", err)
 	}
-	if !filepath.IsAbs(cfg.NetNSDir) || filepath.Clean(cfg.NetNSDir) != cfg.NetNSDir {
-		return nil, fmt.Errorf("netns directory %q: not a clean absolute path", cfg.NetNSDir)
+	if err := netns.CheckDir(cfg.NetNSDir); err != nil {
+		return nil, err
 	}
 	node, err := netns.Self()
 	if err != nil {
