@@ -257,14 +257,3 @@ func TestNodeNetnsRefusedUnlessHostNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
