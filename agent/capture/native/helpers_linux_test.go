@@ -129,8 +129,9 @@ func udpConnIn(t testing.TB, nsPath string) *net.UDPConn {
 // tcpdumpCapture is tcpdump running in a namespace with the tcpdump engine's flags, writing
 // a file.
 type tcpdumpCapture struct {
-	cmd  *exec.Cmd
-	file string
+	cmd    *exec.Cmd
+	file   string
+	stderr chan []string // its lines, once it has closed stderr (exited)
 }
 
 // startTcpdump runs `nsenter --net=<ns> tcpdump -i any -U --immediate-mode -Z root -s N -w
@@ -157,6 +158,7 @@ func startTcpdump(t testing.TB, nsPath string, snaplen int, filter string) *tcpd
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	listening := make(chan string, 1)
+	stderrLines := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sent := false
@@ -171,6 +173,7 @@ func startTcpdump(t testing.TB, nsPath string, snaplen int, filter string) *tcpd
 		if !sent {
 			listening <- strings.Join(lines, "; ")
 		}
+		stderrLines <- lines
 	}()
 	select {
 	case msg := <-listening:
@@ -180,7 +183,7 @@ func startTcpdump(t testing.TB, nsPath string, snaplen int, filter string) *tcpd
 	case <-time.After(10 * time.Second):
 		t.Fatal("tcpdump did not start listening within 10s")
 	}
-	return &tcpdumpCapture{cmd: cmd, file: file}
+	return &tcpdumpCapture{cmd: cmd, file: file, stderr: stderrLines}
 }
 
 // stop waits until tcpdump has written every packet the kernel has given it (caughtUp), ends
@@ -190,6 +193,18 @@ func (c *tcpdumpCapture) stop(t testing.TB) []pkt {
 	t.Helper()
 	c.caughtUp(t)
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select { // stderr first: Wait closes the pipe
+	case lines := <-c.stderr:
+		for _, l := range lines {
+			// Packets tcpdump's ring had no room for are not in its file: say so, as a
+			// comparison then fails.
+			if strings.Contains(l, "dropped by kernel") && !strings.HasPrefix(l, "0 ") {
+				t.Logf("tcpdump: %s", l)
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("tcpdump did not exit within 10s of SIGTERM")
+	}
 	_ = c.cmd.Wait()
 	f, err := os.Open(c.file)
 	if err != nil {
