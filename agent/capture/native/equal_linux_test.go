@@ -21,7 +21,8 @@ const maxTimestampSkew = 2 * time.Millisecond
 
 // sendTraffic sends n UDP datagrams of distinct sizes from B to A's port 9 (nothing listens:
 // A answers some with ICMP port unreachable, outgoing packets of another kind), some of them
-// larger than the MTU (IP fragments), one at a time.
+// larger than the MTU (IP fragments), one at a time, then ends the traffic (endTraffic): the
+// captures in A have been given all of it when it returns.
 func sendTraffic(t *testing.T, p *netnsPair, n int) {
 	t.Helper()
 	c := udpConnIn(t, p.bPath())
@@ -32,8 +33,11 @@ func sendTraffic(t *testing.T, p *netnsPair, n int) {
 		if _, err := c.WriteToUDP(payload, &net.UDPAddr{IP: p.aIP, Port: 9}); err != nil {
 			t.Fatalf("send datagram %d: %v", i, err)
 		}
+		// Paces the traffic, a datagram a millisecond; not a wait for an event: both
+		// captures are given the same packets whatever the spacing.
 		time.Sleep(time.Millisecond)
 	}
+	endTraffic(t, p, c)
 }
 
 // TestSameAsTcpdump captures one traffic with tcpdump (the tcpdump engine's flags) and the
@@ -71,8 +75,7 @@ func TestSameAsTcpdump(t *testing.T) {
 			from := time.Now()
 			sendTraffic(t, p, 200)
 			to := time.Now()
-			time.Sleep(100 * time.Millisecond) // tcpdump: the last packets
-			want := td.stop(t)
+			want := td.stop(t) // once tcpdump has written the traffic
 			src.Stop()
 			got, err := wait()
 			if err != nil {

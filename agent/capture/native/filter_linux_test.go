@@ -87,13 +87,12 @@ func TestFiltersSameAsTcpdump(t *testing.T) {
 	from := time.Now()
 	mixedTraffic(t, p, a6)
 	to := time.Now()
-	time.Sleep(200 * time.Millisecond)
 	compared, total := 0, 0
 	for _, r := range runs {
 		if r.td == nil {
 			continue
 		}
-		want := r.td.stop(t)
+		want := r.td.stop(t) // once tcpdump has written the traffic
 		if r.src == nil {
 			continue
 		}
@@ -136,7 +135,8 @@ func addIPv6(t *testing.T, p *netnsPair) (a6, b6 string) {
 
 // mixedTraffic sends, from B to A: UDP datagrams of many sizes to ports 1000-1009 (some
 // fragmented), ICMP echo requests, a TCP connection to a closed port and one to a listener
-// that receives data, and IPv6 UDP; one packet at a time.
+// that receives data, and IPv6 UDP; one packet at a time. When it returns the captures in A
+// have been given all of it (endTraffic).
 func mixedTraffic(t *testing.T, p *netnsPair, a6 string) {
 	t.Helper()
 	udp := udpConnIn(t, p.bPath())
@@ -146,7 +146,7 @@ func mixedTraffic(t *testing.T, p *netnsPair, a6 string) {
 		if _, err := udp.WriteToUDP(payload, &net.UDPAddr{IP: p.aIP, Port: 1000 + i%10}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // paces the traffic; not a wait for an event
 	}
 	var icmp net.PacketConn
 	inNetns(t, p.bPath(), func() (err error) {
@@ -163,7 +163,7 @@ func mixedTraffic(t *testing.T, p *netnsPair, a6 string) {
 		if _, err := icmp.WriteTo(buf.Bytes(), &net.IPAddr{IP: p.aIP}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // paces the traffic; not a wait for an event
 	}
 	var ln net.Listener
 	inNetns(t, p.aPath(), func() (err error) {
@@ -171,7 +171,9 @@ func mixedTraffic(t *testing.T, p *netnsPair, a6 string) {
 		return err
 	})
 	defer ln.Close()
+	closed := make(chan struct{}) // A has closed its end: its FIN is out
 	go func() {
+		defer close(closed)
 		c, err := ln.Accept()
 		if err == nil {
 			_, _ = io.Copy(io.Discard, c)
@@ -191,18 +193,25 @@ func mixedTraffic(t *testing.T, p *netnsPair, a6 string) {
 			if _, err := fmt.Fprintf(c, "podcap %d\n", i); err != nil {
 				return err
 			}
+			// Paces the writes (a segment each, acknowledged apart); not a wait for an
+			// event: both captures are given the same segments however they fall.
 			time.Sleep(5 * time.Millisecond)
 		}
 		return c.Close()
 	})
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("A did not close the TCP connection within 10s of B's close")
+	}
 	udp6 := udpConnIn6(t, p.bPath())
 	for i := range 10 {
 		if _, err := udp6.WriteToUDP(make([]byte, 10+i*300), &net.UDPAddr{IP: net.ParseIP(a6), Port: 2000 + i}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // paces the traffic; not a wait for an event
 	}
-	time.Sleep(20 * time.Millisecond)
+	endTraffic(t, p, udp)
 }
 
 func udpConnIn6(t *testing.T, nsPath string) *net.UDPConn {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -128,8 +129,9 @@ func udpConnIn(t testing.TB, nsPath string) *net.UDPConn {
 // tcpdumpCapture is tcpdump running in a namespace with the tcpdump engine's flags, writing
 // a file.
 type tcpdumpCapture struct {
-	cmd  *exec.Cmd
-	file string
+	cmd    *exec.Cmd
+	file   string
+	stderr chan []string // its lines, once it has closed stderr (exited)
 }
 
 // startTcpdump runs `nsenter --net=<ns> tcpdump -i any -U --immediate-mode -Z root -s N -w
@@ -156,6 +158,7 @@ func startTcpdump(t testing.TB, nsPath string, snaplen int, filter string) *tcpd
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	listening := make(chan string, 1)
+	stderrLines := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sent := false
@@ -170,6 +173,7 @@ func startTcpdump(t testing.TB, nsPath string, snaplen int, filter string) *tcpd
 		if !sent {
 			listening <- strings.Join(lines, "; ")
 		}
+		stderrLines <- lines
 	}()
 	select {
 	case msg := <-listening:
@@ -179,13 +183,28 @@ func startTcpdump(t testing.TB, nsPath string, snaplen int, filter string) *tcpd
 	case <-time.After(10 * time.Second):
 		t.Fatal("tcpdump did not start listening within 10s")
 	}
-	return &tcpdumpCapture{cmd: cmd, file: file}
+	return &tcpdumpCapture{cmd: cmd, file: file, stderr: stderrLines}
 }
 
-// stop ends tcpdump (SIGTERM: it writes what it captured and exits) and reads its file.
+// stop waits until tcpdump has written every packet the kernel has given it (caughtUp), ends
+// it (SIGTERM: it writes what it captured and exits) and reads its file. Callers end their
+// traffic with endTraffic first, so that the kernel has given tcpdump the whole traffic.
 func (c *tcpdumpCapture) stop(t testing.TB) []pkt {
 	t.Helper()
+	c.caughtUp(t)
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select { // stderr first: Wait closes the pipe
+	case lines := <-c.stderr:
+		for _, l := range lines {
+			// Packets tcpdump's ring had no room for are not in its file: say so, as a
+			// comparison then fails.
+			if strings.Contains(l, "dropped by kernel") && !strings.HasPrefix(l, "0 ") {
+				t.Logf("tcpdump: %s", l)
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("tcpdump did not exit within 10s of SIGTERM")
+	}
 	_ = c.cmd.Wait()
 	f, err := os.Open(c.file)
 	if err != nil {
@@ -209,6 +228,95 @@ func (c *tcpdumpCapture) stop(t testing.TB) []pkt {
 			t.Fatal(err)
 		}
 		pkts = append(pkts, pkt{ci, data})
+	}
+}
+
+// caughtUp waits until tcpdump sleeps in poll(2) on its socket: it has then written every
+// packet the kernel put in its ring. With --immediate-mode libpcap reads a TPACKET_V2 ring,
+// and the socket polls readable as long as the newest frame is not handed back; libpcap hands
+// a frame back after tcpdump's callback, which with -U has written and flushed the packet to
+// the file. A packet delivered later wakes tcpdump at once (the delivery calls the socket's
+// data-ready). tcpdump not idle within the deadline is reported, and the test goes on to
+// compare what it has.
+func (c *tcpdumpCapture) caughtUp(t testing.TB) {
+	t.Helper()
+	pid := c.cmd.Process.Pid // nsenter execs tcpdump: one process, one thread
+	var last string
+	if !poll(10*time.Second, func() bool {
+		var ok bool
+		last, ok = sleepsInPoll(pid, pid, 2)
+		return ok
+	}) {
+		t.Errorf("tcpdump (pid %d) not waiting in poll(2) for packets within 10s; its system call: %q", pid, last)
+	}
+}
+
+// sleepsInPoll reports whether thread tid of process pid sleeps in poll(2) or ppoll(2) on
+// nfds descriptors; it returns /proc/<pid>/task/<tid>/syscall too: "running" while the thread
+// runs, else the call's number, its six arguments, the stack and instruction pointers.
+func sleepsInPoll(pid, tid, nfds int) (string, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
+	if err != nil {
+		return err.Error(), false
+	}
+	line := strings.TrimSpace(string(b))
+	f := strings.Fields(line)
+	if len(f) < 3 {
+		return line, false
+	}
+	nr, err1 := strconv.ParseInt(f[0], 10, 64)
+	n, err2 := strconv.ParseUint(strings.TrimPrefix(f[2], "0x"), 16, 64)
+	return line, err1 == nil && err2 == nil && (nr == unix.SYS_PPOLL || nr == sysPoll) && n == uint64(nfds)
+}
+
+// endTraffic ends a traffic from B to A: it sends a last datagram from B's socket c to a
+// socket of A's and returns once that socket holds it. A packet reaches a socket after the
+// kernel has passed it through the namespace's packet taps (tcpdump's sockets, the native
+// engine's), and B's datagrams are processed in the order sent (each queues on the backlog of
+// the CPU that sent it, whose softirq runs on the way out of the send): the captures have
+// then been given the traffic.
+func endTraffic(t testing.TB, p *netnsPair, c *net.UDPConn) {
+	t.Helper()
+	a := udpConnIn(t, p.aPath())
+	marker := []byte("podcap: end of the traffic")
+	if _, err := c.WriteToUDP(marker, &net.UDPAddr{IP: p.aIP, Port: a.LocalAddr().(*net.UDPAddr).Port}); err != nil {
+		t.Fatalf("send the end of the traffic: %v", err)
+	}
+	if err := a.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2*len(marker))
+	for {
+		n, _, err := a.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("the end of the traffic did not reach A within 10s: %v", err)
+		}
+		if string(buf[:n]) == string(marker) {
+			return
+		}
+	}
+}
+
+// poll calls cond until it holds or timeout has passed, and reports whether it held. Tests
+// wait for events this way, never by sleeping a guessed time.
+func poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond) // the polling period
+	}
+}
+
+// waitFor polls cond (see poll) and fails the test if it does not hold within timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !poll(timeout, cond) {
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
 	}
 }
 

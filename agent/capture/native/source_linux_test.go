@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/podcap/podcap/agent/capture"
 	"github.com/podcap/podcap/agent/capture/native"
@@ -80,12 +82,9 @@ func TestSetnsThreadNeverReused(t *testing.T) {
 	for range 20 {
 		srcs = append(srcs, open(t, e, context.Background(), p.aPath(), capture.SourceOptions{}))
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for bad := inPod(); len(bad) > 0; bad = inPod() {
-		if time.Now().After(deadline) {
-			t.Fatalf("threads not in the node's namespace %s 2s after the captures opened: %v", host, bad)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var bad []string
+	if !poll(2*time.Second, func() bool { bad = inPod(); return len(bad) == 0 }) {
+		t.Fatalf("threads not in the node's namespace %s 2s after the captures opened: %v", host, bad)
 	}
 	for _, s := range srcs {
 		if err := s.Close(); err != nil {
@@ -129,7 +128,13 @@ func TestStopKeepsEveryCapturedPacket(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(time.Millisecond) // the last datagram crosses the veth (a softirq) before Stop
+	// Stop once the kernel has put the whole burst in the ring: PACKET_STATISTICS counts a
+	// packet when it takes its frame, and Stop (unbinding, which waits for every CPU
+	// delivering to the socket) lets a copy in progress end.
+	waitFor(t, 10*time.Second, "the kernel to count the burst", func() bool {
+		src.RequestStats()
+		return src.Stats().Received >= burst
+	})
 	src.Stop()
 	pkts, err := readAll(src)
 	if err != nil {
@@ -166,12 +171,13 @@ func TestCloseAndContextEndAReader(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			src := open(t, e, ctx, p.aPath(), capture.SourceOptions{Filter: "udp port 7"}) // no such traffic
+			waiting := readersWaiting(t)
 			done := make(chan error, 1)
 			go func() {
 				_, _, err := src.ReadPacket()
 				done <- err
 			}()
-			time.Sleep(50 * time.Millisecond)
+			waitFor(t, 10*time.Second, "ReadPacket to wait for packets", func() bool { return readersWaiting(t) > waiting })
 			start := time.Now()
 			if how == "Close" {
 				if err := src.Close(); err != nil {
@@ -191,6 +197,29 @@ func TestCloseAndContextEndAReader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// readersWaiting counts the threads of the process that sleep in ppoll(2) on two
+// descriptors without a timeout, as ReadPacket waiting for packets does (the socket and the
+// wake-up; the Go runtime's own waits are in epoll_pwait, futex and nanosleep).
+func readersWaiting(t testing.TB) int {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, task := range tasks {
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			continue
+		}
+		line, ok := sleepsInPoll(os.Getpid(), tid, 2)
+		if f := strings.Fields(line); ok && len(f) > 3 && f[0] == strconv.Itoa(unix.SYS_PPOLL) && f[3] == "0x0" {
+			n++
+		}
+	}
+	return n
 }
 
 // Opening and closing many captures leaves no file descriptor, ring mapping or thread in the
@@ -232,10 +261,15 @@ func TestOpenCloseLeaksNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
-	fd1, maps1, th1 := fds(), ringMaps(), threads()
+	// Close releases the socket and the ring before it returns; the threads that entered
+	// the pod's namespace end after (their goroutines exit locked to them).
+	var fd1, maps1, th1 int
+	back := poll(5*time.Second, func() bool {
+		fd1, maps1, th1 = fds(), ringMaps(), threads()
+		return fd1 == fd0 && maps1 == maps0 && th1 <= th0+5
+	})
 	t.Logf("after %d captures: fds %d → %d, ring mappings %d → %d, threads %d → %d", n, fd0, fd1, maps0, maps1, th0, th1)
-	if fd1 != fd0 || maps1 != maps0 || th1 > th0+5 {
+	if !back {
 		t.Errorf("leak after %d captures: fds %d → %d, ring mappings %d → %d, threads %d → %d", n, fd0, fd1, maps0, maps1, th0, th1)
 	}
 }
@@ -255,16 +289,5 @@ func TestNodeNetnsRefusedUnlessHostNetwork(t *testing.T) {
 	}
 	if err := src.Close(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
