@@ -129,13 +129,17 @@ func udpConnIn(t testing.TB, nsPath string) *net.UDPConn {
 // tcpdumpCapture is tcpdump running in a namespace with the tcpdump engine's flags, writing
 // a file.
 type tcpdumpCapture struct {
-	cmd    *exec.Cmd
-	file   string
-	stderr chan []string // its lines, once it has closed stderr (exited)
+	cmd     *exec.Cmd
+	file    string
+	stderr  chan []string // its lines, once it has closed stderr (exited)
+	dropped bool          // set by stop: tcpdump reported packets dropped by the kernel
 }
 
-// startTcpdump runs `nsenter --net=<ns> tcpdump -i any -U --immediate-mode -Z root -s N -w
-// file -- filter` (the tcpdump engine's argv but the file) and returns once it listens.
+// startTcpdump runs `nsenter --net=<ns> tcpdump -i any -U --immediate-mode -Z root -s N -B
+// 16384 -w file -- filter` (the tcpdump engine's argv but the file and the buffer) and returns
+// once it listens. The reference must not drop: with --immediate-mode libpcap's default 2 MiB
+// holds only a few full-snaplen frames, which tcpdumps sharing a busy machine overran; -B
+// changes how many packets wait, not which are captured or how.
 func startTcpdump(t testing.TB, nsPath string, snaplen int, filter string) *tcpdumpCapture {
 	t.Helper()
 	if snaplen == 0 {
@@ -143,7 +147,7 @@ func startTcpdump(t testing.TB, nsPath string, snaplen int, filter string) *tcpd
 	}
 	file := t.TempDir() + "/tcpdump.pcap"
 	args := []string{"--net=" + nsPath, "tcpdump", "-i", "any", "-U", "--immediate-mode", "-Z", "root",
-		"-s", fmt.Sprint(snaplen), "-w", file}
+		"-s", fmt.Sprint(snaplen), "-B", "16384", "-w", file}
 	if filter != "" {
 		args = append(args, "--", filter)
 	}
@@ -200,6 +204,7 @@ func (c *tcpdumpCapture) stop(t testing.TB) []pkt {
 			// comparison then fails.
 			if strings.Contains(l, "dropped by kernel") && !strings.HasPrefix(l, "0 ") {
 				t.Logf("tcpdump: %s", l)
+				c.dropped = true
 			}
 		}
 	case <-time.After(10 * time.Second):
