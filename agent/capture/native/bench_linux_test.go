@@ -15,10 +15,10 @@ func BenchmarkReadPacket(b *testing.B) {
 	needRoot(b)
 	e := newEngine(b)
 	p := newNetnsPair(b)
-	src := open(b, e, context.Background(), p.aPath(), capture.SourceOptions{Filter: "udp and src host " + p.bIP.String()})
-	c := udpConnIn(b, p.bPath())
+	src := open(b, e, context.Background(), p.APath(), capture.SourceOptions{Filter: "udp and src host " + p.BIP.String()})
+	c := udpConnIn(b, p.BPath())
 	payload := make([]byte, 64-28) // 64-byte IP packets
-	dst := &net.UDPAddr{IP: p.aIP, Port: 9}
+	dst := &net.UDPAddr{IP: p.AIP, Port: 9}
 	sent := make(chan error, 1)
 	b.ResetTimer()
 	go func() {

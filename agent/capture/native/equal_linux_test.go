@@ -25,12 +25,12 @@ const maxTimestampSkew = 2 * time.Millisecond
 // captures in A have been given all of it when it returns.
 func sendTraffic(t *testing.T, p *netnsPair, n int) {
 	t.Helper()
-	c := udpConnIn(t, p.bPath())
+	c := udpConnIn(t, p.BPath())
 	for i := range n {
 		size := 2 + i*37%3000 // 2 to 2998 bytes: fragments past 1472
 		payload := bytes.Repeat([]byte{byte(i)}, size)
 		binary.BigEndian.PutUint16(payload, uint16(i))
-		if _, err := c.WriteToUDP(payload, &net.UDPAddr{IP: p.aIP, Port: 9}); err != nil {
+		if _, err := c.WriteToUDP(payload, &net.UDPAddr{IP: p.AIP, Port: 9}); err != nil {
 			t.Fatalf("send datagram %d: %v", i, err)
 		}
 		// Paces the traffic, a datagram a millisecond; not a wait for an event: both
@@ -62,8 +62,8 @@ func TestSameAsTcpdump(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newNetnsPair(t)
-			td := startTcpdump(t, p.aPath(), tc.o.Snaplen, tc.o.Filter)
-			src, err := e.Open(context.Background(), capture.Target{NetNSPath: p.aPath()}, tc.o)
+			td := startTcpdump(t, p.APath(), tc.o.Snaplen, tc.o.Filter)
+			src, err := e.Open(context.Background(), capture.Target{NetNSPath: p.APath()}, tc.o)
 			if err != nil {
 				t.Fatal(err)
 			}

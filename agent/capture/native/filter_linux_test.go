@@ -32,7 +32,7 @@ func TestFiltersSameAsTcpdump(t *testing.T) {
 	}
 	p := newNetnsPair(t)
 	a6, _ := addIPv6(t, p)
-	a, b := p.aIP.String(), p.bIP.String()
+	a, b := p.AIP.String(), p.BIP.String()
 	filters := []string{
 		"udp", "tcp", "icmp", "arp", "ip6", "icmp6", "ip6 and udp", "not udp",
 		"host " + a, "src host " + b, "dst host " + a + " and udp", "net 10.214.0.0/16", "ip6 host " + a6,
@@ -111,9 +111,9 @@ func filterRound(t *testing.T, e *native.Engine, p *netnsPair, a6 string, batch 
 		if out, err := exec.Command("tcpdump", "-d", "-y", "LINUX_SLL2", "--", f).CombinedOutput(); err != nil {
 			r.tdRefuse = strings.TrimSpace(string(out))
 		} else {
-			r.td = startTcpdump(t, p.aPath(), 0, f)
+			r.td = startTcpdump(t, p.APath(), 0, f)
 		}
-		src, err := e.Open(context.Background(), capture.Target{NetNSPath: p.aPath()}, capture.SourceOptions{Filter: f})
+		src, err := e.Open(context.Background(), capture.Target{NetNSPath: p.APath()}, capture.SourceOptions{Filter: f})
 		switch {
 		case err == nil && (r.tdRefuse != "" || refused[f]):
 			src.Close()
@@ -164,9 +164,9 @@ func filterRound(t *testing.T, e *native.Engine, p *netnsPair, a6 string, batch 
 // addIPv6 gives A and B IPv6 addresses (no duplicate detection: usable at once).
 func addIPv6(t *testing.T, p *netnsPair) (a6, b6 string) {
 	t.Helper()
-	n := strings.Split(p.aIP.String(), ".")[2]
+	n := strings.Split(p.AIP.String(), ".")[2]
 	a6, b6 = "fd00:214:"+n+"::1", "fd00:214:"+n+"::2"
-	for _, c := range []struct{ ns, addr string }{{p.a, a6}, {p.b, b6}} {
+	for _, c := range []struct{ ns, addr string }{{p.A, a6}, {p.B, b6}} {
 		out, err := exec.Command("ip", "-n", c.ns, "-o", "link", "show", "type", "veth").Output()
 		if err != nil {
 			t.Fatal(err)
@@ -183,17 +183,17 @@ func addIPv6(t *testing.T, p *netnsPair) (a6, b6 string) {
 // have been given all of it (endTraffic).
 func mixedTraffic(t *testing.T, p *netnsPair, a6 string) {
 	t.Helper()
-	udp := udpConnIn(t, p.bPath())
+	udp := udpConnIn(t, p.BPath())
 	for i := range 60 {
 		payload := make([]byte, 2+i*53%2500)
 		payload[0], payload[1] = byte(i>>8), byte(i)
-		if _, err := udp.WriteToUDP(payload, &net.UDPAddr{IP: p.aIP, Port: 1000 + i%10}); err != nil {
+		if _, err := udp.WriteToUDP(payload, &net.UDPAddr{IP: p.AIP, Port: 1000 + i%10}); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Millisecond) // paces the traffic; not a wait for an event
 	}
 	var icmp net.PacketConn
-	inNetns(t, p.bPath(), func() (err error) {
+	inNetns(t, p.BPath(), func() (err error) {
 		icmp, err = net.ListenPacket("ip4:icmp", "0.0.0.0")
 		return err
 	})
@@ -204,14 +204,14 @@ func mixedTraffic(t *testing.T, p *netnsPair, a6 string) {
 		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true}, msg, gopacket.Payload("podcap")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := icmp.WriteTo(buf.Bytes(), &net.IPAddr{IP: p.aIP}); err != nil {
+		if _, err := icmp.WriteTo(buf.Bytes(), &net.IPAddr{IP: p.AIP}); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(5 * time.Millisecond) // paces the traffic; not a wait for an event
 	}
 	var ln net.Listener
-	inNetns(t, p.aPath(), func() (err error) {
-		ln, err = net.Listen("tcp4", p.aIP.String()+":8080")
+	inNetns(t, p.APath(), func() (err error) {
+		ln, err = net.Listen("tcp4", p.AIP.String()+":8080")
 		return err
 	})
 	defer ln.Close()
@@ -224,12 +224,12 @@ func mixedTraffic(t *testing.T, p *netnsPair, a6 string) {
 			c.Close()
 		}
 	}()
-	inNetns(t, p.bPath(), func() error {
-		if c, err := net.DialTimeout("tcp4", p.aIP.String()+":80", time.Second); err == nil {
+	inNetns(t, p.BPath(), func() error {
+		if c, err := net.DialTimeout("tcp4", p.AIP.String()+":80", time.Second); err == nil {
 			c.Close()
 			return errors.New("port 80 of A is open")
 		}
-		c, err := net.DialTimeout("tcp4", p.aIP.String()+":8080", time.Second)
+		c, err := net.DialTimeout("tcp4", p.AIP.String()+":8080", time.Second)
 		if err != nil {
 			return err
 		}
@@ -248,7 +248,7 @@ func mixedTraffic(t *testing.T, p *netnsPair, a6 string) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("A did not close the TCP connection within 10s of B's close")
 	}
-	udp6 := udpConnIn6(t, p.bPath())
+	udp6 := udpConnIn6(t, p.BPath())
 	for i := range 10 {
 		if _, err := udp6.WriteToUDP(make([]byte, 10+i*300), &net.UDPAddr{IP: net.ParseIP(a6), Port: 2000 + i}); err != nil {
 			t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/netns/netnstest"
 )
 
 func needRoot(t testing.TB) {
@@ -35,49 +35,12 @@ func needRoot(t testing.TB) {
 	}
 }
 
-// netnsPair is two network namespaces (pinned by `ip netns add` in /var/run/netns) joined by
-// a veth.
-type netnsPair struct {
-	a, b     string
-	aIP, bIP net.IP
-}
+// netnsPair is two network namespaces joined by a veth.
+type netnsPair = netnstest.Pair
 
-func (p *netnsPair) aPath() string { return "/var/run/netns/" + p.a }
-func (p *netnsPair) bPath() string { return "/var/run/netns/" + p.b }
+func newNetnsPair(t testing.TB) *netnsPair { return netnstest.NewPair(t, "podcap-native", 214) }
 
-var netnsSeq atomic.Int32
-
-// newNetnsPair creates the namespaces; t.Cleanup deletes them, also when the test fails.
-func newNetnsPair(t testing.TB) *netnsPair {
-	t.Helper()
-	n := netnsSeq.Add(1)
-	id := fmt.Sprintf("%d-%d", os.Getpid(), n)
-	p := &netnsPair{
-		a:   "podcap-native-" + id + "-a",
-		b:   "podcap-native-" + id + "-b",
-		aIP: net.IPv4(10, 214, byte(n), 1).To4(),
-		bIP: net.IPv4(10, 214, byte(n), 2).To4(),
-	}
-	vethA, vethB := fmt.Sprintf("pn%da", n), fmt.Sprintf("pn%db", n)
-	for _, ns := range []string{p.a, p.b} {
-		ipCmd(t, "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	}
-	ipCmd(t, "link", "add", vethA, "netns", p.a, "type", "veth", "peer", "name", vethB, "netns", p.b)
-	for _, c := range []struct{ ns, dev, addr string }{{p.a, vethA, p.aIP.String()}, {p.b, vethB, p.bIP.String()}} {
-		ipCmd(t, "-n", c.ns, "addr", "add", c.addr+"/24", "dev", c.dev)
-		ipCmd(t, "-n", c.ns, "link", "set", c.dev, "up")
-		ipCmd(t, "-n", c.ns, "link", "set", "lo", "up")
-	}
-	return p
-}
-
-func ipCmd(t testing.TB, args ...string) {
-	t.Helper()
-	if b, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, b)
-	}
-}
+func ipCmd(t testing.TB, args ...string) { t.Helper(); netnstest.IP(t, args...) }
 
 // inNetns runs f on a goroutine whose thread entered the network namespace at nsPath; the
 // thread is never given back (the goroutine exits locked). Never the main thread, which the
@@ -282,9 +245,9 @@ func sleepsInPoll(pid, tid, nfds int) (string, bool) {
 // then been given the traffic.
 func endTraffic(t testing.TB, p *netnsPair, c *net.UDPConn) {
 	t.Helper()
-	a := udpConnIn(t, p.aPath())
+	a := udpConnIn(t, p.APath())
 	marker := []byte("podcap: end of the traffic")
-	if _, err := c.WriteToUDP(marker, &net.UDPAddr{IP: p.aIP, Port: a.LocalAddr().(*net.UDPAddr).Port}); err != nil {
+	if _, err := c.WriteToUDP(marker, &net.UDPAddr{IP: p.AIP, Port: a.LocalAddr().(*net.UDPAddr).Port}); err != nil {
 		t.Fatalf("send the end of the traffic: %v", err)
 	}
 	if err := a.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {

@@ -23,7 +23,7 @@ func TestPipeline(t *testing.T) {
 	defer ring.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	src := open(t, e, ctx, p.aPath(), capture.SourceOptions{Filter: "udp"})
+	src := open(t, e, ctx, p.APath(), capture.SourceOptions{Filter: "udp"})
 	pumped := make(chan error, 1)
 	go func() {
 		_, err := capture.Pump(ctx, src, ring, capture.PumpOptions{})
@@ -47,7 +47,7 @@ func TestPipeline(t *testing.T) {
 		t.Fatalf("tcpdump -r: %v: %s", err, out)
 	}
 	text := string(out)
-	if !strings.Contains(text, "LINUX_SLL2") || strings.Count(text, p.bIP.String()+".") < 50 {
+	if !strings.Contains(text, "LINUX_SLL2") || strings.Count(text, p.BIP.String()+".") < 50 {
 		t.Errorf("tcpdump -r %s:\n%.2000s", files[0], text)
 	}
 	t.Logf("tcpdump -r read %d lines", strings.Count(text, "\n"))

@@ -80,7 +80,7 @@ func TestSetnsThreadNeverReused(t *testing.T) {
 	}
 	var srcs []capture.Source
 	for range 20 {
-		srcs = append(srcs, open(t, e, context.Background(), p.aPath(), capture.SourceOptions{}))
+		srcs = append(srcs, open(t, e, context.Background(), p.APath(), capture.SourceOptions{}))
 	}
 	var bad []string
 	if !poll(2*time.Second, func() bool { bad = inPod(); return len(bad) == 0 }) {
@@ -121,10 +121,10 @@ func TestStopKeepsEveryCapturedPacket(t *testing.T) {
 	const burst = 2000
 	e := newEngine(t)
 	p := newNetnsPair(t)
-	src := open(t, e, context.Background(), p.aPath(), capture.SourceOptions{Snaplen: 128, Filter: "udp and src host " + p.bIP.String()})
-	c := udpConnIn(t, p.bPath())
+	src := open(t, e, context.Background(), p.APath(), capture.SourceOptions{Snaplen: 128, Filter: "udp and src host " + p.BIP.String()})
+	c := udpConnIn(t, p.BPath())
 	for i := range burst {
-		if _, err := c.WriteToUDP([]byte{byte(i >> 8), byte(i)}, &net.UDPAddr{IP: p.aIP, Port: 9}); err != nil {
+		if _, err := c.WriteToUDP([]byte{byte(i >> 8), byte(i)}, &net.UDPAddr{IP: p.AIP, Port: 9}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -170,7 +170,7 @@ func TestCloseAndContextEndAReader(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			src := open(t, e, ctx, p.aPath(), capture.SourceOptions{Filter: "udp port 7"}) // no such traffic
+			src := open(t, e, ctx, p.APath(), capture.SourceOptions{Filter: "udp port 7"}) // no such traffic
 			waiting := readersWaiting(t)
 			done := make(chan error, 1)
 			go func() {
@@ -244,7 +244,7 @@ func TestOpenCloseLeaksNothing(t *testing.T) {
 	}
 	threads := func() int { return len(netnsOf(t)) }
 	fd0, maps0, th0 := fds(), ringMaps(), threads()
-	one := open(t, e, context.Background(), p.aPath(), capture.SourceOptions{})
+	one := open(t, e, context.Background(), p.APath(), capture.SourceOptions{})
 	if got := ringMaps(); got != maps0+1 { // the counts below see a ring left behind
 		t.Fatalf("%d ring mappings with one capture open, %d before", got, maps0)
 	}
@@ -253,7 +253,7 @@ func TestOpenCloseLeaksNothing(t *testing.T) {
 	}
 	const n = 300
 	for range n {
-		src, err := e.Open(context.Background(), capture.Target{NetNSPath: p.aPath()}, capture.SourceOptions{})
+		src, err := e.Open(context.Background(), capture.Target{NetNSPath: p.APath()}, capture.SourceOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -35,7 +35,7 @@ func TestStopKeepsEveryCapturedPacket(t *testing.T) {
 	defer cancel()
 	// Only the burst: echo requests from B. Snaplen 128 gives tcpdump's kernel ring
 	// thousands of slots, so the burst is not dropped there.
-	filter := fmt.Sprintf("icmp[icmptype] == icmp-echo and src host %s", p.bIP)
+	filter := fmt.Sprintf("icmp[icmptype] == icmp-echo and src host %s", p.BIP)
 	src := open(t, e, ctx, capture.Target{PID: p.sleeperPID}, capture.SourceOptions{Snaplen: 128, Filter: filter})
 
 	held, release := make(chan struct{}), make(chan struct{})
@@ -124,7 +124,7 @@ func TestStopKeepsEveryCapturedPacket(t *testing.T) {
 // sendEchoBurst sends n ICMP echo requests (id, seq 1..n) from B to A as fast as it can.
 func sendEchoBurst(t *testing.T, p *netnsPair, id uint16, n int) {
 	t.Helper()
-	conn := icmpConnIn(t, p.bPath())
+	conn := icmpConnIn(t, p.BPath())
 	for seq := 1; seq <= n; seq++ {
 		msg := &layers.ICMPv4{
 			TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0),
@@ -135,7 +135,7 @@ func sendEchoBurst(t *testing.T, p *netnsPair, id uint16, n int) {
 		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true}, msg, gopacket.Payload("podcap-burst")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := conn.WriteTo(buf.Bytes(), &net.IPAddr{IP: p.aIP}); err != nil {
+		if _, err := conn.WriteTo(buf.Bytes(), &net.IPAddr{IP: p.AIP}); err != nil {
 			t.Fatalf("send echo request %d: %v", seq, err)
 		}
 	}
@@ -167,7 +167,7 @@ func ringEchoSeqs(t *testing.T, ring *capture.Ring, p *netnsPair, id uint16) map
 			pkt := gopacket.NewPacket(data, r.LinkType(), gopacket.Default)
 			ip, _ := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
 			icmp, _ := pkt.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
-			if ip == nil || icmp == nil || !ip.SrcIP.Equal(p.bIP) || !ip.DstIP.Equal(p.aIP) ||
+			if ip == nil || icmp == nil || !ip.SrcIP.Equal(p.BIP) || !ip.DstIP.Equal(p.AIP) ||
 				icmp.TypeCode.Type() != layers.ICMPv4TypeEchoRequest || icmp.Id != id {
 				t.Errorf("%s: a packet that is not one of the burst: %v", name, pkt)
 				continue

@@ -81,7 +81,7 @@ func open(t *testing.T, e *tcpdump.Engine, ctx context.Context, target capture.T
 // ping sends ICMP echo requests from namespace B to A's address until the test ends.
 func ping(t *testing.T, p *netnsPair) {
 	t.Helper()
-	conn := icmpConnIn(t, p.bPath())
+	conn := icmpConnIn(t, p.BPath())
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	t.Cleanup(func() { close(stop); <-done })
@@ -96,7 +96,7 @@ func ping(t *testing.T, p *netnsPair) {
 			}
 			buf := gopacket.NewSerializeBuffer()
 			_ = gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true}, msg, gopacket.Payload("podcap"))
-			_, _ = conn.WriteTo(buf.Bytes(), &net.IPAddr{IP: p.aIP})
+			_, _ = conn.WriteTo(buf.Bytes(), &net.IPAddr{IP: p.AIP})
 			select {
 			case <-stop:
 				return
@@ -130,9 +130,9 @@ func awaitEcho(t *testing.T, src *tcpdump.Source, p *netnsPair) {
 			}
 			switch icmp.TypeCode.Type() {
 			case layers.ICMPv4TypeEchoRequest:
-				request = request || ip.SrcIP.Equal(p.bIP) && ip.DstIP.Equal(p.aIP)
+				request = request || ip.SrcIP.Equal(p.BIP) && ip.DstIP.Equal(p.AIP)
 			case layers.ICMPv4TypeEchoReply:
-				reply = reply || ip.SrcIP.Equal(p.aIP) && ip.DstIP.Equal(p.bIP)
+				reply = reply || ip.SrcIP.Equal(p.AIP) && ip.DstIP.Equal(p.BIP)
 			}
 		}
 		found <- nil
@@ -145,7 +145,7 @@ func awaitEcho(t *testing.T, src *tcpdump.Source, p *netnsPair) {
 	case <-time.After(10 * time.Second):
 		src.Close()
 		<-found
-		t.Fatalf("no echo request %v→%v and reply within 10s", p.bIP, p.aIP)
+		t.Fatalf("no echo request %v→%v and reply within 10s", p.BIP, p.AIP)
 	}
 }
 
@@ -158,9 +158,9 @@ func TestCaptureInPodNetns(t *testing.T) {
 		target capture.Target
 	}{
 		{"pid", capture.Target{PID: p.sleeperPID}},
-		{"pid checked against its sandbox's", capture.Target{PID: p.sleeperPID, SandboxPID: sleeperIn(t, p.a)}},
-		{"netns path", capture.Target{NetNSPath: p.aPath()}},
-		{"netns path wins over a pid elsewhere", capture.Target{NetNSPath: p.aPath(), PID: os.Getpid()}},
+		{"pid checked against its sandbox's", capture.Target{PID: p.sleeperPID, SandboxPID: sleeperIn(t, p.A)}},
+		{"netns path", capture.Target{NetNSPath: p.APath()}},
+		{"netns path wins over a pid elsewhere", capture.Target{NetNSPath: p.APath(), PID: os.Getpid()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Open returns with no traffic at all: tcpdump -U flushes the header at once.
@@ -212,7 +212,7 @@ func TestOpenFails(t *testing.T) {
 	}{
 		{"bad filter", capture.Target{PID: p.sleeperPID}, capture.SourceOptions{Filter: "not-a-filter(("}, "can't parse filter expression"},
 		{"no such pid", capture.Target{PID: n + 1}, capture.SourceOptions{}, fmt.Sprintf("open /proc/%d/ns/net: no such file", n+1)},
-		{"no such netns", capture.Target{NetNSPath: p.aPath() + "-gone"}, capture.SourceOptions{}, "open netns " + p.aPath() + "-gone: "},
+		{"no such netns", capture.Target{NetNSPath: p.APath() + "-gone"}, capture.SourceOptions{}, "open netns " + p.APath() + "-gone: "},
 		{"netns path outside the netns dir", capture.Target{NetNSPath: "/proc/self/ns/net"}, capture.SourceOptions{}, "not under /var/run/netns"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -304,7 +304,7 @@ func TestAgentKilledLeavesNoTcpdump(t *testing.T) {
 	needRoot(t)
 	p := newNetnsPair(t)
 	agent := exec.Command(os.Args[0], "-test.run=^$")
-	agent.Env = append(os.Environ(), helperEnv+"="+p.aPath())
+	agent.Env = append(os.Environ(), helperEnv+"="+p.APath())
 	agent.Stderr = os.Stderr
 	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := agent.StdoutPipe()

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -19,46 +18,22 @@ import (
 
 	"github.com/podcap/podcap/agent/capture"
 	"github.com/podcap/podcap/agent/capture/netns"
+	"github.com/podcap/podcap/agent/capture/netns/netnstest"
 	"github.com/podcap/podcap/agent/capture/tcpdump"
 )
 
 // netnsPair is two network namespaces joined by a veth, with a long-lived process in A.
 type netnsPair struct {
-	a, b       string // names under /var/run/netns
-	aIP, bIP   net.IP
+	*netnstest.Pair
 	sleeperPID int // a process in A
 }
-
-func (p *netnsPair) aPath() string { return "/var/run/netns/" + p.a }
-func (p *netnsPair) bPath() string { return "/var/run/netns/" + p.b }
-
-var netnsSeq atomic.Int32
 
 // newNetnsPair creates the namespaces; t.Cleanup removes them (and the process), also when
 // the test fails half-way.
 func newNetnsPair(t *testing.T) *netnsPair {
 	t.Helper()
-	n := netnsSeq.Add(1)
-	id := fmt.Sprintf("%d-%d", os.Getpid(), n)
-	p := &netnsPair{
-		a:   "podcap-test-" + id + "-a",
-		b:   "podcap-test-" + id + "-b",
-		aIP: net.IPv4(10, 213, byte(n), 1).To4(),
-		bIP: net.IPv4(10, 213, byte(n), 2).To4(),
-	}
-	vethA, vethB := "pc"+id+"a", "pc"+id+"b" // at most 15 bytes
-	for _, ns := range []string{p.a, p.b} {
-		ipCmd(t, "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	}
-	ipCmd(t, "link", "add", vethA, "netns", p.a, "type", "veth", "peer", "name", vethB, "netns", p.b)
-	for _, c := range []struct{ ns, dev, addr string }{{p.a, vethA, p.aIP.String()}, {p.b, vethB, p.bIP.String()}} {
-		ipCmd(t, "-n", c.ns, "addr", "add", c.addr+"/24", "dev", c.dev)
-		ipCmd(t, "-n", c.ns, "link", "set", c.dev, "up")
-		ipCmd(t, "-n", c.ns, "link", "set", "lo", "up")
-	}
-
-	p.sleeperPID = sleeperIn(t, p.a)
+	p := &netnsPair{Pair: netnstest.NewPair(t, "podcap-test", 213)}
+	p.sleeperPID = sleeperIn(t, p.A)
 	return p
 }
 
@@ -117,12 +92,7 @@ func pin(t *testing.T, src, dst string) {
 	t.Cleanup(func() { _ = unix.Unmount(dst, unix.MNT_DETACH) })
 }
 
-func ipCmd(t *testing.T, args ...string) {
-	t.Helper()
-	if b, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, b)
-	}
-}
+func ipCmd(t *testing.T, args ...string) { t.Helper(); netnstest.IP(t, args...) }
 
 // icmpConnIn opens a raw ICMP socket in the network namespace at nsPath (netns.Do: on a
 // thread that is never reused).
@@ -176,7 +146,7 @@ func TestPIDInAnotherNetnsThanItsSandboxRefused(t *testing.T) {
 	needRoot(t)
 	e := newEngine(t)
 	p := newNetnsPair(t)
-	reused := sleeperIn(t, p.b)
+	reused := sleeperIn(t, p.B)
 	src, err := e.Open(context.Background(), capture.Target{PID: reused, SandboxPID: p.sleeperPID}, capture.SourceOptions{})
 	if !errors.Is(err, tcpdump.ErrWrongNetNS) {
 		if err == nil {
@@ -185,7 +155,7 @@ func TestPIDInAnotherNetnsThanItsSandboxRefused(t *testing.T) {
 		t.Fatalf("Open of a pid outside its sandbox's netns: %v, want ErrWrongNetNS", err)
 	}
 	// the same pid with its own sandbox is fine
-	s := open(t, e, context.Background(), capture.Target{PID: reused, SandboxPID: sleeperIn(t, p.b)}, capture.SourceOptions{})
+	s := open(t, e, context.Background(), capture.Target{PID: reused, SandboxPID: sleeperIn(t, p.B)}, capture.SourceOptions{})
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -203,18 +173,18 @@ func TestNetNSPathChecked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pin(t, p.aPath(), filepath.Join(dir, "sub", "a"))
+	pin(t, p.APath(), filepath.Join(dir, "sub", "a"))
 	pin(t, "/proc/self/ns/uts", filepath.Join(dir, "uts"))
 	if err := os.WriteFile(filepath.Join(dir, "unpinned"), nil, 0o444); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(p.bPath(), filepath.Join(dir, "escape")); err != nil {
+	if err := os.Symlink(p.BPath(), filepath.Join(dir, "escape")); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ path, want string }{
 		{filepath.Join(dir, "escape"), "escapes"},
 		{dir + "/sub/../../" + filepath.Base(dir) + "/sub/a", "not a clean absolute path"},
-		{p.aPath(), "not under " + dir},
+		{p.APath(), "not under " + dir},
 		{filepath.Join(dir, "unpinned"), "not a namespace file"},
 		{filepath.Join(dir, "uts"), "not a network namespace"},
 		{filepath.Join(dir, "gone"), "no such file"},

@@ -71,11 +71,11 @@ func TestPipeline(t *testing.T) {
 			t.Fatal(err)
 		}
 		pkt := gopacket.NewPacket(data, layers.LinkTypeLinuxSLL2, gopacket.Default)
-		if ip, ok := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok && ip.SrcIP.Equal(p.bIP) && ip.DstIP.Equal(p.aIP) {
+		if ip, ok := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok && ip.SrcIP.Equal(p.BIP) && ip.DstIP.Equal(p.AIP) {
 			echoes++
 		}
 	}
 	if echoes == 0 {
-		t.Errorf("no packet from %v to %v in %s", p.bIP, p.aIP, files[0])
+		t.Errorf("no packet from %v to %v in %s", p.BIP, p.AIP, files[0])
 	}
 }
