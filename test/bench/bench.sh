@@ -2,8 +2,9 @@
 # bench.sh: `make bench`: podcap's benchmarks, in one run (Linux; root for A and B; README.md).
 #
 #   A  capture.sh  what a capture costs the traffic: no capture vs tcpdump's own -C/-W ring vs the
-#                  agent's pipeline (tcpdump engine → Pump → Ring), full snaplen and -s 128, on
-#                  small-UDP and bulk-TCP loads between two private network namespaces
+#                  agent's pipeline (tcpdump engine → Pump → Ring) vs the same pipeline over the
+#                  native AF_PACKET engine, full snaplen and -s 128, on small-UDP and bulk-TCP
+#                  loads between two private network namespaces
 #   B  latency.sh  annotation patch → first packet on disk, on the local test bed (cluster.sh)
 #   C  policy.sh   decisions/s per core of the shipped rules/ (engine, controller sync with and
 #                  without the decision cache) and a 110-pod node's re-evaluation after a policy

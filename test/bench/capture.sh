@@ -13,13 +13,16 @@
 #   pipeline      test/bench/cmd/pipeline: the agent's tcpdump engine (nsenter -t HOLDER -n
 #                 tcpdump -i any -U --immediate-mode -Z root -s S -w -) + capture.Pump +
 #                 capture.Ring of 5 files of 1,000,000 bytes
+#   native        the same cmd/pipeline with -engine native: the agent's AF_PACKET TPACKET_V3
+#                 engine (capture/native, 32 MiB ring, opened in the namespace of HOLDER)
+#                 instead of nsenter+tcpdump, the same Pump and Ring
 # with S = 262144 (full) and 128. HOLDER is a process that lives in the rx namespace, as a
 # pod's container process does for the agent.
 #
 # REPS rounds; every round runs each (load, capture) once, the baseline included, in an order
 # rotated by one each round, so that each capture has a baseline of the same round. After a
-# load the capture is drained (SIGUSR1 counters until every packet received is captured or
-# dropped), then stopped. One JSON object per run goes to $BENCH_OUT/capture.jsonl; raw
+# load the capture is drained (kernel counters — tcpdump's SIGUSR1 lines, native's
+# PACKET_STATISTICS — until every packet received is captured or dropped), then stopped. One JSON object per run goes to $BENCH_OUT/capture.jsonl; raw
 # outputs to $BENCH_OUT/raw/. test/bench/cmd/report turns them into the table.
 #
 # Environment: T (seconds per load, default 10, 1..30), REPS (default 3), BENCH_OUT, BENCH_BIN
@@ -65,7 +68,8 @@ HOLDER=""        # a process in $RX: the capture target (nsenter -t HOLDER -n)
 TD_PID=""        # tcpdump of the current run
 PIPE_PID=""      # pipeline of the current run
 SRV_PID=""       # load server of the current run
-CONFIGS=("none:0" "tcpdump-ring:262144" "pipeline:262144" "tcpdump-ring:128" "pipeline:128")
+CONFIGS=("none:0" "tcpdump-ring:262144" "pipeline:262144" "native:262144"
+         "tcpdump-ring:128" "pipeline:128" "native:128")
 
 # ---------------------------------------------------------------- namespaces
 # namespaces of earlier runs whose capture.sh is gone (killed with SIGKILL)
@@ -152,6 +156,7 @@ counters() {
 }
 
 # ---------------------------------------------------------------- captures
+engine_of() { if [ "$1" = native ]; then echo native; else echo tcpdump; fi; } # cmd/pipeline -engine
 start_capture() { # CONFIG SNAPLEN TAG
   local cfg=$1 snap=$2 tag=$3 line
   TD_PID="" PIPE_PID=""
@@ -162,13 +167,15 @@ start_capture() { # CONFIG SNAPLEN TAG
       TD_PID=$!
       poll 15 grep -q "listening on" "$tag.tcpdump.err" || die "tcpdump did not start: $(cat "$tag.tcpdump.err")"
       ;;
-    pipeline)
-      "$PIPELINE" -pid "$HOLDER" -dir "$CAP" -files 5 -size 1000000 -snaplen "$snap" \
+    pipeline | native)
+      # the same program; -engine native runs no tcpdump (it reports tcpdump_pid=0)
+      "$PIPELINE" -engine "$(engine_of "$cfg")" -pid "$HOLDER" -dir "$CAP" -files 5 -size 1000000 -snaplen "$snap" \
         >"$tag.pipeline.json" 2>"$tag.pipeline.err" &
       PIPE_PID=$!
       poll 15 grep -q "pipeline: ready" "$tag.pipeline.err" || die "pipeline did not start: $(cat "$tag.pipeline.err")"
       line=$(grep "pipeline: ready" "$tag.pipeline.err")
       TD_PID=${line##*tcpdump_pid=}
+      [ "$TD_PID" != 0 ] || TD_PID=""
       ;;
     *) die "unknown capture $cfg" ;;
   esac
@@ -238,7 +245,7 @@ run_one() { # ROUND ORDER LOAD CONFIG SNAPLEN
       k1=$(ticks "$TD_PID")
       stop_pid "$TD_PID" 10 INT
       read -r c r d < <(counters "$tag.tcpdump.err") ;;
-    pipeline)
+    pipeline | native)
       stop_pid "$PIPE_PID" 30 INT
       if pipe_json=$(jq -ec . "$tag.pipeline.json" 2>/dev/null); then
         gok=$(jq -r .pipeline_ticks <<<"$pipe_json")
@@ -287,7 +294,7 @@ run_one() { # ROUND ORDER LOAD CONFIG SNAPLEN
            unaccounted: (if $r == null then null else $r - $c - $d end),
            drained: $drained, drain_ms: $drain_ms,
            cpu_pct: (100 * ($k1 - $k0) / $hz / $w),
-           cpu_pct_go: (if $config == "pipeline" then 100 * ($gok - $gk0) / $hz / $w else null end),
+           cpu_pct_go: (if $config == "pipeline" or $config == "native" then 100 * ($gok - $gk0) / $hz / $w else null end),
            files: $files, file_bytes: $file_bytes}
           + (if $pipe == null then {} else
               {ring_packets: $pipe.ring_packets, ring_bytes: $pipe.ring_bytes, ring_rotations: $pipe.ring_rotations}

@@ -1,16 +1,21 @@
 // Command pipeline runs the agent's capture pipeline on one network namespace for
-// test/bench: the project's tcpdump engine (`nsenter -t PID -n tcpdump -i any -U
-// --immediate-mode -Z root -s S -w -`), capture.Pump and a capture.Ring of -files files of
-// -size bytes — the same code the agent runs for a pod, without the Kubernetes parts.
+// test/bench: a capture engine, capture.Pump and a capture.Ring of -files files of -size
+// bytes — the same code the agent runs for a pod, without the Kubernetes parts. The engine
+// (-engine) is the project's tcpdump engine (`nsenter -t PID -n tcpdump -i any -U
+// --immediate-mode -Z root -s S -w -`, the default) or the native one (package
+// capture/native: an AF_PACKET TPACKET_V3 socket opened in the namespace, read in this
+// process; its default 32 MiB ring).
 //
-//	pipeline -pid 1234 -dir /tmp/cap [-files 5] [-size 1000000] [-snaplen 128] [-filter EXPR]
+//	pipeline -pid 1234 -dir /tmp/cap [-engine tcpdump|native] [-files 5] [-size 1000000] [-snaplen 128] [-filter EXPR]
 //
-// Once tcpdump runs it prints "pipeline: ready pid=P tcpdump_pid=T" on stderr. On SIGINT or
-// SIGTERM it drains: it asks tcpdump for its counters (SIGUSR1) every -drain-poll until every
-// packet tcpdump received is captured or dropped and the ring holds every captured packet (or
-// -drain-timeout passed; see drain), reads the CPU ticks of itself and of tcpdump from /proc,
-// then stops the capture and prints one JSON object (see result) on stdout. It exits 1 if the
-// capture failed (tcpdump ended on its own, or the ring could not be written).
+// Once the capture runs it prints "pipeline: ready pid=P tcpdump_pid=T" on stderr (T is 0
+// for the native engine: no process). On SIGINT or SIGTERM it drains: it asks the source for
+// its kernel counters every -drain-poll (tcpdump: SIGUSR1; native: PACKET_STATISTICS) until
+// every packet the socket received is captured or dropped and the ring holds every captured
+// packet (or -drain-timeout passed; see drain), reads the CPU ticks of itself and of tcpdump
+// from /proc, then stops the capture and prints one JSON object (see result) on stdout. It
+// exits 1 if the capture failed (tcpdump ended on its own, a read failed, or the ring could
+// not be written).
 package main
 
 import (
@@ -21,6 +26,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,10 +35,12 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/native"
 	"github.com/podcap/podcap/agent/capture/tcpdump"
 )
 
 type options struct {
+	engine       string
 	pid          int
 	netns        string
 	dir          string
@@ -47,8 +55,15 @@ type options struct {
 }
 
 // result is what one pipeline run reports. Ticks are /proc/PID/stat utime+stime in clock
-// ticks (getconf CLK_TCK), read after the drain and before the capture is stopped.
+// ticks (getconf CLK_TCK), read after the drain and before the capture is stopped. The
+// counters mean the same for both engines (capture.Stats): received = packets the kernel
+// passed to the capture socket, drops included (tcpdump's "received by filter", which
+// libpcap takes from PACKET_STATISTICS too), dropped = the kernel's drops for a full ring,
+// captured = packets the engine handed on (tcpdump: written to the pipe; native: returned
+// to Pump). With the native engine there is no tcpdump: tcpdump_pid and tcpdump_ticks are 0
+// and all the capture's CPU is pipeline_ticks.
 type result struct {
+	Engine         string  `json:"engine"`
 	PID            int     `json:"pid"`
 	TcpdumpPID     int     `json:"tcpdump_pid"`
 	LinkType       string  `json:"link_type"`
@@ -77,6 +92,7 @@ type result struct {
 
 func main() {
 	var o options
+	flag.StringVar(&o.engine, "engine", "tcpdump", "capture engine: tcpdump or native")
 	flag.IntVar(&o.pid, "pid", 0, "a process in the network namespace to capture (nsenter -t PID -n)")
 	flag.StringVar(&o.netns, "netns", "", "network namespace file, when -pid is not given (nsenter --net=PATH)")
 	flag.StringVar(&o.dir, "dir", "", "existing directory for the ring's files")
@@ -94,6 +110,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pipeline: -dir and one of -pid, -netns are required")
 		os.Exit(2)
 	}
+	if o.engine != "tcpdump" && o.engine != "native" {
+		fmt.Fprintf(os.Stderr, "pipeline: -engine %q: want tcpdump or native\n", o.engine)
+		os.Exit(2)
+	}
 	r, err := run(o)
 	if err != nil {
 		r.Error = err.Error()
@@ -109,11 +129,11 @@ func main() {
 }
 
 func run(o options) (result, error) {
-	r := result{PID: os.Getpid()}
+	r := result{Engine: o.engine, PID: os.Getpid()}
 	sig, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 
-	eng, err := tcpdump.New(tcpdump.Config{})
+	eng, err := newEngine(o.engine, o.netns)
 	if err != nil {
 		return r, err
 	}
@@ -196,10 +216,23 @@ func run(o options) (result, error) {
 	return r, runErr
 }
 
+// newEngine returns the engine named by -engine, with the agent's defaults; a -netns file
+// must lie in its directory, as a pod's pinned namespace lies in the runtime's.
+func newEngine(name, netnsPath string) (capture.Engine, error) {
+	dir := ""
+	if netnsPath != "" {
+		dir = filepath.Dir(netnsPath)
+	}
+	if name == "native" {
+		return native.New(native.Config{NetNSDir: dir})
+	}
+	return tcpdump.New(tcpdump.Config{NetNSDir: dir})
+}
+
 // drain waits until the capture has caught up with the traffic that was sent: every packet
-// tcpdump's socket received is either captured or counted as dropped (captured+dropped >=
+// the capture socket received is either captured or counted as dropped (captured+dropped >=
 // received), or the counters did not move for quiet (packets left in a socket buffer block
-// that the kernel never hands on), and the ring holds every packet tcpdump captured. It
+// that the kernel never hands on), and the ring holds every packet the engine captured. It
 // returns false if that did not happen within timeout or the capture ended meanwhile.
 func drain(src capture.Source, ring *capture.Ring, poll, quiet, timeout time.Duration, ended <-chan struct{}) bool {
 	deadline := time.Now().Add(timeout)

@@ -143,7 +143,8 @@ func captureRows(runs []run) []row {
 	return rows
 }
 
-// rank orders the table: loads as run, then baseline, tcpdump-ring, pipeline; full snaplen first.
+// rank orders the table: loads as run, then baseline, tcpdump-ring, pipeline, native; full
+// snaplen first.
 func rank(r run) int {
 	n := 0
 	if r.Load == "tcp1" {
@@ -154,6 +155,8 @@ func rank(r run) int {
 		n += 10
 	case "pipeline":
 		n += 20
+	case "native":
+		n += 30
 	}
 	if r.Snaplen != nil && *r.Snaplen < 262144 {
 		n += 50
@@ -188,6 +191,9 @@ func writeCapture(w *bytes.Buffer, rows []row, loadavg *pct, meta map[string]any
 	if loadavg != nil {
 		fmt.Fprintf(w, "- 1-min load average when the runs started: median %.1f (%.1f–%.1f) on %s: background load moves the baselines\n",
 			loadavg.P50, loadavg.Min, loadavg.Max, cpus(meta))
+	}
+	if h := nativeHeadline(rows); h != "" {
+		fmt.Fprintf(w, "- kernel drops at full snaplen (median), tcpdump pipeline → native: %s\n", h)
 	}
 	for _, r := range rows {
 		for _, e := range r.Errors {
@@ -267,4 +273,29 @@ func ringCell(r row) string {
 		s += " / " + f(scale(r.RingBytesWritten, 1e-6), "%.0f MB")
 	}
 	return strings.TrimSpace(s)
+}
+
+// nativeHeadline is issue 8's comparison: per load, the full-snaplen kernel drops of the
+// tcpdump pipeline and of the native engine ("" if the run had no native rows).
+func nativeHeadline(rows []row) string {
+	drops := map[string]*float64{} // load/config
+	var loads []string
+	for _, r := range rows {
+		if r.Snaplen != 262144 || (r.Config != "pipeline" && r.Config != "native") {
+			continue
+		}
+		if !slices.Contains(loads, r.Load) {
+			loads = append(loads, r.Load)
+		}
+		drops[r.Load+"/"+r.Config] = r.DropPct
+	}
+	var parts []string
+	for _, l := range loads {
+		n, ok := drops[l+"/native"]
+		if !ok {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %s → %s", l, f(drops[l+"/pipeline"], "%.1f%%"), f(n, "%.1f%%")))
+	}
+	return strings.Join(parts, ", ")
 }
