@@ -246,7 +246,7 @@ func newCaptureManager(o *Options, runtime *cri.Client, recorder record.EventRec
 	return capture.NewManager(capture.Config{
 		Dir:           o.CaptureDir,
 		MaxConcurrent: o.MaxConcurrent,
-		Engine:        engine,
+		Engines:       map[string]capture.Engine{capture.EngineTcpdump: engine},
 		Resolver:      runtime,
 		Notifier:      agent.PodEvents{Recorder: recorder},
 		Metrics:       m,
