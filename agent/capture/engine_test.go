@@ -115,7 +115,9 @@ func TestNativeRingsWaitForTheRingBudget(t *testing.T) {
 		t.Fatalf("third native Ensure: queued %v, err %v; want queued for the ring budget", q, err)
 	}
 	ensure(t, f.m, engineSpec("d", capture.EngineTcpdump))
-	eventually(t, "d running", func() bool { return phase(f.m, "default", "d") == capture.PhaseRunning })
+	for _, pod := range []string{"a", "b", "d"} {
+		eventually(t, pod+" running", func() bool { return phase(f.m, "default", pod) == capture.PhaseRunning })
+	}
 	if n := f.events.count("CaptureQueued: capture waits: its native engine's kernel ring of 1048576 bytes (--native-buffer-bytes)"); n != 1 {
 		t.Fatalf("%d CaptureQueued Events for the ring budget:\n%s", n, f.events)
 	}
