@@ -130,10 +130,6 @@ func udpConnIn(t testing.TB, nsPath string) *net.UDPConn {
 type tcpdumpCapture struct {
 	cmd  *exec.Cmd
 	file string
-	// stderr is tcpdump's stderr, one line each, complete once stderrDone is closed (after
-	// the process exited): its last lines are its counters.
-	stderr     []string
-	stderrDone chan struct{}
 }
 
 // startTcpdump runs `nsenter --net=<ns> tcpdump -i any -U --immediate-mode -Z root -s N -w
@@ -160,20 +156,19 @@ func startTcpdump(t testing.TB, nsPath string, snaplen int, filter string) *tcpd
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	listening := make(chan string, 1)
-	c := &tcpdumpCapture{cmd: cmd, file: file, stderrDone: make(chan struct{})}
 	go func() {
-		defer close(c.stderrDone)
 		sc := bufio.NewScanner(stderr)
 		sent := false
+		var lines []string
 		for sc.Scan() {
-			c.stderr = append(c.stderr, sc.Text())
+			lines = append(lines, sc.Text())
 			if !sent && strings.Contains(sc.Text(), "listening on") {
 				listening <- ""
 				sent = true
 			}
 		}
 		if !sent {
-			listening <- strings.Join(c.stderr, "; ")
+			listening <- strings.Join(lines, "; ")
 		}
 	}()
 	select {
@@ -184,14 +179,13 @@ func startTcpdump(t testing.TB, nsPath string, snaplen int, filter string) *tcpd
 	case <-time.After(10 * time.Second):
 		t.Fatal("tcpdump did not start listening within 10s")
 	}
-	return c
+	return &tcpdumpCapture{cmd: cmd, file: file}
 }
 
 // stop ends tcpdump (SIGTERM: it writes what it captured and exits) and reads its file.
 func (c *tcpdumpCapture) stop(t testing.TB) []pkt {
 	t.Helper()
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	<-c.stderrDone // Wait closes the pipe: read it to the end first
 	_ = c.cmd.Wait()
 	f, err := os.Open(c.file)
 	if err != nil {
@@ -216,18 +210,6 @@ func (c *tcpdumpCapture) stop(t testing.TB) []pkt {
 		}
 		pkts = append(pkts, pkt{ci, data})
 	}
-}
-
-// dropped returns what tcpdump's counters at exit say it lost: "N packets dropped by kernel"
-// (its ring overran: its file lacks packets the other capture has).
-func (c *tcpdumpCapture) dropped() int {
-	n := 0
-	for _, l := range c.stderr {
-		if f := strings.Fields(l); len(f) >= 5 && strings.Join(f[1:], " ") == "packets dropped by kernel" {
-			fmt.Sscan(f[0], &n)
-		}
-	}
-	return n
 }
 
 type pkt struct {
