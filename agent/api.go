@@ -50,6 +50,7 @@ type CaptureStatus struct {
 	Restarts    int       `json:"restarts"`
 	LastError   string    `json:"last_error,omitempty"`
 	Format      string    `json:"format"`
+	Engine      string    `json:"engine,omitempty"`
 	// Alerts are the fingerprints of an alert capture's alerts; Trigger what started it, one
 	// item each (the rule's reason; each alert's name, fingerprint and generatorURL).
 	Alerts    []string `json:"alerts,omitempty"`
@@ -66,7 +67,7 @@ func captureStatus(s capture.Status) *CaptureStatus {
 		Source: s.Spec.Source, Phase: string(s.Phase), Reason: s.Spec.Reason, Files: s.Spec.Files,
 		FileSize: s.Spec.FileSize, Snaplen: s.Spec.Snaplen, Filter: s.Spec.Filter, Dir: s.Dir, PID: s.PID,
 		Started: s.Started, Packets: s.Packets, Bytes: s.Bytes, DiskBytes: s.DiskBytes, KernelDrops: s.KernelDrops,
-		Restarts: s.Restarts, LastError: s.LastError, Format: s.Spec.Format, StoppingAt: s.StopsAt,
+		Restarts: s.Restarts, LastError: s.LastError, Format: s.Spec.Format, StoppingAt: s.StopsAt, Engine: s.Spec.Engine,
 	}
 	if st.Format == "" {
 		st.Format = capture.FormatPcap

@@ -76,6 +76,8 @@ type Config struct {
 	Limits policy.Limits
 	// Filters validates a decision's BPF filter; required with Policy.
 	Filters FilterChecker
+	// Engines: the default engine (--engine) and the native engine's filter check.
+	Engines Engines
 	// PolicyResync re-evaluates every pod this often (rules may read input.now); default 30s.
 	PolicyResync time.Duration
 	// Clock is injected for tests; default the real clock.
@@ -124,6 +126,9 @@ func NewController(client kubernetes.Interface, captures CaptureManager, recorde
 	}
 	if cfg.Policy != nil && cfg.Filters == nil {
 		return nil, errors.New("a policy needs a filter checker")
+	}
+	if e := cfg.Engines.Default; e != "" && e != capture.EngineTcpdump && e != capture.EngineNative {
+		return nil, fmt.Errorf("default capture engine %q: want %s or %s", e, capture.EngineTcpdump, capture.EngineNative)
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -291,6 +296,8 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 			return nil // the agent is stopping
 		case errors.Is(err, capture.ErrOverBudget):
 			problems = append(problems, &invalidRequest{reason: metrics.InvalidOverBudget, message: "flight recorder: " + err.Error()})
+		case errors.Is(err, capture.ErrEngineUnavailable):
+			problems = append(problems, &invalidRequest{reason: metrics.InvalidEngine, message: "flight recorder: " + err.Error()})
 		case err != nil:
 			problems = append(problems, &invalidRequest{reason: metrics.InvalidName, message: "flight recorder: " + err.Error()})
 		}
@@ -314,6 +321,8 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 			c.queue.AddAfter(key, max(cooling.Until.Sub(c.clock.Now()), 0)+time.Second)
 		case errors.Is(err, capture.ErrOverBudget):
 			problems = append(problems, &invalidRequest{reason: metrics.InvalidOverBudget, message: err.Error()})
+		case errors.Is(err, capture.ErrEngineUnavailable):
+			problems = append(problems, &invalidRequest{reason: metrics.InvalidEngine, message: err.Error()})
 		case err != nil:
 			problems = append(problems, &invalidRequest{reason: metrics.InvalidName, message: err.Error()})
 		}

@@ -218,7 +218,7 @@ func TestSyncAnnotatedPodEnsuresCapture(t *testing.T) {
 	if !ok {
 		t.Fatal("no capture ensured")
 	}
-	want := capture.Spec{Namespace: "default", Pod: "web", UID: "uid-web", Files: 5, FileSize: 1_000_000, Source: "manual"}
+	want := capture.Spec{Namespace: "default", Pod: "web", UID: "uid-web", Files: 5, FileSize: 1_000_000, Source: "manual", Engine: capture.EngineTcpdump}
 	if s != want {
 		t.Fatalf("spec = %+v, want %+v", s, want)
 	}

@@ -224,15 +224,20 @@ var ErrInvalidDecision = errors.New("invalid decision")
 // (policy.Decision.Validate), its alert fingerprints against alerts (the input.alerts it was
 // computed from), then the snaplen and the filter by the capture package's rules
 // (capture.CheckSnaplen, filters), which package policy cannot import: so each rule has one
-// owner and a decision's filter meets exactly the checks of every capture. Any other error is
-// transient (tcpdump could not run). `podcap-agent policy eval` calls it too.
-func CheckDecision(ctx context.Context, d policy.Decision, alerts []policy.Alert, l policy.Limits, filters FilterChecker) error {
+// owner and a decision's filter meets exactly the checks of every capture. A capture that
+// would run on the native engine (Engines.Of) must have a filter that engine runs exactly.
+// Any other error is transient (tcpdump could not run). `podcap-agent policy eval` calls it too.
+func CheckDecision(ctx context.Context, d policy.Decision, alerts []policy.Alert, l policy.Limits, filters FilterChecker, engines Engines) error {
 	if !d.Capture {
 		return nil
 	}
 	_, _, alertErr := alertTrigger(d, alerts)
 	errs := []error{d.Validate(l), alertErr, capture.CheckSnaplen(d.Snaplen)}
-	if err := filters.Check(ctx, d.Filter); err != nil {
+	err := filters.Check(ctx, d.Filter)
+	if err == nil {
+		err = engines.checkNativeFilter(ctx, d) // only a filter tcpdump accepts
+	}
+	if err != nil {
 		if !errors.Is(err, capture.ErrInvalidFilter) {
 			return err
 		}
@@ -247,7 +252,7 @@ func CheckDecision(ctx context.Context, d policy.Decision, alerts []policy.Alert
 // policySpec validates a capturing decision and turns it into a capture.Spec; alerts are the
 // input.alerts it was computed from. A decision naming alerts makes an alert capture.
 func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.Decision, alerts []policy.Alert) (*capture.Spec, []*invalidRequest, error) {
-	if err := CheckDecision(ctx, d, alerts, c.cfg.Limits, c.filters); err != nil {
+	if err := CheckDecision(ctx, d, alerts, c.cfg.Limits, c.filters, c.cfg.Engines); err != nil {
 		if !errors.Is(err, ErrInvalidDecision) {
 			return nil, nil, err // tcpdump could not run: transient, retried
 		}
@@ -259,7 +264,7 @@ func (c *Controller) policySpec(ctx context.Context, pod *corev1.Pod, d policy.D
 		return nil, []*invalidRequest{{reason: metrics.InvalidHostNetwork, message: hostNetworkRefusal}}, nil
 	}
 	spec := decisionSpec(pod, d, decisionSource(fingerprints))
-	spec.Alerts, spec.Trigger = fingerprints, trigger
+	spec.Alerts, spec.Trigger, spec.Engine = fingerprints, trigger, c.cfg.Engines.Of(d)
 	return spec, nil, nil
 }
 
@@ -306,7 +311,7 @@ func (c *Controller) desiredRecorder(ctx context.Context, pod *corev1.Pod, e *ca
 	if !d.Capture {
 		return nil, false, nil, nil
 	}
-	if err := CheckDecision(ctx, d, nil, c.cfg.Limits, c.filters); err != nil {
+	if err := CheckDecision(ctx, d, nil, c.cfg.Limits, c.filters, c.cfg.Engines); err != nil {
 		if !errors.Is(err, ErrInvalidDecision) {
 			return nil, false, nil, err // tcpdump could not run: transient, retried
 		}
@@ -317,7 +322,7 @@ func (c *Controller) desiredRecorder(ctx context.Context, pod *corev1.Pod, e *ca
 		return nil, false, []*invalidRequest{{reason: metrics.InvalidHostNetwork, message: "flight recorder: " + hostNetworkRefusal}}, nil
 	}
 	spec = decisionSpec(pod, d, capture.SourceRecorder)
-	spec.Trigger = "reason: " + d.Reason
+	spec.Trigger, spec.Engine = "reason: "+d.Reason, c.cfg.Engines.Of(d)
 	return spec, false, nil, nil
 }
 

@@ -79,7 +79,7 @@ func TestPolicyDecisionStartsCapture(t *testing.T) {
 	s, ok := f.captures.spec("default/web")
 	want := capture.Spec{Namespace: "default", Pod: "web", UID: "uid-web", Files: 2, FileSize: 1_000_000, Snaplen: 256,
 		Filter: "udp port 53", Source: capture.SourcePolicy, MaxDuration: 10 * time.Minute, Reason: "dns",
-		Trigger: "reason: dns", Format: capture.FormatPcap}
+		Trigger: "reason: dns", Format: capture.FormatPcap, Engine: capture.EngineTcpdump}
 	if !ok || s != want {
 		t.Fatalf("spec = %+v, want %+v", s, want)
 	}

@@ -36,7 +36,7 @@ func TestPolicyErrorEventText(t *testing.T) {
 	f := newCtrl(t, Config{Policy: engine, Filters: fakeFilters{}}, pod("web", nil))
 	f.sync(t, "default/web")
 	want := "Warning PolicyError policy " + engine.Version() + ": decision.colour: unknown field " +
-		"(known: capture, reason, files, file_size_bytes, snaplen, filter, max_duration, alert_fingerprints, stop_grace, cooldown, format)"
+		"(known: capture, reason, files, file_size_bytes, snaplen, filter, max_duration, alert_fingerprints, stop_grace, cooldown, format, engine)"
 	if ev := f.events(); len(ev) != 1 || ev[0] != want {
 		t.Fatalf("events = %q\nwant [%q]", ev, want)
 	}

@@ -30,7 +30,7 @@ func TestRecorderDecisionStartsRecorderBesideCapture(t *testing.T) {
 	f.sync(t, "default/web")
 	want := capture.Spec{Namespace: "default", Pod: "web", UID: "uid-web", Files: 2, FileSize: 1_000_000,
 		Source: capture.SourceRecorder, Reason: "label podcap.io/recorder=true", Trigger: "reason: label podcap.io/recorder=true",
-		Format: capture.FormatPcap}
+		Format: capture.FormatPcap, Engine: capture.EngineTcpdump}
 	if s, ok := f.captures.RecorderStatus("default", "web"); !ok || s.Spec != want {
 		t.Fatalf("recorder = %+v, want %+v", s.Spec, want)
 	}

@@ -91,5 +91,6 @@ func (c *Controller) desiredCapture(pod *corev1.Pod) (*capture.Spec, *invalidReq
 		FileSize:    capture.DefaultFileSize,
 		Source:      capture.SourceManual,
 		HostNetwork: pod.Spec.HostNetwork,
+		Engine:      c.cfg.Engines.defaultEngine(),
 	}, nil
 }

@@ -50,7 +50,7 @@ func TestAlertDecisionMakesAlertCapture(t *testing.T) {
 		Trigger: "reason: alerts HighLatency, Errors\n" +
 			"alert: HighLatency fingerprint=fp1 generatorURL=http://prom:9090/graph?g0.expr=latency&g0.tab=1\n" +
 			"alert: Errors?forged: line fingerprint=fp2",
-		Format: capture.FormatPcapng, StopGrace: 2 * time.Minute, Cooldown: 5 * time.Minute}
+		Format: capture.FormatPcapng, StopGrace: 2 * time.Minute, Cooldown: 5 * time.Minute, Engine: capture.EngineTcpdump}
 	if !ok || s != want {
 		t.Fatalf("spec = %+v\nwant   %+v", s, want)
 	}

@@ -46,7 +46,17 @@ type Decision struct {
 	// Format is the capture files' format: FormatPcap (the default) or FormatPcapng; ""
 	// when the decision does not capture.
 	Format string `json:"format,omitempty"`
+	// Engine is the capture engine: EngineTcpdump or EngineNative; "" (absent, the
+	// default) runs on the agent's --engine. The agent refuses a filter the native engine
+	// cannot run exactly when the capture would run on it.
+	Engine string `json:"engine,omitempty"`
 }
+
+// Capture engines of a decision; the same strings as the capture package's.
+const (
+	EngineTcpdump = "tcpdump"
+	EngineNative  = "native"
+)
 
 // Capture file formats of a decision; the same strings as the capture package's.
 const (
@@ -83,9 +93,9 @@ const (
 // recorderFields are the fields of data.podcap.recorder: a recorder runs while it is decided,
 // names no alerts, and has no end of its own (no max_duration, stop_grace or cooldown).
 var recorderFields = map[string]bool{"capture": true, "reason": true, "files": true, "file_size_bytes": true,
-	"snaplen": true, "filter": true, "format": true}
+	"snaplen": true, "filter": true, "format": true, "engine": true}
 
-const recorderFieldNames = "capture, reason, files, file_size_bytes, snaplen, filter, format"
+const recorderFieldNames = "capture, reason, files, file_size_bytes, snaplen, filter, format, engine"
 
 // DecodeDecision decodes the value of data.podcap.decision as OPA returns it (encoding/json's
 // generic types with json.Number, or float64), strictly, and applies the defaults.
@@ -149,6 +159,10 @@ func decode(name string, v any) (Decision, error) {
 			if d.Format, err = decodeString(val); err == nil && d.Format != FormatPcap && d.Format != FormatPcapng {
 				err = fmt.Errorf("%q is not a capture format (want %q or %q)", short(d.Format), FormatPcap, FormatPcapng)
 			}
+		case "engine":
+			if d.Engine, err = decodeString(val); err == nil && d.Engine != EngineTcpdump && d.Engine != EngineNative {
+				err = fmt.Errorf("%q is not a capture engine (want %q or %q; leave it out for the agent's --engine)", short(d.Engine), EngineTcpdump, EngineNative)
+			}
 		default:
 			err = errors.New("unknown field (known: " + decisionFields + ")")
 		}
@@ -173,7 +187,7 @@ func decode(name string, v any) (Decision, error) {
 	return d, nil
 }
 
-const decisionFields = "capture, reason, files, file_size_bytes, snaplen, filter, max_duration, alert_fingerprints, stop_grace, cooldown, format"
+const decisionFields = "capture, reason, files, file_size_bytes, snaplen, filter, max_duration, alert_fingerprints, stop_grace, cooldown, format, engine"
 
 // applyDefaults fills the fields the policy left out: reason, files and file size from def,
 // which differ for a capture and a flight recorder.

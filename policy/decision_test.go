@@ -25,10 +25,11 @@ func TestDecodeDecision(t *testing.T) {
 			name: "every field",
 			json: `{"capture": true, "reason": "r", "files": 3, "file_size_bytes": 2e6, "snaplen": 128.0,
 				"filter": "udp port 53", "max_duration": "1h30m", "alert_fingerprints": ["a", "b"],
-				"stop_grace": "2m", "cooldown": "5m30s", "format": "pcapng"}`,
+				"stop_grace": "2m", "cooldown": "5m30s", "format": "pcapng", "engine": "native"}`,
 			want: Decision{Capture: true, Reason: "r", Files: 3, FileSizeBytes: 2_000_000, Snaplen: 128,
 				Filter: "udp port 53", MaxDuration: Duration(90 * time.Minute), AlertFingerprints: []string{"a", "b"},
-				StopGrace: Duration(2 * time.Minute), Cooldown: Duration(5*time.Minute + 30*time.Second), Format: FormatPcapng},
+				StopGrace: Duration(2 * time.Minute), Cooldown: Duration(5*time.Minute + 30*time.Second), Format: FormatPcapng,
+				Engine: EngineNative},
 		},
 		{
 			name: "no capture ignores the rest",
@@ -78,6 +79,13 @@ func TestDecodeDecision(t *testing.T) {
 		{name: "format empty", json: `{"capture": true, "format": ""}`, wantErr: `decision.format: "" is not a capture format`},
 		{name: "format number", json: `{"capture": true, "format": 1}`, wantErr: "decision.format: want a string, got number 1"},
 		{name: "bad format even without capture", json: `{"capture": false, "format": "txt"}`, wantErr: "decision.format: "},
+		{name: "engine tcpdump", json: `{"capture": true, "engine": "tcpdump"}`,
+			want: Decision{Capture: true, Reason: DefaultReason, Files: DefaultFiles, FileSizeBytes: DefaultFileSizeBytes, AlertFingerprints: []string{}, Format: FormatPcap, Engine: EngineTcpdump}},
+		{name: "engine unknown", json: `{"capture": true, "engine": "afpacket"}`, wantErr: `decision.engine: "afpacket" is not a capture engine (want "tcpdump" or "native"; leave it out for the agent's --engine)`},
+		{name: "engine upper case", json: `{"capture": true, "engine": "Native"}`, wantErr: `decision.engine: "Native" is not a capture engine`},
+		{name: "engine empty", json: `{"capture": true, "engine": ""}`, wantErr: `decision.engine: "" is not a capture engine`},
+		{name: "engine not a string", json: `{"capture": true, "engine": true}`, wantErr: "decision.engine: want a string, got boolean true"},
+		{name: "bad engine even without capture", json: `{"capture": false, "engine": "x"}`, wantErr: "decision.engine: "},
 		{name: "fingerprints string", json: `{"capture": true, "alert_fingerprints": "a"}`, wantErr: "decision.alert_fingerprints: want a list of strings"},
 		{name: "fingerprints numbers", json: `{"capture": true, "alert_fingerprints": ["a", 1]}`, wantErr: "decision.alert_fingerprints: element 1: want a string, got number 1"},
 		{name: "wrong types even without capture", json: `{"capture": false, "files": "3"}`, wantErr: "decision.files: want an integer"},
@@ -117,7 +125,7 @@ func TestDecodeDecisionFloat(t *testing.T) {
 func TestDecisionJSONRoundTrip(t *testing.T) {
 	d := Decision{Capture: true, Reason: "r", Files: 2, FileSizeBytes: 1 << 20, Snaplen: 96,
 		Filter: "tcp", MaxDuration: Duration(10 * time.Minute), AlertFingerprints: []string{"f"},
-		StopGrace: Duration(time.Minute), Cooldown: Duration(time.Hour), Format: FormatPcapng}
+		StopGrace: Duration(time.Minute), Cooldown: Duration(time.Hour), Format: FormatPcapng, Engine: EngineNative}
 	b, err := json.Marshal(d)
 	if err != nil {
 		t.Fatal(err)

@@ -20,29 +20,35 @@ func (m *Manager) waitReasonLocked(r *run) string {
 		return metrics.QueuedConcurrency
 	case m.reserved+r.reserve > m.cfg.Retention.MaxBytes:
 		return metrics.QueuedBudget
+	case r.nativeRing > 0 && m.rings+r.nativeRing > m.cfg.NativeRingBudget:
+		return metrics.QueuedNativeBuffer
 	}
 	return ""
 }
 
 func (m *Manager) queuedMessage(why string, need int64) string {
-	if why == metrics.QueuedConcurrency {
+	switch why {
+	case metrics.QueuedConcurrency:
 		return fmt.Sprintf("capture waits: the node already runs its maximum of %d concurrent captures (--max-concurrent-captures); it starts when one ends", m.cfg.MaxConcurrent)
+	case metrics.QueuedNativeBuffer:
+		return fmt.Sprintf("capture waits: its native engine's kernel ring of %d bytes (--native-buffer-bytes) does not fit beside the rings of the native captures running on the node, under their budget of %d bytes (--native-buffer-budget); it starts when one ends",
+			m.cfg.NativeRingBytes, m.cfg.NativeRingBudget)
 	}
 	return fmt.Sprintf("capture waits: it may write up to %d bytes and the captures running on the node have reserved too much of its budget of %d bytes (--retention-max-bytes); it starts when one ends",
 		need, m.cfg.Retention.MaxBytes)
 }
 
-// queueChangedLocked sets podcap_captures_queued from the queue.
+// queueChangedLocked sets podcap_captures_queued from the queue: each queued capture counts
+// under the first thing it waits for (a capture startQueuedLocked is about to start counts
+// under none).
 func (m *Manager) queueChangedLocked() {
 	n := map[string]int{}
-	for range m.queue {
-		if m.active >= m.cfg.MaxConcurrent {
-			n[metrics.QueuedConcurrency]++
-		} else {
-			n[metrics.QueuedBudget]++ // it would have started otherwise
+	for _, r := range m.queue {
+		if why := m.waitReasonLocked(r); why != "" {
+			n[why]++
 		}
 	}
-	for _, why := range []string{metrics.QueuedConcurrency, metrics.QueuedBudget} {
+	for _, why := range []string{metrics.QueuedConcurrency, metrics.QueuedBudget, metrics.QueuedNativeBuffer} {
 		m.cfg.Metrics.CapturesQueued.WithLabelValues(why).Set(float64(n[why]))
 	}
 }

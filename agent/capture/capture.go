@@ -79,7 +79,24 @@ type Spec struct {
 	// grace, or max_duration), no policy or alert capture of the pod starts again for this
 	// long (a flapping alert cannot restart captures in a loop). Manual captures ignore it.
 	Cooldown time.Duration
+	// Engine names the engine that captures: EngineTcpdump, EngineNative, or "" for the
+	// manager's DefaultEngine (Ensure replaces "" by it). Another engine restarts the capture.
+	Engine string
 }
+
+// Capture engines: the values of Spec.Engine, of capture.json's engine and of the metrics'
+// "engine" label. This package owns them; the agent maps a decision's engine onto them.
+const (
+	// EngineTcpdump runs `nsenter -n -t <pid> tcpdump` and reads its pcap stream: the
+	// default, the original tool's way (package tcpdump).
+	EngineTcpdump = "tcpdump"
+	// EngineNative reads an AF_PACKET TPACKET_V3 ring opened in the pod's network namespace,
+	// in process (package native).
+	EngineNative = "native"
+)
+
+// engines are every engine name, the "engine" label values the manager initialises.
+var engines = []string{EngineTcpdump, EngineNative}
 
 // File formats of a Spec.
 const (

@@ -148,7 +148,7 @@ func (m *Manager) startSource(ctx context.Context, r *run, started *bool) (Sourc
 		}
 		return nil, target, m.failed(r, metrics.FailureResolve, fmt.Errorf("find the pod's network namespace: %w", err))
 	}
-	src, err := m.cfg.Engine.Open(ctx, target, SourceOptions{Snaplen: s.Snaplen, Filter: s.Filter, HostNetwork: s.HostNetwork})
+	src, err := m.cfg.Engines[s.Engine].Open(ctx, target, SourceOptions{Snaplen: s.Snaplen, Filter: s.Filter, HostNetwork: s.HostNetwork})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, target, err
@@ -166,12 +166,13 @@ func (m *Manager) startSource(ctx context.Context, r *run, started *bool) (Sourc
 	r.mu.Unlock()
 	r.setPhase(PhaseRunning)
 	m.cfg.Metrics.CapturesRunning.WithLabelValues(sourceLabel(s)).Inc()
+	m.cfg.Metrics.EngineCapturesRunning.WithLabelValues(s.Engine).Inc()
 	if !*started {
 		*started = true
 		m.cfg.Metrics.CaptureStarts.WithLabelValues(sourceLabel(s)).Inc()
 		m.cfg.Notifier.Notify(s, EventNormal, ReasonStarted, fmt.Sprintf(
-			"capturing in the pod's network namespace (pid %d) into a ring of %d files of %d bytes: %s%s",
-			target.PID, s.Files, s.FileSize, r.ring.Pattern(), r.startedBy()))
+			"capturing in the pod's network namespace (pid %d) with the %s engine into a ring of %d files of %d bytes: %s%s",
+			target.PID, s.Engine, s.Files, s.FileSize, r.ring.Pattern(), r.startedBy()))
 	} else {
 		m.cfg.Metrics.CaptureRestarts.Inc()
 		m.cfg.Notifier.Notify(s, EventNormal, ReasonStarted, fmt.Sprintf(
@@ -217,6 +218,7 @@ loop:
 	}
 	cerr = src.Close() // after Pump: closing first would discard what it has not written
 	m.cfg.Metrics.CapturesRunning.WithLabelValues(sourceLabel(r.spec)).Dec()
+	m.cfg.Metrics.EngineCapturesRunning.WithLabelValues(r.spec.Engine).Dec()
 	r.mu.Lock()
 	r.takeDropsLocked(m.cfg.Metrics, src.Stats().Dropped)
 	r.drops += r.srcDrops

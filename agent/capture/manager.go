@@ -43,11 +43,25 @@ type Notifier interface {
 type Config struct {
 	Dir           string // base capture directory; captures live in Dir/<namespace>/<pod>/
 	MaxConcurrent int    // captures running at once; the excess waits in a queue
-	Engine        Engine
-	Resolver      Resolver
-	Notifier      Notifier
-	Metrics       *metrics.Metrics
-	Clock         clock.WithTickerAndDelayedExecution // every timer and tick (tests step a fake one)
+	// Engines open the captures, by name (EngineTcpdump, EngineNative): a Spec runs on the
+	// one its Engine names, "" on DefaultEngine (default EngineTcpdump), which must be here.
+	Engines       map[string]Engine
+	DefaultEngine string
+	// EngineErrors say why an engine is missing from Engines on this node (the native
+	// engine could not be built): Ensure refuses a Spec naming it with ErrEngineUnavailable
+	// wrapping that error.
+	EngineErrors map[string]error
+	// NativeRingBytes is the kernel ring of each capture on EngineNative
+	// (--native-buffer-bytes). The rings of the native captures holding a slot stay under
+	// NativeRingBudget (--native-buffer-budget, at least NativeRingBytes): a native capture
+	// that does not fit waits in the queue like one over the byte budget. Both are required
+	// with a native engine.
+	NativeRingBytes  int64
+	NativeRingBudget int64
+	Resolver         Resolver
+	Notifier         Notifier
+	Metrics          *metrics.Metrics
+	Clock            clock.WithTickerAndDelayedExecution // every timer and tick (tests step a fake one)
 
 	// Retention bounds what capture files keep; its MaxBytes is the node's byte budget of
 	// all capture files, running captures' worst case included (see Ensure).
@@ -83,6 +97,9 @@ func (c *Config) setDefaults() {
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = 1
 	}
+	if c.DefaultEngine == "" {
+		c.DefaultEngine = EngineTcpdump
+	}
 	c.Retention.setDefaults()
 }
 
@@ -102,6 +119,7 @@ type Manager struct {
 	queue    []*run          // runs waiting for a slot or for budget, oldest first
 	active   int             // goroutines holding a slot (running or stopping)
 	reserved int64           // the worst case of the captures holding a slot, in bytes
+	rings    int64           // the kernel rings of the native captures holding a slot, in bytes
 	kept     int64           // bytes of the files of no live capture, as of the last sweep
 	// cooldowns of the pods whose last non-manual capture ended recently, by key; forgotten
 	// when over (pruneCooldowns) or when the pod is gone (Stop)
@@ -118,8 +136,12 @@ type Manager struct {
 // NewManager returns a Manager; call Run to serve it.
 func NewManager(cfg Config) (*Manager, error) {
 	cfg.setDefaults()
-	if cfg.Dir == "" || cfg.Engine == nil || cfg.Resolver == nil || cfg.Notifier == nil || cfg.Metrics == nil {
-		return nil, errors.New("capture manager: Dir, Engine, Resolver, Notifier and Metrics are required")
+	if cfg.Dir == "" || cfg.Engines[cfg.DefaultEngine] == nil || cfg.Resolver == nil || cfg.Notifier == nil || cfg.Metrics == nil {
+		return nil, errors.New("capture manager: Dir, the default engine, Resolver, Notifier and Metrics are required")
+	}
+	if cfg.Engines[EngineNative] != nil && (cfg.NativeRingBytes <= 0 || cfg.NativeRingBudget < cfg.NativeRingBytes) {
+		return nil, fmt.Errorf("capture manager: a native engine needs its ring size (%d bytes) and a ring budget at least as large (%d bytes)",
+			cfg.NativeRingBytes, cfg.NativeRingBudget)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create capture dir: %w", err)
@@ -127,6 +149,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	for _, s := range sources { // series exist from the first scrape, so that rate() works
 		cfg.Metrics.CapturesRunning.WithLabelValues(s)
 		cfg.Metrics.CaptureStarts.WithLabelValues(s)
+	}
+	for _, e := range engines {
+		cfg.Metrics.EngineCapturesRunning.WithLabelValues(e)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
@@ -150,7 +175,26 @@ var (
 	// ErrOverBudget: the capture's worst case alone exceeds the node's byte budget. A
 	// permanent refusal for this spec.
 	ErrOverBudget = errors.New("the capture may write more than the node's byte budget")
+	// ErrEngineUnavailable: the Spec names an engine this agent does not run (the native
+	// engine could not be built on this node, or an unknown name). A permanent refusal for
+	// this spec: never another engine instead.
+	ErrEngineUnavailable = errors.New("capture engine unavailable")
 )
+
+// resolveEngine replaces spec's Engine "" by the default engine, and checks that the manager
+// runs the engine named.
+func (m *Manager) resolveEngine(spec *Spec) error {
+	if spec.Engine == "" {
+		spec.Engine = m.cfg.DefaultEngine
+	}
+	if m.cfg.Engines[spec.Engine] != nil {
+		return nil
+	}
+	if err := m.cfg.EngineErrors[spec.Engine]; err != nil {
+		return fmt.Errorf("%w: the %s engine cannot run on this node: %w", ErrEngineUnavailable, spec.Engine, err)
+	}
+	return fmt.Errorf("%w: %q is not an engine of this agent (%s or %s)", ErrEngineUnavailable, spec.Engine, EngineTcpdump, EngineNative)
+}
 
 // Key is how captures are named: namespace/pod, like a workqueue key. A pod's flight
 // recorder has a slot of its own beside it (Spec.slot).
@@ -170,6 +214,11 @@ func Key(namespace, pod string) string { return namespace + "/" + pod }
 // ends; one whose worst case alone exceeds the budget is refused (ErrOverBudget). Ensure
 // reports whether this call queued the capture.
 //
+// A capture runs on the engine its Spec names ("" the DefaultEngine); one naming an engine
+// the manager does not run is refused (ErrEngineUnavailable), never run on another. A
+// native capture also reserves its kernel ring (NativeRingBytes) under NativeRingBudget
+// while it holds a slot, and waits in the queue when the ring does not fit.
+//
 // A policy or alert capture in its stop grace (StopAfterGrace) continues when the same
 // capture is ensured again. One that would start within the cooldown of the pod's last
 // policy or alert capture does not start: Ensure returns a *CoolingDownError (ErrCoolingDown)
@@ -187,6 +236,9 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	}
 	if spec.Files < 1 {
 		return false, fmt.Errorf("ring of %d files", spec.Files)
+	}
+	if err := m.resolveEngine(&spec); err != nil {
+		return false, err
 	}
 	need := spec.worstCase()
 	if need > m.cfg.Retention.MaxBytes {
@@ -229,6 +281,9 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 		dir = filepath.Join(podDir, RecorderDir)
 	}
 	r := newRun(spec, dir, m.stopping[key])
+	if spec.Engine == EngineNative {
+		r.nativeRing = m.cfg.NativeRingBytes
+	}
 	if rec := m.runs[recorderSlot(spec.Namespace, spec.Pod)]; spec.session() && rec != nil && rec.spec.UID == spec.UID {
 		// room for the recorder's files it will link into pre-trigger/ (preserveRecorder)
 		r.preReserve = rec.spec.worstCase()
@@ -321,6 +376,8 @@ func (m *Manager) stopLocked(r *run) Phase {
 func (m *Manager) startLocked(r *run) {
 	m.active++
 	m.reserved += r.reserve
+	m.rings += r.nativeRing
+	m.cfg.Metrics.NativeRingBytes.Set(float64(m.rings))
 	m.series[Key(r.spec.Namespace, r.spec.Pod)]++
 	r.setPhase(PhaseStarting)
 	ctx, cancel := context.WithCancel(m.ctx)
@@ -339,6 +396,8 @@ func (m *Manager) finish(r *run, started bool) {
 	m.mu.Lock()
 	m.active--
 	m.reserved -= r.reserve
+	m.rings -= r.nativeRing
+	m.cfg.Metrics.NativeRingBytes.Set(float64(m.rings))
 	if m.stopping[key] == r {
 		delete(m.stopping, key)
 	}

@@ -204,6 +204,7 @@ func TestMaxDurationCountsFromTheStart(t *testing.T) {
 type sessionMeta struct {
 	Started, Stopped time.Time
 	StopReason       string `json:"stop_reason"`
+	Engine           string
 }
 
 func readSessionMeta(t *testing.T, dir string) sessionMeta {
@@ -232,7 +233,7 @@ func (c frozenClock) Now() time.Time { return c.now }
 func TestPolicyCapturesOfTheSameMillisecondKeepTheirOwnFiles(t *testing.T) {
 	f := newFixture(t, 4, nil)
 	m := runManager(t, capture.Config{
-		Dir: t.TempDir(), MaxConcurrent: 4, Engine: f.engine, Resolver: f.res, Notifier: f.events,
+		Dir: t.TempDir(), MaxConcurrent: 4, Engines: map[string]capture.Engine{capture.EngineTcpdump: f.engine}, Resolver: f.res, Notifier: f.events,
 		Metrics: f.metrics, Clock: frozenClock{now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)},
 	})
 	f.res.Set("default", "web", capture.Target{PID: 42})
@@ -271,7 +272,7 @@ func (e *slowStopEvents) Notify(s capture.Spec, eventType, reason, message strin
 func TestEndedPolicyCaptureIsEvictedWithoutWaitingForTheNextSweep(t *testing.T) {
 	f := newFixture(t, 4, nil)
 	m := runManager(t, capture.Config{
-		Dir: t.TempDir(), MaxConcurrent: 4, Engine: f.engine, Resolver: f.res, Notifier: &slowStopEvents{},
+		Dir: t.TempDir(), MaxConcurrent: 4, Engines: map[string]capture.Engine{capture.EngineTcpdump: f.engine}, Resolver: f.res, Notifier: &slowStopEvents{},
 		Metrics: f.metrics, Retention: capture.Retention{MaxAge: time.Nanosecond, Interval: time.Hour},
 	})
 	f.res.Set("default", "web", capture.Target{PID: 42})

@@ -92,7 +92,7 @@ func (f *fixture) config(maxConcurrent int) capture.Config {
 	return capture.Config{
 		Dir:             f.dir,
 		MaxConcurrent:   maxConcurrent,
-		Engine:          f.engine,
+		Engines:         map[string]capture.Engine{capture.EngineTcpdump: f.engine},
 		Resolver:        f.res,
 		Notifier:        f.events,
 		Metrics:         f.metrics,

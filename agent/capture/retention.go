@@ -51,6 +51,7 @@ type sessionMeta struct {
 	Filter        string `json:"filter,omitempty"`
 	MaxDuration   string `json:"max_duration,omitempty"`
 	Format        string `json:"format"`
+	Engine        string `json:"engine"`
 	StopGrace     string `json:"stop_grace,omitempty"`
 	Cooldown      string `json:"cooldown,omitempty"`
 	// Alerts are the fingerprints of the alerts behind an alert capture; Trigger says what
@@ -80,7 +81,7 @@ func writeSessionMeta(r *run, stopped time.Time, why string) error {
 	meta := sessionMeta{
 		Namespace: r.spec.Namespace, Pod: r.spec.Pod, UID: r.spec.UID, Source: r.spec.Source, Reason: reason,
 		Files: r.spec.Files, FileSizeBytes: r.spec.FileSize, Snaplen: r.spec.Snaplen, Filter: r.spec.Filter,
-		Format: r.spec.format(), Started: started.UTC(), Stopped: stopped.UTC(), StopReason: why, PreTrigger: pre,
+		Format: r.spec.format(), Engine: r.spec.Engine, Started: started.UTC(), Stopped: stopped.UTC(), StopReason: why, PreTrigger: pre,
 	}
 	if maxDuration > 0 {
 		meta.MaxDuration = maxDuration.String()

@@ -15,7 +15,7 @@ type Phase string
 
 // The phases of a capture.
 const (
-	PhaseQueued   Phase = "Queued"   // waiting for a slot under --max-concurrent-captures
+	PhaseQueued   Phase = "Queued"   // waiting for a slot, room under the byte budget or the native ring budget
 	PhaseStarting Phase = "Starting" // resolving the pod's network namespace, starting the process
 	PhaseRunning  Phase = "Running"  // packets flow to the ring
 	PhaseBackoff  Phase = "Backoff"  // the last attempt failed; retrying after a delay
@@ -30,6 +30,10 @@ type run struct {
 	dir     string
 	prev    *run  // the capture of the same pod being stopped; we start after it
 	reserve int64 // the ring's worst case, reserved against the node's byte budget (Manager.mu)
+	// nativeRing is the kernel ring of a native capture, reserved under the node's ring
+	// budget (Config.NativeRingBudget) while it holds a slot; 0 for other engines. Set
+	// before the goroutine starts.
+	nativeRing int64
 	// preReserve is the part of reserve held for the flight recorder's files a policy or
 	// alert capture links into its pre-trigger/ directory (the recorder's worst case when
 	// Ensure saw one; 0: nothing is linked). Set before the goroutine starts.

@@ -25,6 +25,7 @@ const (
 	InvalidHostNetwork = "host_network"  // hostNetwork pod without --allow-host-network
 	InvalidName        = "invalid_name"  // namespace or pod name unusable as a path element
 	InvalidOverBudget  = "over_budget"   // the capture's worst case exceeds the node's byte budget
+	InvalidEngine      = "engine"        // the capture asks for an engine the agent cannot run (native not built)
 )
 
 // Reasons of podcap_captures_queued: what a queued capture waits for.
@@ -32,6 +33,8 @@ const (
 	QueuedConcurrency = "concurrency" // a slot under --max-concurrent-captures
 	QueuedBudget      = "budget"      // room for its worst case under --retention-max-bytes
 	QueuedCooldown    = "cooldown"    // the end of the cooldown of the pod's last policy or alert capture
+	// QueuedNativeBuffer: room for its kernel ring (--native-buffer-bytes) under --native-buffer-budget.
+	QueuedNativeBuffer = "native_buffer"
 )
 
 // Reasons of podcap_policy_errors_total.
@@ -43,22 +46,26 @@ const (
 
 // Metrics are the agent's collectors.
 type Metrics struct {
-	CapturesRunning    *prometheus.GaugeVec   // source: capture.Source*
-	CapturesQueued     *prometheus.GaugeVec   // reason
-	CaptureStarts      *prometheus.CounterVec // source: capture.Source*
-	CaptureFailures    *prometheus.CounterVec // reason
-	CaptureRestarts    prometheus.Counter     //
-	InvalidRequests    *prometheus.CounterVec // reason
-	Packets            *prometheus.CounterVec // namespace, pod
-	Bytes              *prometheus.CounterVec // namespace, pod
-	KernelDrops        *prometheus.CounterVec // namespace, pod
-	FileRotations      *prometheus.CounterVec // namespace, pod
-	SyncErrors         prometheus.Counter     //
-	SyncDuration       prometheus.Histogram   //
-	CaptureFileBytes   prometheus.Collector   // bytes of capture files on disk, read from SetFileBytes's func
-	RetentionEvictions *prometheus.CounterVec // reason
-	PolicyEvaluations  *prometheus.CounterVec // result
-	PolicyErrors       *prometheus.CounterVec // reason
+	CapturesRunning *prometheus.GaugeVec // source: capture.Source*
+	CapturesQueued  *prometheus.GaugeVec // reason
+	// EngineCapturesRunning: podcap_engine_captures_running, by engine (capture.Engine*).
+	// podcap_captures_running keeps its one label, source: scripts select on it.
+	EngineCapturesRunning *prometheus.GaugeVec
+	NativeRingBytes       prometheus.Gauge       // kernel ring bytes reserved by native captures
+	CaptureStarts         *prometheus.CounterVec // source: capture.Source*
+	CaptureFailures       *prometheus.CounterVec // reason
+	CaptureRestarts       prometheus.Counter     //
+	InvalidRequests       *prometheus.CounterVec // reason
+	Packets               *prometheus.CounterVec // namespace, pod
+	Bytes                 *prometheus.CounterVec // namespace, pod
+	KernelDrops           *prometheus.CounterVec // namespace, pod
+	FileRotations         *prometheus.CounterVec // namespace, pod
+	SyncErrors            prometheus.Counter     //
+	SyncDuration          prometheus.Histogram   //
+	CaptureFileBytes      prometheus.Collector   // bytes of capture files on disk, read from SetFileBytes's func
+	RetentionEvictions    *prometheus.CounterVec // reason
+	PolicyEvaluations     *prometheus.CounterVec // result
+	PolicyErrors          *prometheus.CounterVec // reason
 
 	fileBytes atomic.Pointer[func() int64] // what podcap_capture_file_bytes reads
 }
@@ -75,7 +82,10 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		CapturesRunning: gaugeVec("podcap_captures_running", "Captures whose capture process is running, by what started them.", "source"),
 		CapturesQueued: gaugeVec("podcap_captures_queued",
-			"Captures waiting to start, by what they wait for (concurrency: a slot under --max-concurrent-captures; budget: room for their worst case under --retention-max-bytes; cooldown: the end of the cooldown of the pod's last policy or alert capture).", "reason"),
+			"Captures waiting to start, by what they wait for (concurrency: a slot under --max-concurrent-captures; budget: room for their worst case under --retention-max-bytes; cooldown: the end of the cooldown of the pod's last policy or alert capture; native_buffer: room for their kernel ring under --native-buffer-budget).", "reason"),
+		EngineCapturesRunning: gaugeVec("podcap_engine_captures_running", "Captures whose capture process or socket is running, by engine (tcpdump, native).", "engine"),
+		NativeRingBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "podcap_native_ring_reserved_bytes",
+			Help: "Bytes of kernel rings reserved by the native engine's captures (each --native-buffer-bytes), bounded by --native-buffer-budget."}),
 		CaptureStarts:      counterVec("podcap_capture_starts_total", "Captures started, by what started them.", "source"),
 		CaptureFailures:    counterVec("podcap_capture_failures_total", "Capture attempts that failed or ended on their own, by reason.", "reason"),
 		CaptureRestarts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "podcap_capture_restarts_total", Help: "Capture processes restarted after they died or the pod's container changed."}),
@@ -101,12 +111,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.CapturesRunning, m.CapturesQueued, m.CaptureStarts, m.CaptureFailures,
+	reg.MustRegister(m.CapturesRunning, m.CapturesQueued, m.EngineCapturesRunning, m.NativeRingBytes, m.CaptureStarts, m.CaptureFailures,
 		m.CaptureRestarts, m.InvalidRequests, m.Packets, m.Bytes, m.KernelDrops, m.FileRotations,
 		m.SyncErrors, m.SyncDuration, m.CaptureFileBytes, m.RetentionEvictions, m.PolicyEvaluations, m.PolicyErrors)
 	initLabels(m.CaptureFailures, FailureResolve, FailureStart, FailureExited, FailureFiles)
-	initLabels(m.CapturesQueued, QueuedConcurrency, QueuedBudget, QueuedCooldown)
-	initLabels(m.InvalidRequests, InvalidValue, InvalidHostNetwork, InvalidName, InvalidOverBudget)
+	initLabels(m.CapturesQueued, QueuedConcurrency, QueuedBudget, QueuedCooldown, QueuedNativeBuffer)
+	initLabels(m.InvalidRequests, InvalidValue, InvalidHostNetwork, InvalidName, InvalidOverBudget, InvalidEngine)
 	initLabels(m.RetentionEvictions, "age", "budget")
 	initLabels(m.PolicyEvaluations, "capture", "no_capture", "error", "cached")
 	initLabels(m.PolicyErrors, PolicyErrorEval, PolicyErrorInvalid, PolicyErrorVeto)

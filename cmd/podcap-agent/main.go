@@ -31,6 +31,7 @@ import (
 	"github.com/podcap/podcap/agent"
 	"github.com/podcap/podcap/agent/alerts"
 	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/native"
 	"github.com/podcap/podcap/agent/capture/tcpdump"
 	"github.com/podcap/podcap/agent/cri"
 	"github.com/podcap/podcap/agent/metrics"
@@ -95,7 +96,7 @@ func run(ctx context.Context, o *Options) error {
 	defer runtime.Close()
 	recorder, stopEvents := eventRecorder(ctx, client, o.NodeName)
 	defer stopEvents()
-	captures, err := newCaptureManager(o, runtime, recorder, m)
+	captures, err := newCaptureManager(log, o, runtime, recorder, m)
 	if err != nil {
 		return err
 	}
@@ -237,23 +238,43 @@ func eventRecorder(ctx context.Context, client kubernetes.Interface, node string
 	return broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "podcap-agent", Host: node}), broadcaster.Shutdown
 }
 
-// newCaptureManager builds the tcpdump engine and the capture manager over it.
-func newCaptureManager(o *Options, runtime *cri.Client, recorder record.EventRecorder, m *metrics.Metrics) (*capture.Manager, error) {
-	engine, err := tcpdump.New(tcpdump.Config{NsenterPath: o.NsenterPath, TcpdumpPath: o.TcpdumpPath, NetNSDir: o.NetNSDir})
-	if err != nil {
-		return nil, fmt.Errorf("capture engine: %w", err)
+// newCaptureManager builds the capture engines and the capture manager over them. The engine
+// of --engine must build; the other one may fail to (no nsenter on a native-only node, ...):
+// the agent then runs without it, says why in its log, and refuses the captures that ask for
+// it with that reason (capture.ErrEngineUnavailable), never running them on the other one.
+func newCaptureManager(log klog.Logger, o *Options, runtime *cri.Client, recorder record.EventRecorder, m *metrics.Metrics) (*capture.Manager, error) {
+	engines, errs := map[string]capture.Engine{}, map[string]error{}
+	if e, err := tcpdump.New(tcpdump.Config{NsenterPath: o.NsenterPath, TcpdumpPath: o.TcpdumpPath, NetNSDir: o.NetNSDir}); err != nil {
+		errs[capture.EngineTcpdump] = err
+	} else {
+		engines[capture.EngineTcpdump] = e
+	}
+	if e, err := native.New(native.Config{NetNSDir: o.NetNSDir, RingBytes: int(o.NativeBufferBytes), TcpdumpPath: o.TcpdumpPath}); err != nil {
+		errs[capture.EngineNative] = err
+	} else {
+		engines[capture.EngineNative] = e
+	}
+	if err := errs[o.Engine]; err != nil {
+		return nil, fmt.Errorf("capture engine %s (--engine): %w", o.Engine, err)
+	}
+	for name, err := range errs {
+		log.Error(err, "Capture engine unavailable: captures that ask for it are refused", "engine", name)
 	}
 	return capture.NewManager(capture.Config{
-		Dir:           o.CaptureDir,
-		MaxConcurrent: o.MaxConcurrent,
-		Engine:        engine,
-		Resolver:      runtime,
-		Notifier:      agent.PodEvents{Recorder: recorder},
-		Metrics:       m,
-		Retention:     capture.Retention{MaxAge: o.RetentionMaxAge, MaxBytes: o.RetentionMaxBytes, Interval: o.RetentionInterval},
-		MinFreeBytes:  o.MinFreeBytes,
-		NodeName:      o.NodeName,
-		Version:       version,
+		Dir:              o.CaptureDir,
+		MaxConcurrent:    o.MaxConcurrent,
+		Engines:          engines,
+		DefaultEngine:    o.Engine,
+		EngineErrors:     errs,
+		NativeRingBytes:  o.NativeBufferBytes,
+		NativeRingBudget: o.NativeBufferBudget,
+		Resolver:         runtime,
+		Notifier:         agent.PodEvents{Recorder: recorder},
+		Metrics:          m,
+		Retention:        capture.Retention{MaxAge: o.RetentionMaxAge, MaxBytes: o.RetentionMaxBytes, Interval: o.RetentionInterval},
+		MinFreeBytes:     o.MinFreeBytes,
+		NodeName:         o.NodeName,
+		Version:          version,
 	})
 }
 
@@ -269,6 +290,7 @@ func newController(log klog.Logger, o *Options, client kubernetes.Interface, cap
 		Limits: policy.Limits{MaxFiles: o.MaxFiles, MaxFileSizeBytes: o.MaxFileSizeBytes,
 			MaxDuration: o.MaxCaptureDuration},
 		Filters: capture.NewFilterChecker(o.TcpdumpPath),
+		Engines: agent.Engines{Default: o.Engine, NativeFilters: native.NewFilterChecker(o.TcpdumpPath)},
 	}
 	if store != nil { // a nil *Store in the interface would not be nil
 		cfg.Alerts = store

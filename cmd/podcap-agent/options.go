@@ -14,6 +14,8 @@ import (
 
 	"github.com/podcap/podcap/agent"
 	"github.com/podcap/podcap/agent/alerts"
+	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/native"
 	"github.com/podcap/podcap/agent/capture/tcpdump"
 	"github.com/podcap/podcap/policy"
 )
@@ -32,6 +34,13 @@ type Options struct {
 	NsenterPath      string
 	TcpdumpPath      string
 	NetNSDir         string
+
+	// Engine is the capture engine of manual captures and of decisions that name none
+	// (capture.EngineTcpdump or capture.EngineNative). NativeBufferBytes is the kernel ring
+	// of each native capture, NativeBufferBudget the bound of all of them together.
+	Engine             string
+	NativeBufferBytes  int64
+	NativeBufferBudget int64
 
 	PolicyDir          string
 	PolicyPollInterval time.Duration
@@ -74,6 +83,9 @@ const (
 	maxPolicyEvalTimeout = 10 * time.Second
 	// every agent holds every active alert and each is an object in the API server
 	maxMaxAlerts = 10000
+	// defaultNativeBufferBudget holds 16 native captures at the default ring size: the
+	// default --max-concurrent-captures.
+	defaultNativeBufferBudget = 512 << 20
 )
 
 // envOr is the environment variable's value, or def when it is unset or empty.
@@ -97,6 +109,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.AllowHostNetwork, "allow-host-network", false, "allow captures of hostNetwork pods (they see the whole node's traffic)")
 	fs.StringVar(&o.NsenterPath, "nsenter", "nsenter", "nsenter binary (path or name on PATH)")
 	fs.StringVar(&o.TcpdumpPath, "tcpdump", "tcpdump", "tcpdump binary (path or name on PATH)")
+	fs.StringVar(&o.Engine, "engine", capture.EngineTcpdump, "capture engine of manual captures and of policy decisions that name none: tcpdump (nsenter + a tcpdump process per capture, the original tool's way) or native (an AF_PACKET TPACKET_V3 ring read by the agent, for high packet rates)")
+	fs.Int64Var(&o.NativeBufferBytes, "native-buffer-bytes", native.DefaultRingBytes, fmt.Sprintf("kernel ring of each capture on the native engine, in bytes (from %d to %d)", native.MinRingBytes, native.MaxRingBytes))
+	fs.Int64Var(&o.NativeBufferBudget, "native-buffer-budget", defaultNativeBufferBudget, "bytes of kernel ring all native captures of the node may hold together (at least --native-buffer-bytes); a native capture beyond it waits until one ends (podcap_captures_queued{reason=\"native_buffer\"})")
 	fs.StringVar(&o.NetNSDir, "netns-dir", tcpdump.DefaultNetNSDir, "directory where the container runtime pins pods' network namespaces, as it names it; only files under it are entered")
 	fs.StringVar(&o.PolicyDir, "policy-dir", "", "directory of Rego capture policies (*.rego, package podcap); empty: manual captures only")
 	fs.DurationVar(&o.PolicyPollInterval, "policy-poll-interval", 2*time.Second, "how often the policy directory is checked for changes (SIGHUP reloads at once)")
@@ -165,8 +180,31 @@ func (o *Options) Validate() error {
 	if o.MaxFileSizeBytes < 64<<10 || o.RetentionMaxBytes <= 0 || o.MinFreeBytes < 0 {
 		errs = append(errs, errors.New("--max-file-size-bytes must be at least 65536, --retention-max-bytes positive and --min-free-bytes not negative"))
 	}
+	errs = append(errs, o.validateEngine()...)
 	errs = append(errs, o.validateServing()...)
 	return errors.Join(errs...)
+}
+
+// checkEngine accepts the name of a capture engine (--engine, also `policy eval`'s).
+func checkEngine(name string) error {
+	if name != capture.EngineTcpdump && name != capture.EngineNative {
+		return fmt.Errorf("--engine %q must be %s or %s", name, capture.EngineTcpdump, capture.EngineNative)
+	}
+	return nil
+}
+
+// validateEngine checks --engine and the native engine's ring sizes.
+func (o *Options) validateEngine() []error {
+	var errs []error
+	if err := checkEngine(o.Engine); err != nil {
+		errs = append(errs, err)
+	}
+	if o.NativeBufferBytes < native.MinRingBytes || o.NativeBufferBytes > native.MaxRingBytes {
+		errs = append(errs, fmt.Errorf("--native-buffer-bytes %d must be from %d to %d", o.NativeBufferBytes, native.MinRingBytes, native.MaxRingBytes))
+	} else if o.NativeBufferBudget < o.NativeBufferBytes {
+		errs = append(errs, fmt.Errorf("--native-buffer-budget %d must be at least --native-buffer-bytes %d: no native capture could start", o.NativeBufferBudget, o.NativeBufferBytes))
+	}
+	return errs
 }
 
 // validateServing checks the listeners and the API's TLS options.

@@ -17,13 +17,15 @@ import (
 
 	"github.com/podcap/podcap/agent"
 	"github.com/podcap/podcap/agent/capture"
+	"github.com/podcap/podcap/agent/capture/native"
 	"github.com/podcap/podcap/policy"
 )
 
 const policyUsage = `usage: podcap-agent policy eval --pod FILE --policy-dir DIR [flags]
 
 Evaluates the policy of DIR for one pod, offline, as the agent would, and prints the input, the
-decision (checked as the agent checks it: the node's limits, and the filter with tcpdump -d),
+decision (checked as the agent checks it: the node's limits, and the filter with tcpdump -d,
+and for the native engine with tcpdump -ddd), the engine it runs on,
 data.podcap.manual_allowed and the flight recorder (data.podcap.recorder) as JSON.
 Exit status: 0 evaluated; 1 the policy failed (compile, evaluation, decision shape or limits:
 "error" says why); 2 bad usage or unreadable input files.
@@ -42,6 +44,10 @@ type policyExplanation struct {
 	// (alert or policy; the rule's reason and each alert's name, fingerprint, generatorURL).
 	Source  string   `json:"source,omitempty"`
 	Trigger []string `json:"trigger,omitempty"`
+	// Engine is the engine the capture of a valid capturing decision runs on (its engine
+	// field, else --engine), RecorderEngine the flight recorder's.
+	Engine         string `json:"engine,omitempty"`
+	RecorderEngine string `json:"recorder_engine,omitempty"`
 	// Recorder is data.podcap.recorder, the pod's flight recorder ({"capture": false, ...}
 	// when the policy defines none), checked like the decision; null when it is malformed.
 	Recorder *policy.Decision `json:"recorder"`
@@ -58,7 +64,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("podcap-agent policy eval", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, policyUsage); fs.PrintDefaults() }
-	var podFile, alertsFile, dir, node, nowFlag, key, tcpdump string
+	var podFile, alertsFile, dir, node, nowFlag, key, tcpdump, engine string
 	var evalTimeout time.Duration
 	limits := policy.DefaultLimits()
 	fs.StringVar(&podFile, "pod", "", "`FILE` of the pod, as 'kubectl get pod -o json' (or -o yaml) prints it; - for stdin")
@@ -72,6 +78,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&limits.MaxDuration, "max-capture-duration", limits.MaxDuration, "the agent's --max-capture-duration")
 	fs.DurationVar(&evalTimeout, "policy-eval-timeout", policy.DefaultEvalTimeout, "the agent's --policy-eval-timeout")
 	fs.StringVar(&tcpdump, "tcpdump", "tcpdump", "the agent's --tcpdump: checks a decision's filter (tcpdump -d, opens no interface)")
+	fs.StringVar(&engine, "engine", capture.EngineTcpdump, "the agent's --engine: the engine of a decision without one (tcpdump or native); a capture on the native engine must have a filter it runs exactly")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -85,6 +92,9 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 	if err == nil && evalTimeout <= 0 {
 		err = errors.New("--policy-eval-timeout must be positive")
 	}
+	if err == nil {
+		err = checkEngine(engine)
+	}
 	if err == nil && fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
@@ -97,7 +107,8 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	out, err := explainPolicy(context.Background(), dir, evalTimeout, in, limits, capture.NewFilterChecker(tcpdump))
+	engines := agent.Engines{Default: engine, NativeFilters: native.NewFilterChecker(tcpdump)}
+	out, err := explainPolicy(context.Background(), dir, evalTimeout, in, limits, capture.NewFilterChecker(tcpdump), engines)
 	if err != nil {
 		msg := err.Error()
 		out.Error = &msg
@@ -115,7 +126,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 }
 
 // explainPolicy loads the policy of dir and decides for in, with the agent's engine.
-func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, in policy.Input, limits policy.Limits, filters agent.FilterChecker) (policyExplanation, error) {
+func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, in policy.Input, limits policy.Limits, filters agent.FilterChecker, engines agent.Engines) (policyExplanation, error) {
 	out := policyExplanation{Input: &in, ManualAllowed: true, Files: []string{}}
 	e, err := policy.New(policy.Options{Dir: dir, Logger: logr.Discard(), EvalTimeout: evalTimeout})
 	if err != nil {
@@ -135,15 +146,21 @@ func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, i
 		return out, err
 	}
 	out.Decision = &r.Decision
-	if err := agent.CheckDecision(ctx, r.Decision, in.Alerts, limits, filters); err != nil {
+	if err := agent.CheckDecision(ctx, r.Decision, in.Alerts, limits, filters, engines); err != nil {
 		return out, err
 	}
 	out.Source, out.Trigger = agent.DecisionTrigger(r.Decision, in.Alerts)
+	if r.Decision.Capture {
+		out.Engine = engines.Of(r.Decision)
+	}
 	if r.RecorderErr != nil {
 		return out, fmt.Errorf("flight recorder: %w", r.RecorderErr)
 	}
-	if err := agent.CheckDecision(ctx, r.Recorder, nil, limits, filters); err != nil {
+	if err := agent.CheckDecision(ctx, r.Recorder, nil, limits, filters, engines); err != nil {
 		return out, fmt.Errorf("flight recorder: %w", err)
+	}
+	if r.Recorder.Capture {
+		out.RecorderEngine = engines.Of(r.Recorder)
 	}
 	return out, nil
 }

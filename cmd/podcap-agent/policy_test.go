@@ -39,9 +39,13 @@ func TestPolicyEval(t *testing.T) {
 		manualOK   bool
 		manualFile int
 		recorder   int // files of the flight recorder; 0: none
+		engine     string
 	}{
-		{name: "recorder label", pod: writePod(t, "shop", `"podcap.io/recorder": "true", "podcap.io/capture": "true"`, ""), code: 0, capture: true, manualOK: true, recorder: 2},
-		{name: "dns label", pod: writePod(t, "shop", `"podcap.io/capture-dns": "true"`, ""), code: 0, capture: true, filter: "udp port 53", manualOK: true},
+		{name: "recorder label", pod: writePod(t, "shop", `"podcap.io/recorder": "true", "podcap.io/capture": "true"`, ""), code: 0, capture: true, manualOK: true, recorder: 2, engine: "tcpdump"},
+		{name: "dns label", pod: writePod(t, "shop", `"podcap.io/capture-dns": "true"`, ""), code: 0, capture: true, filter: "udp port 53", manualOK: true, engine: "tcpdump"},
+		{name: "dns label, --engine native", pod: writePod(t, "shop", `"podcap.io/capture-dns": "true"`, ""), extra: []string{"--engine=native"},
+			code: 0, capture: true, filter: "udp port 53", manualOK: true, engine: "native"},
+		{name: "bad engine", pod: writePod(t, "shop", "", ""), extra: []string{"--engine=pcap"}, code: 2},
 		{name: "nothing", pod: writePod(t, "shop", "", ""), code: 0, manualOK: true},
 		{name: "manual in kube-system is vetoed", pod: writePod(t, "kube-system", "", `"tcpdump.antrea.io": "3"`), code: 0, manualOK: false, manualFile: 3},
 		{name: "bad flag", pod: writePod(t, "shop", "", ""), extra: []string{"--bogus"}, code: 2},
@@ -68,11 +72,12 @@ func TestPolicyEval(t *testing.T) {
 					Capture bool
 					Files   int
 				} `json:"recorder"`
+				Engine string `json:"engine"`
 			}
 			if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
 				t.Fatalf("%v\n%s", err, stdout.String())
 			}
-			if out.Decision.Capture != tc.capture || out.Decision.Filter != tc.filter || out.ManualAllowed != tc.manualOK ||
+			if out.Engine != tc.engine || out.Decision.Capture != tc.capture || out.Decision.Filter != tc.filter || out.ManualAllowed != tc.manualOK ||
 				out.Input.Manual.Files != tc.manualFile || out.Recorder == nil || out.Recorder.Capture != (tc.recorder > 0) || out.Recorder.Files != tc.recorder {
 				t.Fatalf("output %s", stdout.String())
 			}
@@ -148,5 +153,50 @@ func TestPolicyEvalAlerts(t *testing.T) {
 		d.Format != "pcapng" || d.Filter != "tcp" || strings.Join(out.Trigger, "\n") !=
 		"reason: alert HighTCPRetransmits firing\nalert: HighTCPRetransmits fingerprint=5f2a generatorURL=http://prometheus:9090/graph?g0.expr=x" {
 		t.Fatalf("output %s", stdout.String())
+	}
+}
+
+// A decision on the native engine whose filter that engine cannot run exactly is refused by
+// `policy eval` as by the agent; the same filter on tcpdump is fine, and the output names
+// the engine.
+func TestPolicyEvalNativeFilter(t *testing.T) {
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		t.Skip("the filter is checked with tcpdump -d: tcpdump not on PATH")
+	}
+	for _, tc := range []struct {
+		engine string // of the decision; "" none
+		flag   string // --engine
+		code   int
+	}{
+		{"native", "tcpdump", 1},
+		{"", "native", 1},
+		{"tcpdump", "native", 0},
+		{"", "tcpdump", 0},
+	} {
+		dir := t.TempDir()
+		engine := ""
+		if tc.engine != "" {
+			engine = `, "engine": "` + tc.engine + `"`
+		}
+		rule := "package podcap\n\ndecision := {\"capture\": true, \"filter\": \"udp and len > 100\"" + engine + "}\n"
+		if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(rule), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		args := []string{"eval", "--pod", writePod(t, "shop", "", ""), "--policy-dir", dir, "--engine", tc.flag}
+		if code := runPolicy(args, &stdout, &stderr); code != tc.code {
+			t.Fatalf("decision engine %q, --engine %s: exit %d, want %d\n%s%s", tc.engine, tc.flag, code, tc.code, stdout.String(), stderr.String())
+		}
+		var out struct {
+			Engine string
+			Error  *string
+		}
+		if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+			t.Fatalf("%v\n%s", err, stdout.String())
+		}
+		if tc.code == 1 && (out.Error == nil || !strings.Contains(*out.Error, "cannot be run exactly by the native engine")) ||
+			tc.code == 0 && (out.Error != nil || out.Engine != "tcpdump") {
+			t.Fatalf("decision engine %q, --engine %s: output %s", tc.engine, tc.flag, stdout.String())
+		}
 	}
 }
