@@ -38,7 +38,35 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the node's network namespace: %w", err)
 	}
+	if err := probe(); err != nil {
+		return nil, fmt.Errorf("the native engine cannot capture on this node: %w", err)
+	}
 	return &Engine{cfg: cfg, node: node}, nil
+}
+
+// probe does, in the agent's own network namespace, what every capture needs the privileges
+// for: setns into a network namespace (CAP_SYS_ADMIN) and an AF_PACKET socket (CAP_NET_RAW).
+// Without them the engine is refused when the agent starts, rather than each capture failing
+// at open and retrying.
+func probe() error {
+	self, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		return err
+	}
+	defer self.Close()
+	var sock error
+	err = netns.Do(self, func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			sock = fmt.Errorf("open an AF_PACKET socket (needs CAP_NET_RAW): %w", err)
+			return sock
+		}
+		return unix.Close(fd)
+	})
+	if err != nil && sock == nil {
+		return fmt.Errorf("%w (setns needs CAP_SYS_ADMIN)", err)
+	}
+	return err
 }
 
 // Open opens a capture of every interface of t's network namespace and returns once the
