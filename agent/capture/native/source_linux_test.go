@@ -251,7 +251,7 @@ func TestOpenCloseLeaksNothing(t *testing.T) {
 	if err := one.Close(); err != nil {
 		t.Fatal(err)
 	}
-	const n = 300
+	const n = 1000
 	for range n {
 		src, err := e.Open(context.Background(), capture.Target{NetNSPath: p.APath()}, capture.SourceOptions{})
 		if err != nil {
