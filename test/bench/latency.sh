@@ -10,7 +10,8 @@
 # running capture sees a packet within about a millisecond), then
 # test/bench/cmd/latency annotates the pod LAT_N times (default 100), each time measuring until
 # the capture file holds a packet, and removes the annotation again (until the directory is
-# gone). One JSON object per capture: $BENCH_OUT/latency.jsonl. The cluster is torn down on
+# gone). One JSON object per capture: $BENCH_OUT/latency.jsonl. Then the same with the agent
+# restarted with --engine native: $BENCH_OUT/latency-native.jsonl. The cluster is torn down on
 # exit, also on failure or interrupt (trap).
 #
 # Environment: LAT_N, LAT_PING_INTERVAL, BENCH_CLUSTER (default $PODCAP_CLUSTER, else bench),
@@ -53,8 +54,18 @@ pps=$(pod_tx_pps)
 log "latency: pod $POD pings $PODCAP_GATEWAY every $PING_INTERVAL s: it sends $pps packets/s"
 jq -n --arg instance "$INSTANCE" --arg interval "$PING_INTERVAL" --argjson pps "$pps" --argjson n "$N" \
   '{instance: $instance, ping_interval_s: $interval, pod_tx_pps: $pps, captures: $n}' >"$BENCH_OUT/latency-meta.json"
-rm -f "$BENCH_OUT/latency.jsonl"
-t0=$(now_ms)
-"$LATENCY" -kubeconfig "$PODCAP_ADMIN_KUBECONFIG" -pod "$POD" -capture-dir "$CAPTURE_DIR" -n "$N" \
-  -out "$BENCH_OUT/latency.jsonl" >"$RAW/latency.out" 2>&1 || die "latency: $(tail -3 "$RAW/latency.out")"
-log "latency: $N captures in $(( $(now_ms) - t0 )) ms; results $BENCH_OUT/latency.jsonl"
+# measure ENGINE OUT: the annotation loop against the running agent, into $BENCH_OUT/OUT
+measure() {
+  local t0
+  rm -f "$BENCH_OUT/$2"
+  t0=$(now_ms)
+  "$LATENCY" -kubeconfig "$PODCAP_ADMIN_KUBECONFIG" -pod "$POD" -capture-dir "$CAPTURE_DIR" -n "$N" \
+    -out "$BENCH_OUT/$2" >"$RAW/latency-$1.out" 2>&1 || die "latency ($1 engine): $(tail -3 "$RAW/latency-$1.out")"
+  log "latency: $N captures on the $1 engine in $(( $(now_ms) - t0 )) ms; results $BENCH_OUT/$2"
+}
+measure tcpdump latency.jsonl
+# the same on the native engine: the agent again, with --engine native
+stop_pid "$AGENT_PID" 30 TERM
+AGENT_PID=""
+start_agent "$AGENT" "$RAW/agent-native.log" 50 --engine=native
+measure native latency-native.jsonl
