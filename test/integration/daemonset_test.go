@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,44 +33,11 @@ import (
 func TestDaemonSetEndToEnd(t *testing.T) {
 	c := testBed(t)
 	ctx := t.Context()
-	bin := c.BuildAgent(t)
-	if err := c.ImportAgentImage(ctx, bin); err != nil {
-		t.Fatalf("agent image: %v", err)
-	}
-	api, err := url.Parse(c.APIServer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	captureDir := filepath.Join(c.CaptureDirRoot, "daemonset")
+	deployDaemonSet(t, c, captureDir)
 	criSock, err := url.Parse(c.CRIEndpoint)
 	if err != nil {
 		t.Fatal(err)
-	}
-	captureDir := filepath.Join(c.CaptureDirRoot, "daemonset")
-	overlay := filepath.Join(t.TempDir(), "overlay")
-	render := exec.CommandContext(ctx, filepath.Join(c.RepoRoot, "test/deploy/local/render.sh"),
-		overlay, api.Port(), filepath.Dir(criSock.Path), captureDir, c.NetNSDir, filepath.Base(criSock.Path))
-	if out, err := render.CombinedOutput(); err != nil {
-		t.Fatalf("render overlay: %v\n%s", err, out)
-	}
-	if out, err := c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
-		t.Fatalf("kubectl apply -k: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if out, err := c.Kubectl(ctx, "delete", "-k", overlay, "--wait=true", "--timeout=90s"); err != nil {
-			t.Errorf("kubectl delete -k: %v\n%s", err, out)
-		}
-		// deploy/ includes the ClusterRole the test bed's agent user is bound to: restore it
-		if err := c.ApplyAgentRBAC(ctx); err != nil {
-			t.Errorf("restore the agent's RBAC: %v", err)
-		}
-		_ = os.RemoveAll(captureDir)
-	})
-	if out, err := c.Kubectl(ctx, "-n", "podcap-system", "rollout", "status", "ds/podcap-agent", "--timeout=120s"); err != nil {
-		logs, _ := c.Kubectl(context.Background(), "-n", "podcap-system", "logs", "ds/podcap-agent", "--tail=50")
-		desc, _ := c.Kubectl(context.Background(), "-n", "podcap-system", "describe", "pods")
-		t.Fatalf("rollout: %v\n%s\n%s\n%s", err, out, logs, desc)
 	}
 
 	pod := runningPod(t, c, "ds-e2e", "test-pod", testbed.PodOptions{})
@@ -128,6 +97,70 @@ func TestDaemonSetEndToEnd(t *testing.T) {
 	unannotate(t, c, pod)
 	waitFor(t, 30*time.Second, "files deleted", func() (bool, error) { return gone(dir), nil })
 	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "deleted")
+}
+
+// deployDaemonSet deploys podcap from deploy/ through the local overlay (image, API address,
+// the test node's CRI socket, netns dir and the capture dir captureDir), with the kustomize
+// Components of deploy/ named (e.g. "native"), waits for its rollout and deletes it at the
+// end of the test. The DaemonSet's ports 9695 and 9696 are on the host network: one such
+// test at a time on a machine.
+func deployDaemonSet(t *testing.T, c *testbed.Cluster, captureDir string, components ...string) {
+	t.Helper()
+	ctx := t.Context()
+	bin := c.BuildAgent(t)
+	if err := c.ImportAgentImage(ctx, bin); err != nil {
+		t.Fatalf("agent image: %v", err)
+	}
+	api, err := url.Parse(c.APIServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	criSock, err := url.Parse(c.CRIEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay := filepath.Join(t.TempDir(), "overlay")
+	render := exec.CommandContext(ctx, filepath.Join(c.RepoRoot, "test/deploy/local/render.sh"),
+		overlay, api.Port(), filepath.Dir(criSock.Path), captureDir, c.NetNSDir, filepath.Base(criSock.Path))
+	if out, err := render.CombinedOutput(); err != nil {
+		t.Fatalf("render overlay: %v\n%s", err, out)
+	}
+	if len(components) > 0 {
+		deployDir, err := filepath.Rel(overlay, filepath.Join(c.RepoRoot, "deploy"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := filepath.Join(overlay, "kustomization.yaml")
+		b, err := os.ReadFile(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = append(b, "components:\n"...)
+		for _, name := range components {
+			b = append(b, "- "+deployDir+"/"+name+"\n"...)
+		}
+		writeFile(t, k, string(b))
+	}
+	if out, err := c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
+		t.Fatalf("kubectl apply -k: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if out, err := c.Kubectl(ctx, "delete", "-k", overlay, "--wait=true", "--timeout=90s"); err != nil {
+			t.Errorf("kubectl delete -k: %v\n%s", err, out)
+		}
+		// deploy/ includes the ClusterRole the test bed's agent user is bound to: restore it
+		if err := c.ApplyAgentRBAC(ctx); err != nil {
+			t.Errorf("restore the agent's RBAC: %v", err)
+		}
+		_ = os.RemoveAll(captureDir)
+	})
+	if out, err := c.Kubectl(ctx, "-n", "podcap-system", "rollout", "status", "ds/podcap-agent", "--timeout=120s"); err != nil {
+		logs, _ := c.Kubectl(context.Background(), "-n", "podcap-system", "logs", "ds/podcap-agent", "--tail=50")
+		desc, _ := c.Kubectl(context.Background(), "-n", "podcap-system", "describe", "pods")
+		t.Fatalf("rollout: %v\n%s\n%s\n%s", err, out, logs, desc)
+	}
 }
 
 func splitLines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
@@ -215,4 +248,160 @@ func TestDeployTLSComponent(t *testing.T) {
 			t.Errorf("%s probe %+v, want plain HTTP on port metrics", name, p)
 		}
 	}
+}
+
+// TestDeployNativeComponent runs the native-only DaemonSet: deploy/ with the Component
+// deploy/native, on the test bed. Its agent has exactly CAP_SYS_ADMIN and CAP_NET_RAW (no
+// SETGID, no SYS_PTRACE), no hostPID, and --engine=native; an annotated pod's packets reach
+// the ring, so do a labelled pod's (a policy capture: its capture.json says native), and no
+// tcpdump or nsenter process runs for either capture.
+// test/deploy/local/capcheck.sh (NATIVE=1) shows that each of the two capabilities is needed.
+func TestDeployNativeComponent(t *testing.T) {
+	c := testBed(t)
+	ctx := t.Context()
+	captureDir := filepath.Join(c.CaptureDirRoot, "daemonset-native")
+	deployDaemonSet(t, c, captureDir, "native")
+
+	agents, err := c.Admin().CoreV1().Pods("podcap-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podcap"})
+	if err != nil || len(agents.Items) != 1 {
+		t.Fatalf("agent pods: %v, %d", err, len(agents.Items))
+	}
+	spec := agents.Items[0].Spec
+	agent := spec.Containers[0]
+	if !slices.Contains(agent.Args, "--engine=native") {
+		t.Errorf("args %q lack --engine=native", agent.Args)
+	}
+	sc := agent.SecurityContext
+	if sc == nil || sc.Privileged != nil && *sc.Privileged || sc.Capabilities == nil ||
+		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+		!slices.Equal(sc.Capabilities.Add, []corev1.Capability{"SYS_ADMIN", "NET_RAW"}) {
+		t.Errorf("agent securityContext %+v, want capabilities drop [ALL] add [SYS_ADMIN NET_RAW], not privileged", sc)
+	}
+	if spec.HostPID {
+		t.Error("agent runs with hostPID")
+	}
+
+	pod := runningPod(t, c, "ds-native", "test-pod", testbed.PodOptions{})
+	annotate(t, c, pod, "2")
+	dir := filepath.Join(captureDir, pod.Namespace, pod.Name)
+	first := filepath.Join(dir, "capture-test-pod.pcap0")
+	waitFor(t, 60*time.Second, "a packet in "+first, func() (bool, error) { return fileSize(first) > 24, nil })
+	waitPodIP(t, first, pod.Status.PodIP)
+	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStarted", "with the native engine into a ring of 2 files")
+
+	// a policy capture (rules/labels.rego, from the ConfigMap deploy/ mounts; its decision
+	// names no engine) runs on the native engine too, and its capture.json says so
+	labelled := runningPod(t, c, "ds-native", "labelled", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}})
+	var session string
+	waitFor(t, 60*time.Second, "a policy capture of "+labelled.Name, func() (bool, error) {
+		m, err := filepath.Glob(filepath.Join(captureDir, labelled.Namespace, labelled.Name, "policy-*", "capture.json"))
+		if len(m) == 0 || err != nil {
+			return false, err
+		}
+		session = filepath.Dir(m[len(m)-1])
+		return fileSize(filepath.Join(session, "capture-labelled.pcap0")) > 24, nil
+	})
+	waitPodIP(t, filepath.Join(session, "capture-labelled.pcap0"), labelled.Status.PodIP)
+	var meta struct{ Engine, Source string }
+	b, err := os.ReadFile(filepath.Join(session, "capture.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &meta)
+	}
+	if err != nil || meta.Engine != "native" {
+		t.Errorf("capture.json: engine %q, want native: %v %s", meta.Engine, err, b)
+	}
+
+	// the agent's process on the node (its args name this test's capture dir) runs the
+	// capture itself: nothing below it is tcpdump or nsenter
+	agentPID := 0
+	procs := hostProcs(t)
+	for pid, p := range procs {
+		if p.comm == "podcap-agent" && strings.Contains(p.cmdline, "--capture-dir="+captureDir+"\x00") {
+			agentPID = pid
+		}
+	}
+	if agentPID == 0 {
+		t.Fatal("no podcap-agent process of the DaemonSet on the node")
+	}
+	for pid, p := range procs {
+		for q := p.ppid; q > 1; q = procs[q].ppid {
+			if q == agentPID {
+				if p.comm == "tcpdump" || p.comm == "nsenter" {
+					t.Errorf("process %d (%s) runs under the agent %d: the native engine needs none", pid, p.comm, agentPID)
+				}
+				break
+			}
+		}
+	}
+	for series, want := range map[string]string{
+		`podcap_engine_captures_running{engine="native"}`:  "2",
+		`podcap_engine_captures_running{engine="tcpdump"}`: "0",
+	} {
+		if got := metricsOfDaemonSet(t, series); got != want {
+			t.Errorf("%s = %q, want %s", series, got, want)
+		}
+	}
+
+	unannotate(t, c, pod)
+	waitFor(t, 30*time.Second, "files deleted", func() (bool, error) { return gone(dir), nil })
+	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "deleted")
+}
+
+type hostProc struct {
+	comm, cmdline string
+	ppid          int
+}
+
+// hostProcs reads every process of the node from /proc.
+func hostProcs(t *testing.T) map[int]hostProc {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs := map[int]hostProc{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // ended
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses
+		open, end := strings.IndexByte(string(stat), '('), strings.LastIndexByte(string(stat), ')')
+		if open < 0 || end < open {
+			continue
+		}
+		var p hostProc
+		p.comm = string(stat[open+1 : end])
+		fields := strings.Fields(string(stat[end+1:]))
+		if len(fields) < 2 {
+			continue
+		}
+		p.ppid, _ = strconv.Atoi(fields[1])
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		p.cmdline = string(cmdline)
+		procs[pid] = p
+	}
+	return procs
+}
+
+// metricsOfDaemonSet returns the value of series on the deployed agent's metrics port.
+func metricsOfDaemonSet(t *testing.T, series string) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://127.0.0.1:9695/metrics", nil)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -9,9 +9,14 @@
 # against a root workload with the runtime's default capabilities, and opens the network
 # namespace of a uid-1000 workload. The full set must capture 5 packets; each reduced set must
 # fail (the error it gives is printed: deploy/daemonset.yaml quotes them).
+# With NATIVE=1 it checks the native-only agent instead: the securityContext of deploy/ with
+# the Component deploy/native, and in place of nsenter + tcpdump what the native engine does
+# (test/deploy/local/nativecap: native.New, which probes setns and an AF_PACKET socket as the
+# agent does at start, then a capture of 5 packets by setns into the pinned netns, AF_PACKET,
+# a filter compiled by `tcpdump -ddd`); deploy/native/kustomization.yaml quotes the errors.
 #
 #   test/deploy/local/capcheck.sh          (root; its own cluster instance "capchk", torn down
-#                                           at exit; KEEP=1 leaves it running)
+#   NATIVE=1 test/deploy/local/capcheck.sh  at exit; KEEP=1 leaves it running)
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -22,6 +27,7 @@ CLUSTER=$ROOT/test/cluster/cluster.sh
 # shellcheck source=../../cluster/common.sh
 . "$ROOT/test/cluster/common.sh"
 KEEP=${KEEP:-0}
+NATIVE=${NATIVE:-0}
 WORK=$CLUSTER_DIR/capcheck
 CAPS=$CAPTURE_DIR/capcheck
 k() { "${KUBECTL[@]}" "$@"; }
@@ -37,20 +43,38 @@ trap finish EXIT
 
 [ "$(id -u)" = 0 ] || fail "run as root"
 CGO_ENABLED=0 go build -o bin/podcap-agent ./cmd/podcap-agent
+if [ "$NATIVE" = 1 ]; then
+  # run from the capture dir's mount in the check pods (the image holds only the agent)
+  mkdir -p "$CAPS"
+  CGO_ENABLED=0 go build -o "$CAPS/nativecap" ./test/deploy/local/nativecap
+fi
 "$CLUSTER" build
 STARTED=1
 "$CLUSTER" up
 "$CLUSTER" agent-image bin/podcap-agent >/dev/null
 mkdir -p "$WORK"
 
-# the agent container's securityContext as deploy/ renders it (JSON is YAML)
-k kustomize deploy | awk 'BEGIN {RS = "\n---\n"} /\nkind: DaemonSet\n/ {print}' >"$WORK/daemonset.yaml"
+# the agent container's securityContext as deploy/ (NATIVE=1: with deploy/native) renders it
+# (JSON is YAML)
+SRC=deploy
+if [ "$NATIVE" = 1 ]; then
+  SRC=$WORK/native
+  mkdir -p "$SRC"
+  rel=$(realpath --relative-to="$SRC" "$ROOT/deploy")
+  printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- %s\ncomponents:\n- %s/native\n' \
+    "$rel" "$rel" >"$SRC/kustomization.yaml"
+fi
+k kustomize "$SRC" | awk 'BEGIN {RS = "\n---\n"} /\nkind: DaemonSet\n/ {print}' >"$WORK/daemonset.yaml"
 ds() { k create --dry-run=client -f "$WORK/daemonset.yaml" -o jsonpath="{.spec.template.spec.containers[0].$1}"; }
 SC=$(ds securityContext)
-[ -n "$SC" ] || fail "no DaemonSet securityContext in deploy/"
+[ -n "$SC" ] || fail "no DaemonSet securityContext in $SRC"
 read -r -a ADD <<<"$(ds 'securityContext.capabilities.add[*]')"
 [ "${#ADD[@]}" -gt 0 ] || fail "the DaemonSet adds no capability: nothing to check"
-echo "deploy/ securityContext: $SC"
+if [ "$NATIVE" = 1 ]; then
+  ARGS=$(ds 'args[*]')
+  [[ " $ARGS " == *" --engine=native "* ]] || fail "$SRC: the agent's args lack --engine=native: $ARGS"
+fi
+echo "$SRC securityContext: $SC"
 
 k apply -f - >/dev/null <<EOF_W
 apiVersion: v1
@@ -126,13 +150,20 @@ for v in "${variants[@]}"; do
   pod=$(podname "$v")
   echo "=== $v: adds $(caps_of "$v") ($(k exec "$pod" -- grep -E '^(CapEff|Seccomp):' /proc/self/status | tr -s '\t\n' '  '))"
   rm -f "$CAPS/$pod.pcap"
-  rc=0
-  # /usr/bin/nsenter: util-linux, as the agent runs it (busybox's sh would prefer its own applet)
-  k exec "$pod" -- sh -c "timeout 20 /usr/bin/nsenter --net=$NS1 tcpdump -i any -U --immediate-mode -Z root -c 5 -w - >/captures/$pod.pcap" \
-    >"$WORK/$pod.log" 2>&1 || rc=$?
-  n=$( { tcpdump -nn -r "$CAPS/$pod.pcap" 2>/dev/null || true; } | wc -l)
-  ns=0
-  k exec "$pod" -- /usr/bin/nsenter --net="$NS2" true >>"$WORK/$pod.log" 2>&1 || ns=$?
+  rc=0 ns=0
+  if [ "$NATIVE" = 1 ]; then
+    k exec "$pod" -- /captures/nativecap -netns-dir "$NETNS_DIR" -filter 'ip or ip6 or arp' -count 5 "$NS1" \
+      >"$WORK/$pod.log" 2>&1 || rc=$?
+    n=0
+    grep -q ': 5 packets' "$WORK/$pod.log" && n=5
+    k exec "$pod" -- /captures/nativecap -netns-dir "$NETNS_DIR" -count 0 "$NS2" >>"$WORK/$pod.log" 2>&1 || ns=$?
+  else
+    # /usr/bin/nsenter: util-linux, as the agent runs it (busybox's sh would prefer its own applet)
+    k exec "$pod" -- sh -c "timeout 20 /usr/bin/nsenter --net=$NS1 tcpdump -i any -U --immediate-mode -Z root -c 5 -w - >/captures/$pod.pcap" \
+      >"$WORK/$pod.log" 2>&1 || rc=$?
+    n=$( { tcpdump -nn -r "$CAPS/$pod.pcap" 2>/dev/null || true; } | wc -l)
+    k exec "$pod" -- /usr/bin/nsenter --net="$NS2" true >>"$WORK/$pod.log" 2>&1 || ns=$?
+  fi
   grep -vE '^(tcpdump: (data link type|listening on)|[0-9]+ packets (captured|received|dropped))' "$WORK/$pod.log" | sed 's/^/    /' || true
   echo "    capture rc=$rc packets=$n; netns of the uid-1000 pod rc=$ns"
   if [ "$v" = all ]; then
