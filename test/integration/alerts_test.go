@@ -123,6 +123,8 @@ func TestAlertCaptureEndToEnd(t *testing.T) {
 	if v := metric(t, a, `podcap_webhook_requests_total{code="401"}`); v != 2 {
 		t.Errorf("podcap_webhook_requests_total{code=401} = %v, want 2", v)
 	}
+	// every family has series now (captures, webhook, alert store, policy): lint them
+	lintMetrics(t, a)
 	if n := len(listAlerts(t, objects)); n != 1 {
 		t.Errorf("%d CaptureAlert objects after refused requests, want 1", n)
 	}

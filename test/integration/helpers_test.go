@@ -24,6 +24,8 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/podcap/podcap/agent/alerts"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
 	"github.com/podcap/podcap/test/testbed"
 )
 
@@ -271,6 +273,25 @@ func metric(t *testing.T, a *testbed.AgentProcess, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// lintMetrics fails the test for every problem promlint (Prometheus' own naming and
+// convention checks: units in names, _total on counters, help text, …) finds in the agent's
+// /metrics as they are now: call it while the metrics of interest have series.
+func lintMetrics(t *testing.T, a *testbed.AgentProcess) {
+	t.Helper()
+	resp, err := http.Get(a.MetricsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	problems, err := promlint.New(resp.Body).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
 }
 
 // startAgent starts an agent and waits until it is ready.
