@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket/layers"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/podcap/podcap/test/testbed"
@@ -29,15 +28,7 @@ func TestAnnotationCapture(t *testing.T) {
 
 	// the pod pings the bridge every 0.2 s: every IPv4 packet is the pod's own
 	waitPodIP(t, first, pod.Status.PodIP)
-	s := readPcap(t, first)
-	if s.linkType != layers.LinkTypeLinuxSLL2 {
-		t.Errorf("link type %v, want LINUX_SLL2 (tcpdump -i any)", s.linkType)
-	}
-	for ip := range s.ips {
-		if ip != pod.Status.PodIP && ip != c.Gateway.String() {
-			t.Errorf("packet with %s: neither the pod (%s) nor its peer (%s)", ip, pod.Status.PodIP, c.Gateway)
-		}
-	}
+	checkPodTraffic(t, c, pod, first)
 	if got := ringFiles(podDir(a, pod)); !slices.Equal(got, []string{"capture-web.pcap0"}) {
 		t.Errorf("files = %v, want only the first of the ring", got)
 	}

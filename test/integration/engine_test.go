@@ -7,13 +7,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket/layers"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podcap/podcap/test/testbed"
 )
@@ -32,15 +29,7 @@ func TestAnnotationCaptureNativeEngine(t *testing.T) {
 
 	// the pod pings the bridge every 0.2 s: every IPv4 packet is the pod's own
 	waitPodIP(t, first, pod.Status.PodIP)
-	s := readPcap(t, first)
-	if s.linkType != layers.LinkTypeLinuxSLL2 {
-		t.Errorf("link type %v, want LINUX_SLL2 (as tcpdump -i any)", s.linkType)
-	}
-	for ip := range s.ips {
-		if ip != pod.Status.PodIP && ip != c.Gateway.String() {
-			t.Errorf("packet with %s: neither the pod (%s) nor its peer (%s)", ip, pod.Status.PodIP, c.Gateway)
-		}
-	}
+	checkPodTraffic(t, c, pod, first)
 	if got := ringFiles(podDir(a, pod)); !slices.Equal(got, []string{"capture-web.pcap0"}) {
 		t.Errorf("files = %v, want only the first of the ring", got)
 	}
@@ -134,19 +123,7 @@ func TestNativeEngineFollowsThePod(t *testing.T) {
 	file := waitPackets(t, a1, pod, "capture-phoenix.pcap0")
 	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStarted", fmt.Sprintf("(pid %d) with the native engine", oldPID))
 
-	if err := syscall.Kill(oldPID, syscall.SIGTERM); err != nil { // the workload exits 0; the kubelet restarts it
-		t.Fatalf("SIGTERM to the container's pid %d: %v", oldPID, err)
-	}
-	var newPID int
-	waitFor(t, 60*time.Second, "the container to restart with a new PID", func() (bool, error) {
-		p, err := c.Admin().CoreV1().Pods(pod.Namespace).Get(t.Context(), pod.Name, metav1.GetOptions{})
-		if err != nil || len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].RestartCount == 0 ||
-			p.Status.ContainerStatuses[0].State.Running == nil {
-			return false, err
-		}
-		newPID, err = c.ContainerPID(t.Context(), p)
-		return err == nil && newPID != oldPID, err
-	})
+	newPID := restartContainer(t, c, pod, oldPID)
 	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStarted", fmt.Sprintf("restarted in the pod's network namespace (pid %d)", newPID))
 	before := readPcap(t, file).packets
 	waitFor(t, 30*time.Second, "packets after the restart", func() (bool, error) { return readPcap(t, file).packets > before+3, nil })

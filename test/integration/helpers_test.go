@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,6 +274,42 @@ func metric(t *testing.T, a *testbed.AgentProcess, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// restartContainer makes the pod's container, running as oldPID, exit (SIGTERM from the host:
+// the workload traps it and exits 0, and the kubelet restarts it) and returns the PID of the
+// restarted container.
+func restartContainer(t *testing.T, c *testbed.Cluster, pod *corev1.Pod, oldPID int) int {
+	t.Helper()
+	if err := syscall.Kill(oldPID, syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM to the container's pid %d: %v", oldPID, err)
+	}
+	var newPID int
+	waitFor(t, 60*time.Second, "the container to restart with a new PID", func() (bool, error) {
+		p, err := c.Admin().CoreV1().Pods(pod.Namespace).Get(t.Context(), pod.Name, metav1.GetOptions{})
+		if err != nil || len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].RestartCount == 0 ||
+			p.Status.ContainerStatuses[0].State.Running == nil {
+			return false, err
+		}
+		newPID, err = c.ContainerPID(t.Context(), p)
+		return err == nil && newPID != oldPID, err
+	})
+	return newPID
+}
+
+// checkPodTraffic checks a capture file of pod: LINUX_SLL2 (as tcpdump -i any), and every IPv4
+// packet between the pod and its peer, the bridge's gateway.
+func checkPodTraffic(t *testing.T, c *testbed.Cluster, pod *corev1.Pod, file string) {
+	t.Helper()
+	s := readPcap(t, file)
+	if s.linkType != layers.LinkTypeLinuxSLL2 {
+		t.Errorf("link type %v, want LINUX_SLL2 (as tcpdump -i any)", s.linkType)
+	}
+	for ip := range s.ips {
+		if ip != pod.Status.PodIP && ip != c.Gateway.String() {
+			t.Errorf("packet with %s: neither the pod (%s) nor its peer (%s)", ip, pod.Status.PodIP, c.Gateway)
+		}
+	}
 }
 
 // lintMetrics fails the test for every problem promlint (Prometheus' own naming and

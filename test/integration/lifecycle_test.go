@@ -34,19 +34,7 @@ func TestContainerRestartReattaches(t *testing.T) {
 	// The workload traps TERM and exits 0; the kubelet restarts the container. The signal is
 	// sent from the host: a `kubectl exec -- kill 1` races the container's own exit (the exec'd
 	// kill is SIGKILLed with the PID namespace and kubectl reports exit code 137).
-	if err := syscall.Kill(oldPID, syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM to the container's pid %d: %v", oldPID, err)
-	}
-	var newPID int
-	waitFor(t, 60*time.Second, "the container to restart with a new PID", func() (bool, error) {
-		p, err := c.Admin().CoreV1().Pods(pod.Namespace).Get(t.Context(), pod.Name, metav1.GetOptions{})
-		if err != nil || len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].RestartCount == 0 ||
-			p.Status.ContainerStatuses[0].State.Running == nil {
-			return false, err
-		}
-		newPID, err = c.ContainerPID(t.Context(), p)
-		return err == nil && newPID != oldPID, err
-	})
+	newPID := restartContainer(t, c, pod, oldPID)
 	// (the re-attach follows the pod's update; the 30 s recheck is the fallback: wait longer)
 	waitFor(t, 60*time.Second, "the capture re-attached", func() (bool, error) {
 		evs, err := events(t.Context(), c, pod)
