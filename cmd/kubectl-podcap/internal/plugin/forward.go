@@ -1,0 +1,69 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+)
+
+// portForwarder tunnels to a pod's port the way `kubectl port-forward` does: a SPDY
+// connection to the API server's pods/portforward subresource, relayed by the kubelet of
+// the pod's node; the local end listens on 127.0.0.1 on a port the kernel picks.
+type portForwarder struct {
+	cfg  *rest.Config
+	rest rest.Interface // the core/v1 REST client
+}
+
+var _ Forwarder = (*portForwarder)(nil)
+
+// NewPortForwarder returns the Forwarder of the plugin.
+func NewPortForwarder(cfg *rest.Config, core rest.Interface) Forwarder {
+	return &portForwarder{cfg: cfg, rest: core}
+}
+
+// Forward starts the port-forward, waits until it listens and returns its local address.
+func (f *portForwarder) Forward(ctx context.Context, pod *corev1.Pod, port int) (string, func(), error) {
+	rt, upgrader, err := spdy.RoundTripperFor(f.cfg)
+	if err != nil {
+		return "", nil, fmt.Errorf("port-forward: %w", err)
+	}
+	u := f.rest.Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("portforward").URL()
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	fctx, cancel := context.WithCancel(ctx)
+	ready := make(chan struct{})
+	pf, err := portforward.NewOnAddressesWithContext(fctx, dialer, []string{"127.0.0.1"},
+		[]string{fmt.Sprintf("0:%d", port)}, ready, io.Discard, io.Discard)
+	if err != nil {
+		cancel()
+		return "", nil, fmt.Errorf("port-forward: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- pf.ForwardPorts() }()
+	stop := sync.OnceFunc(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		if err == nil {
+			err = errors.New("ended before it was ready")
+		}
+		return "", nil, fmt.Errorf("port-forward to pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	case <-ctx.Done():
+		stop()
+		return "", nil, fmt.Errorf("port-forward to pod %s/%s: %w", pod.Namespace, pod.Name, context.Cause(ctx))
+	}
+	ports, err := pf.GetPorts()
+	if err != nil || len(ports) != 1 {
+		stop()
+		return "", nil, fmt.Errorf("port-forward to pod %s/%s: local port: %v", pod.Namespace, pod.Name, err)
+	}
+	return joinHostPort("127.0.0.1", int(ports[0].Local)), stop, nil
+}

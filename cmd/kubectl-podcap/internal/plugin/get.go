@@ -1,0 +1,210 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+)
+
+func newGetCommand(o *Options) *cobra.Command {
+	var dir string
+	var merge bool
+	cmd := &cobra.Command{
+		Use:   "get POD",
+		Short: "Download a pod's capture files",
+		Long: `Download the ring files of the pod's capture, oldest first, into a directory (each file
+written under a temporary name and renamed when complete), or with --merge as one pcap file
+POD.pcap: the packets of all files in time order under one header. Files of different link
+types are not merged, nor are pcapng files (download them and use Wireshark's mergecap).
+A file the agent rotated away between the listing and its download is skipped with a warning.`,
+		Example: `  kubectl podcap get web                   # ./capture-web.pcap0, ...
+  kubectl podcap get web -n shop -o /tmp/web
+  kubectl podcap get web --merge && tcpdump -nr web.pcap`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			env, err := o.env()
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("output directory: %w", err)
+			}
+			paths, err := env.download(cmd.Context(), env.Namespace, args[0], dir, merge)
+			for _, p := range paths {
+				fmt.Fprintln(env.IO.Out, p)
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&dir, "output", "o", ".", "directory to write the files to")
+	cmd.Flags().BoolVar(&merge, "merge", false, "write one pcap file, POD.pcap, with the packets of all files in time order")
+	return cmd
+}
+
+// download writes the files of ns/pod's capture into dir (or merges them into dir/POD.pcap)
+// and returns the paths written.
+func (e *Env) download(ctx context.Context, ns, pod, dir string, merge bool) ([]string, error) {
+	agent, err := e.agentOfPod(ctx, ns, pod)
+	if err != nil {
+		return nil, err
+	}
+	var paths []string
+	err = e.withAgent(ctx, agent, func(c *agentClient) error {
+		files, err := captureFiles(ctx, c, ns, pod, merge)
+		if err != nil {
+			return err
+		}
+		if !merge {
+			for _, name := range files {
+				p, err := e.fetch(ctx, c, ns, pod, name, dir)
+				if err != nil {
+					return err
+				}
+				if p != "" {
+					paths = append(paths, p)
+				}
+			}
+			return nil
+		}
+		p, err := e.fetchMerged(ctx, c, ns, pod, files, dir)
+		if p != "" {
+			paths = append(paths, p)
+		}
+		return err
+	})
+	return paths, err
+}
+
+// agentOfPod returns the agent pod on the node of pod ns/name.
+func (e *Env) agentOfPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
+	node, err := e.nodeOf(ctx, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	return e.agentOnNode(ctx, node)
+}
+
+// captureFiles returns the names of the files of ns/pod's capture in ring order, checked to
+// be plain file names (an agent's answer never chooses where the plugin writes).
+func captureFiles(ctx context.Context, c *agentClient, ns, pod string, merge bool) ([]string, error) {
+	caps, err := c.Captures(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
+	for _, cp := range caps {
+		if cp.Pod != pod {
+			continue
+		}
+		if cp.Files == nil {
+			return nil, fmt.Errorf("the podcap agent on node %s does not list capture files (it predates the retrieval API)", c.node)
+		}
+		if merge && cp.Format == "pcapng" {
+			return nil, ErrPcapng
+		}
+		var names []string
+		for _, f := range cp.Files {
+			if !plainFileName(f.Name) {
+				return nil, fmt.Errorf("the agent on node %s names a capture file %q: not a plain file name", c.node, f.Name)
+			}
+			names = append(names, f.Name)
+		}
+		if len(names) == 0 {
+			return nil, fmt.Errorf("the capture of pod %s/%s has no files yet", ns, pod)
+		}
+		return names, nil
+	}
+	return nil, fmt.Errorf("no capture of pod %s/%s on node %s", ns, pod, c.node)
+}
+
+func plainFileName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, `/\`+"\x00") &&
+		filepath.Base(name) == name
+}
+
+// fetch downloads one file to dir/name (temp + rename) and returns its path; "" with a
+// warning if the agent no longer has it.
+func (e *Env) fetch(ctx context.Context, c *agentClient, ns, pod, name, dir string) (string, error) {
+	body, err := c.File(ctx, ns, pod, name)
+	if IsNotFound(err) {
+		fmt.Fprintf(e.IO.ErrOut, "warning: %s of %s/%s is gone (rotated away since the listing): skipped\n", name, ns, pod)
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer body.Close()
+	path := filepath.Join(dir, name)
+	if err := writeAtomic(path, func(w io.Writer) error { _, err := io.Copy(w, body); return err }); err != nil {
+		return "", fmt.Errorf("download %s: %w", name, err)
+	}
+	return path, nil
+}
+
+// fetchMerged downloads the files into temporary files of dir and merges them into
+// dir/POD.pcap.
+func (e *Env) fetchMerged(ctx context.Context, c *agentClient, ns, pod string, names []string, dir string) (string, error) {
+	tmp, err := os.MkdirTemp(dir, ".podcap-"+pod+"-*")
+	if err != nil {
+		return "", fmt.Errorf("merge: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	var parts []string
+	for _, name := range names {
+		p, err := e.fetch(ctx, c, ns, pod, name, tmp)
+		if err != nil {
+			return "", err
+		}
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	out := filepath.Join(dir, pod+".pcap")
+	err = writeAtomic(out, func(w io.Writer) error {
+		var files []io.Reader
+		for _, p := range parts {
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			files = append(files, f)
+		}
+		res, err := MergePcap(w, files...)
+		for _, i := range res.Truncated {
+			fmt.Fprintf(e.IO.ErrOut, "warning: %s ends in a partial packet (still being written): left out\n", filepath.Base(parts[i]))
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("merge: %w", err)
+	}
+	return out, nil
+}
+
+// writeAtomic writes path by way of a temporary file in its directory, renamed over path only
+// when write succeeded; files are 0600 (they hold other people's traffic).
+func writeAtomic(path string, write func(io.Writer) error) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.part")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+		}
+	}()
+	if err := write(f); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
