@@ -15,13 +15,16 @@ IMAGE ?= podcap-agent:dev
 CLUSTER := test/cluster/cluster.sh
 KIND := test/kind/kind.sh
 
-.PHONY: help build test unit-test demo bench policy-test image cluster-setup deploy e2e-test cleanup e2e clean
+.PHONY: help build plugin test unit-test demo bench policy-test image cluster-setup deploy e2e-test cleanup e2e clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## bin/podcap-agent, static (CGO_ENABLED=0)
 	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/podcap-agent ./cmd/podcap-agent
+
+plugin: ## bin/kubectl-podcap, the kubectl plugin (put it on PATH: `kubectl podcap ...`)
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/kubectl-podcap ./cmd/kubectl-podcap
 
 test: ## as root: packages + cluster binaries (cached), go vet, every test incl. the real-cluster ones
 	@if [ "$$(id -u)" != 0 ]; then echo "make test needs root: it installs Debian packages and runs a Kubernetes node (sudo make test; 'make unit-test' runs without)" >&2; exit 1; fi
