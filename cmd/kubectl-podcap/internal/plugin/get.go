@@ -119,7 +119,9 @@ func captureFiles(ctx context.Context, c *agentClient, ns, pod string, merge boo
 		}
 		return names, nil
 	}
-	return nil, fmt.Errorf("no capture of pod %s/%s on node %s", ns, pod, c.node)
+	// the agent lists only the captures of namespaces the caller may read
+	return nil, fmt.Errorf("no capture of pod %s/%s on node %s that you may read (reading captures in namespace %s needs get pods/capture)",
+		ns, pod, c.node, ns)
 }
 
 func plainFileName(name string) bool {
