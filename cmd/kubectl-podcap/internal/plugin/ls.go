@@ -47,6 +47,12 @@ you may read, asking every podcap agent (in parallel, through port-forwards).`,
 				ns = ""
 			}
 			caps, err := env.listCaptures(cmd.Context(), ns)
+			if len(caps) == 0 && (output == "" || output == "wide") {
+				if err == nil { // as kubectl get: the message on stderr, nothing on stdout
+					fmt.Fprintln(env.IO.ErrOut, noCaptures(ns))
+				}
+				return err
+			}
 			if perr := printCaptures(env.IO.Out, caps, output, env.Now()); perr != nil {
 				return perr
 			}
@@ -99,6 +105,13 @@ func (e *Env) listCaptures(ctx context.Context, ns string) ([]Capture, error) {
 		return strings.Compare(a.Namespace+"/"+a.Pod+"/"+a.Node, b.Namespace+"/"+b.Pod+"/"+b.Node)
 	})
 	return caps, errors.Join(errs...)
+}
+
+func noCaptures(ns string) string {
+	if ns == "" {
+		return "No captures found."
+	}
+	return "No captures found in namespace " + ns + "."
 }
 
 // printCaptures writes the captures as a table (wide: with reason, alerts and filter), or as

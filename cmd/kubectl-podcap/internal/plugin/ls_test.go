@@ -131,6 +131,19 @@ func TestLsErrors(t *testing.T) {
 	})
 }
 
+func TestLsNone(t *testing.T) {
+	te := lsEnv(t)
+	if err := te.run(t, "ls", "-n", "empty"); err != nil {
+		t.Fatal(err)
+	}
+	if te.out.Len() != 0 || te.errOut.String() != "No captures found in namespace empty.\n" {
+		t.Errorf("stdout %q, stderr %q", te.out, te.errOut)
+	}
+	if err := te.run(t, "ls", "-n", "empty", "-o", "json"); err != nil || te.out.String() != "[]\n" {
+		t.Errorf("-o json: %q, %v", te.out, err)
+	}
+}
+
 func TestHumanBytes(t *testing.T) {
 	for n, want := range map[uint64]string{0: "0B", 1023: "1023B", 1024: "1.0KiB", 1536: "1.5KiB", 5 << 20: "5.0MiB", 3 << 30: "3.0GiB"} {
 		if got := humanBytes(n); got != want {
