@@ -9,14 +9,16 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
 )
 
-// portForwarder tunnels to a pod's port the way `kubectl port-forward` does: a SPDY
-// connection to the API server's pods/portforward subresource, relayed by the kubelet of
-// the pod's node; the local end listens on 127.0.0.1 on a port the kernel picks.
+// portForwarder tunnels to a pod's port the way `kubectl port-forward` does: a connection to
+// the API server's pods/portforward subresource (WebSocket first, SPDY if the server or a
+// proxy on the way refuses the upgrade, as kubectl), relayed by the kubelet of the pod's
+// node; the local end listens on 127.0.0.1 on a port the kernel picks.
 type portForwarder struct {
 	cfg  *rest.Config
 	rest rest.Interface // the core/v1 REST client
@@ -36,7 +38,14 @@ func (f *portForwarder) Forward(ctx context.Context, pod *corev1.Pod, port int) 
 		return "", nil, fmt.Errorf("port-forward: %w", err)
 	}
 	u := f.rest.Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("portforward").URL()
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	spdyDialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	wsDialer, err := portforward.NewSPDYOverWebsocketDialer(u, f.cfg)
+	if err != nil {
+		return "", nil, fmt.Errorf("port-forward: %w", err)
+	}
+	dialer := portforward.NewFallbackDialer(wsDialer, spdyDialer, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
 	fctx, cancel := context.WithCancel(ctx)
 	ready := make(chan struct{})
 	pf, err := portforward.NewOnAddressesWithContext(fctx, dialer, []string{"127.0.0.1"},
