@@ -153,10 +153,11 @@ func runPlugin(t *testing.T, bin string, u *pluginUser, args ...string) pluginRe
 
 // Rules of the plugin's users.
 var (
-	// in the agents' namespace: find the agents and port-forward to them
+	// in the agents' namespace: find the agents and port-forward to them (a WebSocket
+	// upgrade is authorised as get, SPDY's POST as create)
 	reachAgentRules = []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
-		{APIGroups: []string{""}, Resources: []string{"pods/portforward"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/portforward"}, Verbs: []string{"get", "create"}},
 	}
 	// in a workload namespace: find a pod's node, read its captures, start and stop them
 	captureRules = []rbacv1.PolicyRule{

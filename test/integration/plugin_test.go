@@ -91,6 +91,18 @@ func TestPluginHostAgent(t *testing.T) {
 	}
 	checkExplain(t, bin, reader, pod)
 
+	// only create pods/portforward: the WebSocket upgrade (a GET) is refused, SPDY works
+	spdyOnly := newPluginUser(t, c, "plugin-b", "spdy-only", map[string][]rbacv1.PolicyRule{
+		"plugin-b": captureRules, "podcap-system": {reachAgentRules[0],
+			{APIGroups: []string{""}, Resources: []string{"pods/portforward"}, Verbs: []string{"create"}}}})
+	// and the agent answers through the tunnel: 401 from an agent that knows only its static
+	// token, the capture from one that reviews tokens (TokenReview, SAR)
+	r = runPlugin(t, bin, spdyOnly, "ls")
+	if !(r.Code == 0 && hasRow(r.Stdout, "plugin-b", "web", c.NodeName)) &&
+		!(r.Code == 1 && strings.Contains(r.Stderr, "error: the podcap agent on node "+c.NodeName+" did not accept your credentials (401")) {
+		t.Errorf("ls with create pods/portforward only: %+v", r)
+	}
+
 	limited := newPluginUser(t, c, "plugin-b", "limited", map[string][]rbacv1.PolicyRule{
 		"plugin-b": captureRules, "podcap-system": reachAgentRules[:1]})
 	if r := runPlugin(t, bin, limited, "ls"); r.Code != 1 || !strings.Contains(r.Stderr, `cannot create resource "pods/portforward"`) {
@@ -127,10 +139,11 @@ func splitHostPort(addr string) (string, int, error) {
 	return addr[:i], p, err
 }
 
-// hasRow tells whether a table has a row starting with the given columns.
+// hasRow tells whether a table has a row starting with the given columns, ignoring case
+// (the agents before the retrieval API name the state "Running").
 func hasRow(table string, cols ...string) bool {
 	for _, line := range strings.Split(table, "\n") {
-		if f := strings.Fields(line); len(f) >= len(cols) && strings.Join(f[:len(cols)], " ") == strings.Join(cols, " ") {
+		if f := strings.Fields(line); len(f) >= len(cols) && strings.EqualFold(strings.Join(f[:len(cols)], " "), strings.Join(cols, " ")) {
 			return true
 		}
 	}
@@ -163,7 +176,7 @@ func lsJSON(t *testing.T, bin string, u *pluginUser) []pluginCapture {
 func checkExplain(t *testing.T, bin string, u *pluginUser, pod *corev1.Pod) {
 	t.Helper()
 	r := runPlugin(t, bin, u, "explain", pod.Name)
-	if r.Code != 0 || !strings.Contains(r.Stdout, "Capture:   running (source manual, 3 files") {
+	if r.Code != 0 || !strings.Contains(strings.ToLower(r.Stdout), "capture:   running (source manual, 3 files") {
 		t.Errorf("explain: %+v", r)
 	}
 	r = runPlugin(t, bin, u, "explain", pod.Name, "-o", "json")

@@ -9,10 +9,10 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	streamhttp "k8s.io/streaming/pkg/httpstream"
 )
 
 // portForwarder tunnels to a pod's port the way `kubectl port-forward` does: a connection to
@@ -38,17 +38,22 @@ func (f *portForwarder) Forward(ctx context.Context, pod *corev1.Pod, port int) 
 		return "", nil, fmt.Errorf("port-forward: %w", err)
 	}
 	u := f.rest.Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("portforward").URL()
-	spdyDialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
-	wsDialer, err := portforward.NewSPDYOverWebsocketDialer(u, f.cfg)
+	spdyDialer := spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	wsDialer, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, f.cfg)
 	if err != nil {
 		return "", nil, fmt.Errorf("port-forward: %w", err)
 	}
-	dialer := portforward.NewFallbackDialer(wsDialer, spdyDialer, func(err error) bool {
-		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	// The WebSocket upgrade is a GET, authorised as "get pods/portforward"; a user granted only
+	// "create" (SPDY's POST) is refused it with an upgrade failure, and then goes by SPDY.
+	// The predicate must be k8s.io/streaming's: client-go's WebSocket transport returns that
+	// package's UpgradeFailureError, which apimachinery's httpstream.IsUpgradeFailure does not
+	// recognise (no fallback at all; seen on the test bed).
+	dialer := portforward.NewFallbackDialerForStreaming(wsDialer, spdyDialer, func(err error) bool {
+		return streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
 	})
 	fctx, cancel := context.WithCancel(ctx)
 	ready := make(chan struct{})
-	pf, err := portforward.NewOnAddressesWithContext(fctx, dialer, []string{"127.0.0.1"},
+	pf, err := portforward.NewOnAddressesForStreamingWithContext(fctx, dialer, []string{"127.0.0.1"},
 		[]string{fmt.Sprintf("0:%d", port)}, ready, io.Discard, io.Discard)
 	if err != nil {
 		cancel()
