@@ -15,8 +15,9 @@ The agent of a pod's node is reached by port-forward through the API server (as
 from your kubeconfig: the bearer token (also one from an exec or auth-provider plugin) and
 your client certificate. The agent authorises you with the API server: to read the captures
 of a namespace you need 'get pods/capture' there. The port-forward needs 'get'/'list' pods
-and 'create pods/portforward' in the agents' namespace (podcap-system), and get/download/
-stream/explain need 'get pods' in the pod's namespace to find its node.
+and 'create' (SPDY) or 'get' (WebSocket) pods/portforward in the agents' namespace
+(podcap-system), and get/stream/explain need 'get pods' in the pod's namespace to find its
+node.
 
 Without a bearer token in your kubeconfig (client certificates only), the agent accepts
 you only if its operator let it verify client certificates against the cluster's client CA
