@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/transport"
@@ -194,7 +195,7 @@ func NewHTTPClientFactory(cfg *rest.Config, caFile, userAgent string) (HTTPClien
 		}
 		t.InsecureSkipVerify = roots == nil
 		t.RootCAs, t.ServerName = roots, serverName
-		base := &http.Transport{TLSClientConfig: t, DisableCompression: true, MaxIdleConnsPerHost: 4}
+		base := &http.Transport{TLSClientConfig: t, TLSHandshakeTimeout: 10 * time.Second, DisableCompression: true, MaxIdleConnsPerHost: 4}
 		rt, err := transport.HTTPWrappersForConfig(tc, base)
 		if err != nil {
 			return nil, fmt.Errorf("credentials from kubeconfig: %w", err)
