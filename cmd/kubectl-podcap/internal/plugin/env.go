@@ -28,6 +28,7 @@ type Options struct {
 	AgentNamespace  string
 	AgentCAFile     string
 	AgentServerName string
+	Debug           bool
 	IO              genericiooptions.IOStreams
 	Version         string // sent in the user agent
 	// NewEnv builds the Env once the flags are parsed; nil: the real one (newEnv).

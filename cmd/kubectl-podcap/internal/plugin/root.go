@@ -5,7 +5,9 @@
 package plugin
 
 import (
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 )
 
 const rootLong = `Captures of pod traffic by podcap, the way kubectl works.
@@ -62,6 +64,15 @@ func NewCommand(o *Options) *cobra.Command {
 	flags.StringVar(&o.AgentCAFile, "agent-ca-file", "", "verify the agents' TLS certificates against this CA bundle (PEM)")
 	flags.StringVar(&o.AgentServerName, "agent-server-name", "",
 		"name the agents' certificates must hold, with --agent-ca-file (default: the agent's node name)")
+	flags.BoolVar(&o.Debug, "debug", false, "print client-go's own log (the port-forward's connection errors) to stderr")
+	cmd.PersistentPreRun = func(*cobra.Command, []string) {
+		if !o.Debug {
+			// client-go's port-forward logs every connection it sees end (e.g. "Error copying
+			// from local connection to remote stream" err="EOF" when Ctrl-C ends a stream) through
+			// klog: noise for a command whose errors are its own.
+			klog.SetLogger(logr.Discard())
+		}
+	}
 	cmd.AddCommand(newLsCommand(o), newGetCommand(o), newStreamCommand(o), newExplainCommand(o),
 		newStartCommand(o), newStopCommand(o))
 	return cmd
