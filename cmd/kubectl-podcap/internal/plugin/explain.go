@@ -56,7 +56,7 @@ policy input it evaluated.`,
 
 // explain returns the agent's explanation of ns/pod and the agent's node.
 func (e *Env) explain(ctx context.Context, ns, pod string) (json.RawMessage, string, error) {
-	agent, err := e.agentOfPod(ctx, ns, pod)
+	agent, err := e.agentOfPod(ctx, ns, pod, explains(ns, pod))
 	if err != nil {
 		return nil, "", err
 	}

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
 )
 
 func newGetCommand(o *Options) *cobra.Command {
@@ -50,7 +49,7 @@ A file the agent rotated away between the listing and its download is skipped wi
 // download writes the files of ns/pod's capture into dir (or merges them into dir/POD.pcap)
 // and returns the paths written.
 func (e *Env) download(ctx context.Context, ns, pod, dir string, merge bool) ([]string, error) {
-	agent, err := e.agentOfPod(ctx, ns, pod)
+	agent, err := e.agentOfPod(ctx, ns, pod, listsCapture(ns, pod))
 	if err != nil {
 		return nil, err
 	}
@@ -79,15 +78,6 @@ func (e *Env) download(ctx context.Context, ns, pod, dir string, merge bool) ([]
 		return err
 	})
 	return paths, err
-}
-
-// agentOfPod returns the agent pod on the node of pod ns/name.
-func (e *Env) agentOfPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
-	node, err := e.nodeOf(ctx, ns, name)
-	if err != nil {
-		return nil, err
-	}
-	return e.agentOnNode(ctx, node)
 }
 
 // captureFiles returns the names of the files of ns/pod's capture in ring order, checked to

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // getEnv: pod shop/web on node n2, its capture of three files there (ring order pcap1, pcap2,
@@ -132,5 +134,29 @@ func TestGetRotatedFileSkipped(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
 		t.Errorf("%d files, want 2", len(ents))
+	}
+}
+
+// A user who may read captures but not get pods (deploy/examples/capture-reader.yaml grants
+// pods/capture alone) is served by the agent that has the pod.
+func TestPodNodeForbidden(t *testing.T) {
+	te := getEnv(t)
+	te.kube.PrependReactor("get", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		return a.GetNamespace() == "shop", nil, forbidden()
+	})
+	te.agents["n2"].decisions["shop/web"] = explanation()
+	dir := t.TempDir()
+	if err := te.run(t, "get", "web", "-o", dir); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 3 {
+		t.Errorf("%d files, want 3", len(ents))
+	}
+	if err := te.run(t, "explain", "web"); err != nil || !strings.HasPrefix(te.out.String(), "Pod:       shop/web (node n2)") {
+		t.Errorf("explain: %v\n%s", err, te.out)
+	}
+	err := te.run(t, "stream", "nope")
+	if err == nil || !strings.Contains(err.Error(), "pod shop/nope: no agent knows it (you may not get the pod to find its node: get pod shop/nope:") {
+		t.Errorf("a pod no agent knows: %v", err)
 	}
 }

@@ -18,8 +18,8 @@ from your kubeconfig: the bearer token (also one from an exec or auth-provider p
 your client certificate. The agent authorises you with the API server: to read the captures
 of a namespace you need 'get pods/capture' there. The port-forward needs 'get'/'list' pods
 and 'create' (SPDY) or 'get' (WebSocket) pods/portforward in the agents' namespace
-(podcap-system), and get/stream/explain need 'get pods' in the pod's namespace to find its
-node.
+(podcap-system). get/stream/explain find the pod's node with 'get pods' in its namespace,
+or, if you may not, by asking every agent.
 
 Without a bearer token in your kubeconfig (client certificates only), the agent accepts
 you only if its operator let it verify client certificates against the cluster's client CA

@@ -34,7 +34,7 @@ capture itself never waits), which ends the stream with an error.`,
 // stream copies the live capture of ns/pod to w until the capture ends, ctx is cancelled
 // (SIGINT: not an error) or w stops accepting data (EPIPE: not an error either).
 func (e *Env) stream(ctx context.Context, ns, pod string, w io.Writer) error {
-	agent, err := e.agentOfPod(ctx, ns, pod)
+	agent, err := e.agentOfPod(ctx, ns, pod, listsCapture(ns, pod))
 	if err != nil {
 		return err
 	}
