@@ -12,16 +12,17 @@ import (
 )
 
 func newGetCommand(o *Options) *cobra.Command {
-	var dir string
-	var merge bool
+	var opts getOptions
 	cmd := &cobra.Command{
 		Use:   "get POD",
 		Short: "Download a pod's capture files",
 		Long: `Download the ring files of the pod's capture, oldest first, into a directory (each file
 written under a temporary name and renamed when complete), or with --merge as one pcap file
-POD.pcap: the packets of all files in time order under one header. Files of different link
+POD.pcap (POD-ID.pcap with --capture): the packets of all files in time order under one header. Files of different link
 types are not merged, nor are pcapng files (download them and use Wireshark's mergecap).
-A file the agent rotated away between the listing and its download is skipped with a warning.`,
+A file the agent rotated away between the listing and its download is skipped with a warning.
+A pod with several captures (e.g. a flight recorder and a policy capture: 'ls -o wide' shows
+their IDs) needs --capture ID.`,
 		Example: `  kubectl podcap get web                   # ./capture-web.pcap0, ...
   kubectl podcap get web -n shop -o /tmp/web
   kubectl podcap get web --merge && tcpdump -nr web.pcap`,
@@ -31,37 +32,45 @@ A file the agent rotated away between the listing and its download is skipped wi
 			if err != nil {
 				return err
 			}
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+			if err := os.MkdirAll(opts.dir, 0o755); err != nil {
 				return fmt.Errorf("output directory: %w", err)
 			}
-			paths, err := env.download(cmd.Context(), env.Namespace, args[0], dir, merge)
+			paths, err := env.download(cmd.Context(), env.Namespace, args[0], opts)
 			for _, p := range paths {
 				fmt.Fprintln(env.IO.Out, p)
 			}
 			return err
 		},
 	}
-	cmd.Flags().StringVarP(&dir, "output", "o", ".", "directory to write the files to")
-	cmd.Flags().BoolVar(&merge, "merge", false, "write one pcap file, POD.pcap, with the packets of all files in time order")
+	cmd.Flags().StringVarP(&opts.dir, "output", "o", ".", "directory to write the files to")
+	cmd.Flags().BoolVar(&opts.merge, "merge", false, "write one pcap file, POD.pcap, with the packets of all files in time order")
+	cmd.Flags().StringVar(&opts.id, "capture", "", "the capture's ID, when the pod has several")
 	return cmd
+}
+
+// getOptions are get's flags.
+type getOptions struct {
+	dir   string
+	merge bool
+	id    string // of the capture; "" for the pod's only one
 }
 
 // download writes the files of ns/pod's capture into dir (or merges them into dir/POD.pcap)
 // and returns the paths written.
-func (e *Env) download(ctx context.Context, ns, pod, dir string, merge bool) ([]string, error) {
+func (e *Env) download(ctx context.Context, ns, pod string, opts getOptions) ([]string, error) {
 	agent, err := e.agentOfPod(ctx, ns, pod, listsCapture(ns, pod))
 	if err != nil {
 		return nil, err
 	}
 	var paths []string
 	err = e.withAgent(ctx, agent, func(c *agentClient) error {
-		files, err := captureFiles(ctx, c, ns, pod, merge)
+		files, err := captureFiles(ctx, c, ns, pod, opts)
 		if err != nil {
 			return err
 		}
-		if !merge {
+		if !opts.merge {
 			for _, name := range files {
-				p, err := e.fetch(ctx, c, ns, pod, name, dir)
+				p, err := e.fetch(ctx, c, ns, pod, name, opts.dir)
 				if err != nil {
 					return err
 				}
@@ -71,7 +80,14 @@ func (e *Env) download(ctx context.Context, ns, pod, dir string, merge bool) ([]
 			}
 			return nil
 		}
-		p, err := e.fetchMerged(ctx, c, ns, pod, files, dir)
+		out := pod + ".pcap"
+		if opts.id != "" {
+			out = pod + "-" + opts.id + ".pcap"
+		}
+		if !plainFileName(out) {
+			return fmt.Errorf("--capture %q: not a capture ID", opts.id)
+		}
+		p, err := e.fetchMerged(ctx, c, ns, pod, files, opts.dir, out)
 		if p != "" {
 			paths = append(paths, p)
 		}
@@ -80,38 +96,50 @@ func (e *Env) download(ctx context.Context, ns, pod, dir string, merge bool) ([]
 	return paths, err
 }
 
-// captureFiles returns the names of the files of ns/pod's capture in ring order, checked to
-// be plain file names (an agent's answer never chooses where the plugin writes).
-func captureFiles(ctx context.Context, c *agentClient, ns, pod string, merge bool) ([]string, error) {
+// captureFiles returns the names of the files of ns/pod's capture (the one with opts.id, or
+// the pod's only one) in ring order, checked to be plain file names (an agent's answer never
+// chooses where the plugin writes).
+func captureFiles(ctx context.Context, c *agentClient, ns, pod string, opts getOptions) ([]string, error) {
 	caps, err := c.Captures(ctx, ns)
 	if err != nil {
 		return nil, err
 	}
+	var found []Capture
+	var ids []string
 	for _, cp := range caps {
-		if cp.Pod != pod {
-			continue
+		if cp.Pod == pod && (opts.id == "" || cp.ID == opts.id) {
+			found = append(found, cp)
+			ids = append(ids, dash(cp.ID))
 		}
-		if cp.Files == nil {
-			return nil, fmt.Errorf("the podcap agent on node %s does not list capture files (it predates the retrieval API)", c.node)
-		}
-		if merge && cp.Format == "pcapng" {
-			return nil, ErrPcapng
-		}
-		var names []string
-		for _, f := range cp.Files {
-			if !plainFileName(f.Name) {
-				return nil, fmt.Errorf("the agent on node %s names a capture file %q: not a plain file name", c.node, f.Name)
-			}
-			names = append(names, f.Name)
-		}
-		if len(names) == 0 {
-			return nil, fmt.Errorf("the capture of pod %s/%s has no files yet", ns, pod)
-		}
-		return names, nil
 	}
-	// the agent lists only the captures of namespaces the caller may read
-	return nil, fmt.Errorf("no capture of pod %s/%s on node %s that you may read (reading captures in namespace %s needs get pods/capture)",
-		ns, pod, c.node, ns)
+	switch {
+	case len(found) == 0 && opts.id != "":
+		return nil, fmt.Errorf("no capture %q of pod %s/%s on node %s ('kubectl podcap ls -o wide' lists the IDs)", opts.id, ns, pod, c.node)
+	case len(found) == 0:
+		// the agent lists only the captures of namespaces the caller may read
+		return nil, fmt.Errorf("no capture of pod %s/%s on node %s that you may read (reading captures in namespace %s needs get pods/capture)",
+			ns, pod, c.node, ns)
+	case len(found) > 1:
+		return nil, fmt.Errorf("pod %s/%s has %d captures (%s): choose one with --capture", ns, pod, len(found), strings.Join(ids, ", "))
+	}
+	cp := found[0]
+	if cp.Files == nil {
+		return nil, fmt.Errorf("the podcap agent on node %s does not list capture files (it predates the retrieval API)", c.node)
+	}
+	if opts.merge && cp.Format == "pcapng" {
+		return nil, ErrPcapng
+	}
+	var names []string
+	for _, f := range cp.Files {
+		if !plainFileName(f.Name) {
+			return nil, fmt.Errorf("the agent on node %s names a capture file %q: not a plain file name", c.node, f.Name)
+		}
+		names = append(names, f.Name)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("the capture of pod %s/%s has no files yet", ns, pod)
+	}
+	return names, nil
 }
 
 func plainFileName(name string) bool {
@@ -139,8 +167,8 @@ func (e *Env) fetch(ctx context.Context, c *agentClient, ns, pod, name, dir stri
 }
 
 // fetchMerged downloads the files into temporary files of dir and merges them into
-// dir/POD.pcap.
-func (e *Env) fetchMerged(ctx context.Context, c *agentClient, ns, pod string, names []string, dir string) (string, error) {
+// dir/name.
+func (e *Env) fetchMerged(ctx context.Context, c *agentClient, ns, pod string, names []string, dir, name string) (string, error) {
 	tmp, err := os.MkdirTemp(dir, ".podcap-"+pod+"-*")
 	if err != nil {
 		return "", fmt.Errorf("merge: %w", err)
@@ -156,7 +184,7 @@ func (e *Env) fetchMerged(ctx context.Context, c *agentClient, ns, pod string, n
 			parts = append(parts, p)
 		}
 	}
-	out := filepath.Join(dir, pod+".pcap")
+	out := filepath.Join(dir, name)
 	err = writeAtomic(out, func(w io.Writer) error {
 		var files []io.Reader
 		for _, p := range parts {

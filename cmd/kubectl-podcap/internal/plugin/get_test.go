@@ -160,3 +160,41 @@ func TestPodNodeForbidden(t *testing.T) {
 		t.Errorf("a pod no agent knows: %v", err)
 	}
 }
+
+func TestGetSeveralCaptures(t *testing.T) {
+	te := getEnv(t)
+	a := te.agents["n2"]
+	manual := a.captures[0].(map[string]any)
+	manual["id"] = "manual"
+	rec := capItem("shop", "web", "recorder", "running", "recorder_0.pcap")
+	rec["id"] = "recorder"
+	a.captures = append(a.captures, rec)
+	a.files["shop/web/recorder_0.pcap"] = a.files["shop/web/capture-web.pcap2"]
+
+	err := te.run(t, "get", "web", "-o", t.TempDir())
+	if err == nil || err.Error() != "pod shop/web has 2 captures (manual, recorder): choose one with --capture" {
+		t.Errorf("err %v", err)
+	}
+	dir := t.TempDir()
+	if err := te.run(t, "get", "web", "--capture", "recorder", "--merge", "-o", dir); err != nil {
+		t.Fatal(err)
+	}
+	if te.out.String() != filepath.Join(dir, "web-recorder.pcap")+"\n" {
+		t.Errorf("output %q", te.out)
+	}
+	if err := te.run(t, "get", "web", "--capture", "policy-1", "-o", dir); err == nil || !strings.Contains(err.Error(), `no capture "policy-1" of pod shop/web`) {
+		t.Errorf("unknown ID: %v", err)
+	}
+	if err := te.run(t, "ls", "-o", "wide"); err != nil || !hasWideID(te.out.String(), "recorder") {
+		t.Errorf("ls -o wide: %v\n%s", err, te.out)
+	}
+}
+
+func hasWideID(table, id string) bool {
+	for _, l := range strings.Split(table, "\n") {
+		if f := strings.Fields(l); len(f) > 10 && f[10] == id {
+			return true
+		}
+	}
+	return false
+}

@@ -102,7 +102,7 @@ func (e *Env) listCaptures(ctx context.Context, ns string) ([]Capture, error) {
 	}
 	_ = g.Wait()
 	slices.SortFunc(caps, func(a, b Capture) int {
-		return strings.Compare(a.Namespace+"/"+a.Pod+"/"+a.Node, b.Namespace+"/"+b.Pod+"/"+b.Node)
+		return strings.Compare(a.Namespace+"/"+a.Pod+"/"+a.Node+"/"+a.ID, b.Namespace+"/"+b.Pod+"/"+b.Node+"/"+b.ID)
 	})
 	return caps, errors.Join(errs...)
 }
@@ -127,7 +127,7 @@ func printCaptures(w io.Writer, caps []Capture, output string, now time.Time) er
 	tw := printers.GetNewTabWriter(w)
 	cols := "NAMESPACE\tPOD\tNODE\tSOURCE\tSTATE\tFILES\tBYTES\tPACKETS\tDROPS\tAGE"
 	if output == "wide" {
-		cols += "\tREASON\tALERTS\tFILTER"
+		cols += "\tID\tREASON\tALERTS\tFILTER"
 	}
 	fmt.Fprintln(tw, cols)
 	for _, c := range caps {
@@ -142,7 +142,7 @@ func printCaptures(w io.Writer, caps []Capture, output string, now time.Time) er
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s", c.Namespace, c.Pod, c.Node, dash(c.Source),
 			dash(c.State), files, humanBytes(c.Bytes), c.Packets, c.KernelDrops, age)
 		if output == "wide" {
-			fmt.Fprintf(tw, "\t%s\t%s\t%s", dash(c.Reason), dash(strings.Join(c.Alerts, ",")), dash(c.Filter))
+			fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s", dash(c.ID), dash(c.Reason), dash(strings.Join(c.Alerts, ",")), dash(c.Filter))
 		}
 		fmt.Fprintln(tw)
 	}

@@ -9,6 +9,7 @@ import (
 type Capture struct {
 	Namespace   string    `json:"namespace"`
 	Pod         string    `json:"pod"`
+	ID          string    `json:"id,omitempty"` // among the pod's captures: manual, recorder, policy-<time>, ...
 	Node        string    `json:"node,omitempty"`
 	Source      string    `json:"source,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
