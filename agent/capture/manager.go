@@ -316,7 +316,10 @@ func (m *Manager) startLocked(r *run) {
 	m.cfg.Metrics.ReservedBytes.Set(float64(m.reserved))
 	m.rings += r.nativeRing
 	m.cfg.Metrics.NativeRingBytes.Set(float64(m.rings))
-	m.series[Key(r.spec.Namespace, r.spec.Pod)]++
+	key := Key(r.spec.Namespace, r.spec.Pod)
+	if m.series[key]++; m.series[key] == 1 {
+		m.cfg.Metrics.InitCapture(r.spec.Namespace, r.spec.Pod)
+	}
 	r.setPhase(PhaseStarting)
 	ctx, cancel := context.WithCancel(m.ctx)
 	r.cancel = cancel

@@ -26,7 +26,8 @@ func samples(t *testing.T, o prometheus.Observer) uint64 {
 
 // A capture observes podcap_capture_first_packet_seconds once, even when its process ends
 // and restarts (each restart writes a first packet again); every pod lookup is timed, by
-// result; the budget and the capture's reservation are gauges.
+// result; the budget and the capture's reservation are gauges; the per-capture counters start
+// at 0.
 func TestTimingAndBudgetMetrics(t *testing.T) {
 	f := newFixture(t, 4, func(capture.Target, capture.SourceOptions) *capturetest.Source {
 		return capturetest.NewSource(layers.LinkTypeLinuxSLL2, 262144, pkt(100), pkt(200)) // ends: restarted
@@ -39,6 +40,13 @@ func TestTimingAndBudgetMetrics(t *testing.T) {
 	eventually(t, "a failed lookup timed", func() bool {
 		return samples(t, f.metrics.CRILookupDuration.WithLabelValues(metrics.LookupError)) >= 1
 	})
+	// the capture holds a slot: its per-capture series exist at 0 before anything happened,
+	// so that rate() sees their first increment
+	for name, c := range map[string]*prometheus.CounterVec{"kernel drops": f.metrics.KernelDrops, "packets": f.metrics.Packets} {
+		if n := testutil.CollectAndCount(c); n != 1 {
+			t.Errorf("%s: %d series before the capture's first packet, want 1 (at 0)", name, n)
+		}
+	}
 	want := float64(capture.WorstCaseBytes(2, capture.DefaultFileSize, capture.DefaultSnaplen))
 	if got := testutil.ToFloat64(f.metrics.ReservedBytes); got != want {
 		t.Errorf("podcap_capture_reserved_bytes = %v while the capture holds its slot, want its worst case %v", got, want)

@@ -164,6 +164,15 @@ func initLabels[T any](v interface{ WithLabelValues(...string) T }, values ...st
 	}
 }
 
+// InitCapture creates the per-capture series of a capture that starts, at 0: a series that
+// appeared with its first increment would hide that increment from rate() and increase()
+// (a first burst of kernel drops, say).
+func (m *Metrics) InitCapture(namespace, pod string) {
+	for _, c := range []*prometheus.CounterVec{m.Packets, m.Bytes, m.KernelDrops, m.FileRotations} {
+		c.WithLabelValues(namespace, pod)
+	}
+}
+
 // ForgetCapture deletes the per-capture series of a capture that ended.
 func (m *Metrics) ForgetCapture(namespace, pod string) {
 	l := prometheus.Labels{"namespace": namespace, "pod": pod}
