@@ -358,3 +358,25 @@ func TestAgentLinksNoMonitoringDeps(t *testing.T) {
 		}
 	}
 }
+
+// TestPromtool runs what `make monitoring-test` runs when promtool (Debian's prometheus) is
+// on PATH: `promtool check rules` and `promtool test rules tests/*.yaml`.
+func TestPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not on PATH (make monitoring-test installs it)")
+	}
+	tests, err := filepath.Glob("tests/*.yaml") // their rule_files are relative to them
+	if err != nil || len(tests) == 0 {
+		t.Fatalf("tests/*.yaml: %v %v", tests, err)
+	}
+	for _, args := range [][]string{
+		{"check", "rules", monitoring.RulesFile},
+		append([]string{"test", "rules"}, tests...),
+	} {
+		cmd := exec.CommandContext(t.Context(), promtool, args...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
