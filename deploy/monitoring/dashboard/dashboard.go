@@ -48,8 +48,9 @@ func Build() (gdash.Dashboard, error) {
 		WithVariable(gdash.NewDatasourceVariableBuilder("datasource").
 			Label("Data source").
 			Type("prometheus")).
-		WithVariable(labelValues("node", "Node", "podcap_captures_running", "node")).
-		WithVariable(labelValues("namespace", "Namespace", "podcap_capture_packets_total", "namespace"))
+		WithVariable(labelValues("node", "Node", "podcap_captures_running")).
+		// the captured namespaces of the selected nodes
+		WithVariable(labelValues("namespace", "Namespace", "podcap_capture_packets_total{"+node+"}"))
 	for _, r := range rows() {
 		b.WithRow(gdash.NewRowBuilder(r.title))
 		for _, p := range r.panels {
@@ -87,14 +88,11 @@ func JSON() ([]byte, error) {
 	return append(out, '\n'), nil
 }
 
-// labelValues is a multi-value query variable over the values of label on metric, "All" by
-// default (the regex .*, so that a node or namespace that appears later is included).
-func labelValues(name, label, metric, onLabel string) *gdash.QueryVariableBuilder {
-	selector := metric
-	if name == "namespace" { // the namespaces of the selected nodes
-		selector += "{" + node + "}"
-	}
-	q := fmt.Sprintf("label_values(%s, %s)", selector, onLabel)
+// labelValues is the multi-value query variable name over the values of the label name on the
+// series of selector, "All" by default (the regex .*, so that a node or namespace that
+// appears later is included).
+func labelValues(name, label, selector string) *gdash.QueryVariableBuilder {
+	q := fmt.Sprintf("label_values(%s, %s)", selector, name)
 	return gdash.NewQueryVariableBuilder(name).
 		Label(label).
 		Datasource(datasource).
