@@ -29,14 +29,10 @@ type metricInfo struct {
 // lead adds the registrations that are not in agent/metrics to agentMetrics and empties this
 // list: TestPendingMetricsStillPending fails for each one the registry has.
 var pendingMetrics = map[string]metricInfo{
-	"podcap_capture_budget_bytes":         {},
-	"podcap_capture_reserved_bytes":       {},
-	"podcap_cri_lookup_duration_seconds":  {labels: []string{"result"}, histogram: true},
-	"podcap_capture_first_packet_seconds": {labels: []string{"source"}, histogram: true},
-	"podcap_stream_readers":               {},
-	"podcap_stream_readers_cut_total":     {},
-	"podcap_api_requests_total":           {labels: []string{"route", "code"}},
-	"podcap_api_authorizations_total":     {labels: []string{"result"}},
+	"podcap_stream_readers":           {},
+	"podcap_stream_readers_cut_total": {},
+	"podcap_api_requests_total":       {labels: []string{"route", "code"}},
+	"podcap_api_authorizations_total": {labels: []string{"result"}},
 }
 
 // scrapeLabels are the labels every series gets from the scrape (the PodMonitor's job and
