@@ -97,7 +97,7 @@ func TestMonitoringWithRealPrometheus(t *testing.T) {
 	waitFor(t, time.Minute, "Prometheus's packet and byte counters of web to equal its ring files", func() (bool, error) {
 		filePackets, fileBytes = 0, 0
 		for _, f := range ringFiles(podDir(a, web)) {
-			s := readPcap(t, f)
+			s := readPcap(t, filepath.Join(podDir(a, web), f))
 			filePackets += s.packets
 			fileBytes += s.bytes
 		}
@@ -330,8 +330,10 @@ func provokeStoreErrors(t *testing.T, c *testbed.Cluster, apiAddr, certFile, tok
 	if _, err := c.Kubectl(t.Context(), "delete", "rolebinding", "-n", "podcap-system", binding); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := c.ApplyAgentRBAC(t.Context()); err != nil {
+	t.Cleanup(func() { // t.Context() is done by now
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := c.ApplyAgentRBAC(ctx); err != nil {
 			t.Errorf("restore the agent's RBAC: %v", err)
 		}
 	})
