@@ -80,7 +80,7 @@ type APITransport struct {
 	InsecureHTTP bool
 	// ClientCAs, with GetCertificate, asks clients for a certificate and verifies one that is
 	// given against these CAs (tls.VerifyClientCertIfGiven): a client without a certificate
-	// still connects (the API's routes need only their bearer token), one with a certificate
+	// still connects (the API's routes take a bearer token instead), one with a certificate
 	// the CAs do not verify fails the handshake, and a route that needs a client certificate
 	// (the Alertmanager webhook with --webhook-client-ca-file) checks r.TLS.VerifiedChains.
 	// It is called for each handshake (ClientCAs.Pool follows the bundle's rotation).

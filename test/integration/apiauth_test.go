@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
@@ -136,6 +139,18 @@ func grantCaptureReaders(t *testing.T, c *testbed.Cluster, ns, reader, group str
 		t.Fatal(err)
 	}
 	meta := metav1.ObjectMeta{Name: "podcap-capture-reader", Namespace: ns}
+	t.Cleanup(func() { // the test bed outlives the test: leave no grant behind
+		ctx := context.Background()
+		for _, err := range []error{
+			admin.RbacV1().RoleBindings(ns).Delete(ctx, meta.Name, metav1.DeleteOptions{}),
+			admin.RbacV1().Roles(ns).Delete(ctx, meta.Name, metav1.DeleteOptions{}),
+			admin.CoreV1().ServiceAccounts(ns).Delete(ctx, reader, metav1.DeleteOptions{}),
+		} {
+			if err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("clean up the grant: %v", err)
+			}
+		}
+	})
 	if _, err := admin.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: meta, Rules: []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods/capture"}, Verbs: []string{"get"}},
 	}}, metav1.CreateOptions{}); err != nil {
@@ -257,4 +272,65 @@ func scrapeCounters(t *testing.T, a *testbed.AgentProcess, families ...string) m
 		out[series] = v
 	}
 	return out
+}
+
+// --metrics-require-auth on the real API server: /metrics leaves the plain port for the HTTPS
+// one, where a ServiceAccount bound to a ClusterRole with nonResourceURLs [/metrics] reads it
+// and one without gets 403; health stays open.
+func TestAPIMetricsRequireAuth(t *testing.T) {
+	c := testBed(t)
+	ctx := t.Context()
+	const ns, scraper, idle = "podcap-auth-metrics", "scraper", "idle"
+	if err := c.EnsureNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	admin := c.Admin()
+	tokens := map[string]string{}
+	for _, sa := range []string{scraper, idle} {
+		if _, err := admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = admin.CoreV1().ServiceAccounts(ns).Delete(context.Background(), sa, metav1.DeleteOptions{})
+		})
+		tr, err := admin.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[sa] = tr.Status.Token
+	}
+	const role = "podcap-test-metrics-reader"
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: role},
+		Rules: []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.RbacV1().ClusterRoles().Delete(context.Background(), role, metav1.DeleteOptions{}) })
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: scraper, Namespace: ns}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), role, metav1.DeleteOptions{})
+	})
+
+	a := startAgent(t, c, "--metrics-require-auth")
+	client := apiClient(t, a)
+	if code, body, _ := get(t, http.DefaultClient, a.MetricsURL(), ""); code != http.StatusNotFound || !strings.Contains(body, "--metrics-require-auth") {
+		t.Errorf("plain /metrics: %d %s, want 404 saying where it went", code, body)
+	}
+	if code, _, _ := get(t, http.DefaultClient, a.URL("/healthz"), ""); code != http.StatusOK {
+		t.Errorf("/healthz: %d, want 200 without credentials", code)
+	}
+	if code, _, _ := get(t, client, a.APIURL("/metrics"), ""); code != http.StatusUnauthorized {
+		t.Errorf("HTTPS /metrics without a token: %d, want 401", code)
+	}
+	if code, body, _ := get(t, client, a.APIURL("/metrics"), tokens[idle]); code != http.StatusForbidden || !strings.Contains(body, "cannot get /metrics") {
+		t.Errorf("HTTPS /metrics by a ServiceAccount without the ClusterRole: %d %s, want 403", code, body)
+	}
+	// the binding may take a moment to reach the API server's authorizer; a denial is cached 5 s
+	waitFor(t, 30*time.Second, "the scraper reading /metrics", func() (bool, error) {
+		code, body, _ := get(t, client, a.APIURL("/metrics"), tokens[scraper])
+		return code == http.StatusOK && strings.Contains(body, `podcap_api_authorizations_total{result="allowed"}`), nil
+	})
 }
