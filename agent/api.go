@@ -136,13 +136,12 @@ func (c *Controller) decisionsHandler() http.Handler {
 }
 
 // capturesHandler serves GET /api/v1/captures: every capture the agent runs or keeps in the
-// namespaces the caller may see (Visible).
+// namespaces the caller may see (ListVisible).
 func (c *Controller) capturesHandler(list func() []capture.Status) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		visible := Visible(r)
 		out := []map[string]any{}
 		for _, s := range list() {
-			if !visible(s.Spec.Namespace) {
+			if !ListVisible(r.Context(), s.Spec.Namespace) {
 				continue
 			}
 			out = append(out, map[string]any{"namespace": s.Spec.Namespace, "pod": s.Spec.Pod, "capture": captureStatus(s)})

@@ -60,7 +60,7 @@ func (g *APIGuard) NonResource(path string, h http.Handler) http.Handler {
 }
 
 // List lets an authenticated request through to a list across namespaces, with what its
-// caller may see in the request (Visible): every namespace if it may get pods/capture in all
+// caller may see in the request's context (ListVisible): every namespace if it may get pods/capture in all
 // namespaces, else those of namespaces() (the namespaces that have items now) in which it
 // may. ?namespace=NS narrows the list to NS, and a caller that may not see NS gets 403.
 // A namespace whose items appear after the check is not visible: the list fails closed.
@@ -105,13 +105,11 @@ func withVisible(r *http.Request, visible func(namespace string) bool) *http.Req
 	return r.WithContext(context.WithValue(r.Context(), visibleKey{}, visible))
 }
 
-// Visible is what List decided the caller of r may see: whether it sees a namespace's items.
-// Outside List nothing is visible.
-func Visible(r *http.Request) func(namespace string) bool {
-	if v, ok := r.Context().Value(visibleKey{}).(func(string) bool); ok {
-		return v
-	}
-	return func(string) bool { return false }
+// ListVisible is what List decided the caller of the request whose context ctx is may see:
+// whether it sees a namespace's items. Outside List nothing is visible (fails closed).
+func ListVisible(ctx context.Context, namespace string) bool {
+	v, ok := ctx.Value(visibleKey{}).(func(string) bool)
+	return ok && v(namespace)
 }
 
 // authenticate answers 401 or 503 itself when it returns false.

@@ -189,8 +189,8 @@ func TestAPICapturesListFilteredByNamespace(t *testing.T) {
 }
 
 // A handler outside List sees nothing: a route wired without the guard fails closed.
-func TestVisibleOutsideListIsNothing(t *testing.T) {
-	if Visible(httptest.NewRequest(http.MethodGet, "/", nil))("a") {
+func TestListVisibleOutsideListIsNothing(t *testing.T) {
+	if ListVisible(t.Context(), "a") {
 		t.Fatal("visible outside List")
 	}
 }
