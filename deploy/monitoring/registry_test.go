@@ -10,9 +10,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/runtime"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
+	kubefake "k8s.io/client-go/kubernetes/fake"
 
 	"github.com/podcap/podcap/agent/alerts"
 	"github.com/podcap/podcap/agent/alerts/alertstest"
+	"github.com/podcap/podcap/agent/kubeauth"
 	"github.com/podcap/podcap/agent/metrics"
 )
 
@@ -32,7 +34,6 @@ var pendingMetrics = map[string]metricInfo{
 	"podcap_stream_readers":           {},
 	"podcap_stream_readers_cut_total": {},
 	"podcap_api_requests_total":       {labels: []string{"route", "code"}},
-	"podcap_api_authorizations_total": {labels: []string{"result"}},
 }
 
 // scrapeLabels are the labels every series gets from the scrape (the PodMonitor's job and
@@ -92,8 +93,8 @@ func (r *descRecorder) MustRegister(cs ...prometheus.Collector) {
 func (r *descRecorder) Unregister(c prometheus.Collector) bool { return r.reg.Unregister(c) }
 
 // agentMetrics are the metric families the agent registers, built as cmd/podcap-agent builds
-// them (agent/metrics, the policy status, the API's TLS info, the alert store and the
-// webhook) on a fresh registry.
+// them (agent/metrics, the policy status, the API's TLS info, the alert store, the webhook
+// and the API's authentication) on a fresh registry.
 func agentMetrics(t *testing.T) map[string]metricInfo {
 	t.Helper()
 	r := &descRecorder{reg: prometheus.NewRegistry(), metrics: map[string]metricInfo{}}
@@ -107,13 +108,19 @@ func agentMetrics(t *testing.T) map[string]metricInfo {
 	if _, err := alerts.NewWebhook(alerts.WebhookOptions{Recorder: &alertstest.Recorder{}, Registerer: r}); err != nil {
 		t.Fatalf("webhook: %v", err)
 	}
-	// the recorder's own check: a family each of the five registrations makes, with its labels
+	client := kubefake.NewClientset()
+	if _, err := kubeauth.New(kubeauth.Options{TokenReviews: client.AuthenticationV1().TokenReviews(),
+		SubjectAccessReviews: client.AuthorizationV1().SubjectAccessReviews(), Registerer: r}); err != nil {
+		t.Fatalf("API authentication: %v", err)
+	}
+	// the recorder's own check: a family each of the six registrations makes, with its labels
 	for name, labels := range map[string][]string{
 		"podcap_capture_packets_total":         {"namespace", "pod"},
 		"podcap_policy_last_reload_successful": nil,
 		"podcap_api_tls_info":                  {"tls"},
 		"podcap_alert_store_errors_total":      {"operation"},
 		"podcap_webhook_requests_total":        {"code"},
+		"podcap_api_authorizations_total":      {"result"},
 	} {
 		if got, ok := r.metrics[name]; !ok || !slices.Equal(got.labels, labels) {
 			t.Fatalf("registry: %s = %+v, %v; want labels %v", name, got, ok, labels)
