@@ -15,10 +15,10 @@ IMAGE ?= podcap-agent:dev
 CLUSTER := test/cluster/cluster.sh
 KIND := test/kind/kind.sh
 
-.PHONY: help build plugin test unit-test demo bench policy-test image cluster-setup deploy e2e-test cleanup e2e clean
+.PHONY: help build plugin test unit-test demo bench policy-test monitoring-test image cluster-setup deploy e2e-test cleanup e2e clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## bin/podcap-agent, static (CGO_ENABLED=0)
 	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/podcap-agent ./cmd/podcap-agent
@@ -32,6 +32,8 @@ test: ## as root: packages + cluster binaries (cached), go vet, every test incl.
 	$(CLUSTER) build
 	@echo "== go vet"
 	$(GO) vet ./...
+	@echo "== promtool: deploy/monitoring's rules and their tests"
+	$(MAKE) --no-print-directory monitoring-test
 	@echo "== go test (test/integration brings up test/cluster instance 'test' once and tears it down)"
 	$(GO) test -count=1 -timeout 45m ./...
 
@@ -48,6 +50,9 @@ bench: ## as root: capture, latency, policy and alert benchmarks (test/bench/ben
 
 policy-test: ## the Rego tests of rules/ (*_test.rego) through OPA's tester, strict Rego v1
 	$(GO) test -count=1 -run 'TestRules|TestKustomization' -v ./policy/
+
+monitoring-test: ## promtool check + test of deploy/monitoring's alerts (Debian's prometheus; installed as root if missing)
+	test/monitoring/promtool.sh
 
 image: ## docker build -t $(IMAGE) .
 	docker build -t $(IMAGE) .

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -87,24 +86,6 @@ func captureStatus(s capture.Status) *CaptureStatus {
 	return st
 }
 
-// requireToken wraps h so that only requests with `Authorization: Bearer <token>` pass; with
-// no token configured the API is off (403): it shows pod metadata and policy internals.
-func requireToken(token string, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if token == "" {
-			http.Error(w, "the API is disabled: start the agent with --api-token-file", http.StatusForbidden)
-			return
-		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="podcap"`)
-			http.Error(w, "unauthorized", http.StatusUnauthorized)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -113,19 +94,28 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-// MinAPITokenLen is the shortest bearer token the API accepts, in bytes: a guessable token
-// would expose pod metadata and policy internals to the node's network.
+// MinAPITokenLen is the shortest static bearer token (--api-token-file) the API accepts, in
+// bytes: a guessable token would expose pod metadata, policy internals and captured traffic
+// to the node's network.
 const MinAPITokenLen = 16
 
-// RegisterAPI adds the agent's HTTP API to s, behind the bearer token (off without one, or
-// with one shorter than MinAPITokenLen: the caller logs why):
-// GET /api/v1/decisions/{namespace}/{pod} and GET /api/v1/captures.
-func (c *Controller) RegisterAPI(s *Server, token string, list func() []capture.Status) {
-	if len(token) < MinAPITokenLen {
-		token = "" // off
+// RegisterAPI adds the agent's HTTP API to s, each route behind g:
+// GET /api/v1/decisions/{namespace}/{pod} (get pods/capture of the pod) and
+// GET /api/v1/captures (the captures in the namespaces the caller may get pods/capture in).
+func (c *Controller) RegisterAPI(s *Server, g *APIGuard, list func() []capture.Status) {
+	s.Handle("GET /api/v1/decisions/{namespace}/{pod}", g.Pod(c.decisionsHandler()))
+	s.Handle("GET /api/v1/captures", g.List(captureNamespaces(list), c.capturesHandler(list)))
+}
+
+// captureNamespaces lists the namespaces of list's captures, for APIGuard.List.
+func captureNamespaces(list func() []capture.Status) func() []string {
+	return func() []string {
+		var out []string
+		for _, s := range list() {
+			out = append(out, s.Spec.Namespace)
+		}
+		return out
 	}
-	s.Handle("GET /api/v1/decisions/{namespace}/{pod}", requireToken(token, c.decisionsHandler()))
-	s.Handle("GET /api/v1/captures", requireToken(token, c.capturesHandler(list)))
 }
 
 // decisionsHandler serves GET /api/v1/decisions/{namespace}/{pod}.
@@ -145,11 +135,15 @@ func (c *Controller) decisionsHandler() http.Handler {
 	})
 }
 
-// capturesHandler serves GET /api/v1/captures: every capture the agent runs or keeps.
+// capturesHandler serves GET /api/v1/captures: every capture the agent runs or keeps in the
+// namespaces the caller may see (ListVisible).
 func (c *Controller) capturesHandler(list func() []capture.Status) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		out := []map[string]any{}
 		for _, s := range list() {
+			if !ListVisible(r.Context(), s.Spec.Namespace) {
+				continue
+			}
 			out = append(out, map[string]any{"namespace": s.Spec.Namespace, "pod": s.Spec.Pod, "capture": captureStatus(s)})
 		}
 		writeJSON(w, http.StatusOK, out)

@@ -8,9 +8,11 @@ import (
 	"testing"
 
 	"github.com/podcap/podcap/agent/capture"
+	"k8s.io/klog/v2"
 )
 
-// testToken is a bearer token of the minimum length, MinAPITokenLen.
+// testToken is a bearer token of the minimum length, MinAPITokenLen, that testGuard lets do
+// everything.
 const testToken = "s3cret-s3cret-s3"
 
 // handlerOnlyAPIServer is an API server whose routes the test calls through Handler, never
@@ -24,49 +26,32 @@ func handlerOnlyAPIServer(t *testing.T) *Server {
 	return srv
 }
 
-func TestAPIAuthentication(t *testing.T) {
+// The decisions route answers behind the guard: 401 without a token, 403 in a namespace
+// not granted, the explanation or 404 when granted.
+func TestAPIDecisionsBehindGuard(t *testing.T) {
 	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
 	f := newPolicyCtrl(t, p, pod("web", nil))
 	f.sync(t, "default/web")
 	list := func() []capture.Status { s, _ := f.captures.Status("default", "web"); return []capture.Status{s} }
-	for _, tc := range []struct {
-		name, token, auth string
-		want              int
-	}{
-		{"api off without a token", "", "Bearer x", http.StatusForbidden},
-		{"api off with a token under 16 bytes", "s3cret-s3cret-s", "Bearer s3cret-s3cret-s", http.StatusForbidden},
-		{"no credentials", testToken, "", http.StatusUnauthorized},
-		{"wrong token", testToken, "Bearer " + testToken[:len(testToken)-1], http.StatusUnauthorized},
-		{"basic auth is not a bearer", testToken, "Basic czNjcmV0LXMzY3JldC1zMw==", http.StatusUnauthorized},
-		{"right token", testToken, "Bearer " + testToken, http.StatusOK},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			srv := handlerOnlyAPIServer(t)
-			f.c.RegisterAPI(srv, tc.token, list)
-			for _, path := range []string{"/api/v1/decisions/default/web", "/api/v1/captures"} {
-				req := httptest.NewRequest(http.MethodGet, path, nil)
-				if tc.auth != "" {
-					req.Header.Set("Authorization", tc.auth)
-				}
-				rec := httptest.NewRecorder()
-				srv.Handler().ServeHTTP(rec, req)
-				if rec.Code != tc.want {
-					t.Fatalf("%s: %d, want %d: %s", path, rec.Code, tc.want, rec.Body)
-				}
-			}
-		})
-	}
+	auth := &fakeAuth{users: map[string]string{"tok-default": "dev", "tok-other": "other"},
+		grants: map[string][]string{"dev": {"default"}, "other": {"shop"}}}
 	srv := handlerOnlyAPIServer(t)
-	f.c.RegisterAPI(srv, testToken, list)
-	for path, want := range map[string]int{"/api/v1/decisions/default/web": 200, "/api/v1/decisions/default/gone": 404} {
-		req := httptest.NewRequest(http.MethodGet, path, nil)
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		rec := httptest.NewRecorder()
-		srv.Handler().ServeHTTP(rec, req)
-		if rec.Code != want {
-			t.Fatalf("%s: %d, want %d", path, rec.Code, want)
+	f.c.RegisterAPI(srv, NewAPIGuard(auth, klog.Background()), list)
+	for _, tc := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/api/v1/decisions/default/web", "", http.StatusUnauthorized},
+		{"/api/v1/decisions/default/web", "tok-other", http.StatusForbidden},
+		{"/api/v1/decisions/default/gone", "tok-other", http.StatusForbidden}, // no hint whether it exists
+		{"/api/v1/decisions/default/gone", "tok-default", http.StatusNotFound},
+		{"/api/v1/decisions/default/web", "tok-default", http.StatusOK},
+	} {
+		rec := serve(srv.Handler(), tc.path, tc.token)
+		if rec.Code != tc.want {
+			t.Fatalf("%s with %q: %d, want %d: %s", tc.path, tc.token, rec.Code, tc.want, rec.Body)
 		}
-		if want == 200 {
+		if tc.want == http.StatusOK {
 			var e struct {
 				Decision struct{ Filter string } `json:"decision"`
 			}
@@ -89,7 +74,7 @@ func TestAPIClientGoneDoesNotStopCapture(t *testing.T) {
 	p.mu.Unlock()
 
 	srv := handlerOnlyAPIServer(t)
-	f.c.RegisterAPI(srv, testToken, func() []capture.Status { return nil })
+	f.c.RegisterAPI(srv, testGuard(), func() []capture.Status { return nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the client is gone
 	req := httptest.NewRequest(http.MethodGet, "/api/v1/decisions/default/web", nil).WithContext(ctx)

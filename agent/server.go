@@ -19,9 +19,10 @@ import (
 //   - the metrics server (NewMetricsServer), plain HTTP: /healthz (the process serves), /readyz
 //     (the pod cache synced) and /metrics (Prometheus). Nothing on it takes credentials, so
 //     probes and scrapers need no TLS set-up;
-//   - the API server (NewAPIServer): the routes that take a bearer token (the API, and the
-//     Alertmanager webhook), over HTTPS only, unless its caller explicitly opted out; with
-//     client CAs it also verifies the client certificates clients give.
+//   - the API server (NewAPIServer): the routes that take credentials (the API, the
+//     Alertmanager webhook, and /metrics when it requires authentication), over HTTPS only,
+//     unless its caller explicitly opted out; with client CAs it also verifies the client
+//     certificates clients give.
 type Server struct {
 	name string // "metrics" or "api", in logs
 	addr string
@@ -35,7 +36,9 @@ type Server struct {
 
 // NewMetricsServer builds the plain HTTP server of health and metrics on addr; ready decides
 // /readyz. A request for /api/ gets 404 with where the API is: a client pointed at the old
-// single port learns the way, and no handler here ever reads its token.
+// single port learns the way, and no handler here ever reads its token. A nil gatherer
+// means /metrics is served on the API server, behind authentication (--metrics-require-auth,
+// MetricsHandler): here it answers 404 saying so, for no bearer token should cross plain HTTP.
 func NewMetricsServer(addr string, gatherer prometheus.Gatherer, ready func() bool) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -48,12 +51,23 @@ func NewMetricsServer(addr string, gatherer prometheus.Gatherer, ready func() bo
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	// a failing collector never fails the scrape
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	if gatherer != nil {
+		mux.Handle("GET /metrics", MetricsHandler(gatherer))
+	} else {
+		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "not here: /metrics needs authentication on this agent (--metrics-require-auth) and is served over HTTPS on its --api-listen-address", http.StatusNotFound)
+		})
+	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not here: the API is served over HTTPS on the agent's --api-listen-address", http.StatusNotFound)
 	})
 	return &Server{name: "metrics", addr: addr, mux: mux}
+}
+
+// MetricsHandler serves gatherer's metrics to Prometheus; a failing collector never fails
+// the scrape.
+func MetricsHandler(gatherer prometheus.Gatherer) http.Handler {
+	return promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
 // APITransport is how the API server protects its connections: exactly one of the fields.
@@ -66,7 +80,7 @@ type APITransport struct {
 	InsecureHTTP bool
 	// ClientCAs, with GetCertificate, asks clients for a certificate and verifies one that is
 	// given against these CAs (tls.VerifyClientCertIfGiven): a client without a certificate
-	// still connects (the API's routes need only their bearer token), one with a certificate
+	// still connects (the API's routes take a bearer token instead), one with a certificate
 	// the CAs do not verify fails the handshake, and a route that needs a client certificate
 	// (the Alertmanager webhook with --webhook-client-ca-file) checks r.TLS.VerifiedChains.
 	// It is called for each handshake (ClientCAs.Pool follows the bundle's rotation).

@@ -53,7 +53,7 @@ func pinnedClient(cert *x509.Certificate, serverName string) *http.Client {
 // countingAPI is an API server route that counts the requests it served.
 func countingAPI(srv *Server) *atomic.Int64 {
 	var n atomic.Int64
-	srv.Handle("GET /api/v1/captures", requireToken(testToken, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	srv.Handle("GET /api/v1/captures", testGuard().List(func() []string { return nil }, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		n.Add(1)
 		_, _ = w.Write([]byte("[]\n"))
 	})))

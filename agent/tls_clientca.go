@@ -38,6 +38,7 @@ type ClientCAs struct {
 
 type clientCAPool struct {
 	pool     *x509.CertPool
+	certs    []*x509.Certificate
 	subjects []string
 }
 
@@ -60,6 +61,22 @@ func LoadClientCAs(opts ClientCAOptions) (*ClientCAs, error) {
 
 // Pool returns the current pool, after reading the file again if the check interval passed.
 func (c *ClientCAs) Pool() *x509.CertPool { return c.r.get().pool }
+
+// JoinedPool is the pool of the TLS server when several routes verify client certificates
+// against their own bundles (--webhook-client-ca-file, --api-client-ca-file): each
+// handshake gets a pool of all their current certificates. A route must then verify a
+// certificate against its own bundle again, not trust r.TLS.VerifiedChains alone.
+func JoinedPool(cas ...*ClientCAs) func() *x509.CertPool {
+	return func() *x509.CertPool {
+		pool := x509.NewCertPool()
+		for _, c := range cas {
+			for _, cert := range c.r.get().certs {
+				pool.AddCert(cert)
+			}
+		}
+		return pool
+	}
+}
 
 // Subjects are the subjects of the current pool's certificates, in the file's order.
 func (c *ClientCAs) Subjects() []string { return c.r.current.Load().subjects }
@@ -89,6 +106,7 @@ func (c *ClientCAs) read() (*clientCAPool, [sha256.Size]byte, error) {
 			return nil, digest, fmt.Errorf("client CA bundle %s: certificate %d: %w", c.file, len(p.subjects)+1, err)
 		}
 		p.pool.AddCert(cert)
+		p.certs = append(p.certs, cert)
 		p.subjects = append(p.subjects, cert.Subject.String())
 	}
 	if len(p.subjects) == 0 {

@@ -174,3 +174,34 @@ func TestAPIServerClientCAs(t *testing.T) {
 		t.Errorf("the broken bundle logged as %+v, want one error", errs)
 	}
 }
+
+// JoinedPool verifies the certificates of every bundle, each as it is now.
+func TestJoinedPool(t *testing.T) {
+	dir := t.TempDir()
+	load := func(name string, ca *testCA) *ClientCAs {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cas, err := LoadClientCAs(ClientCAOptions{File: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cas
+	}
+	hook, users, other := newTestCA(t), newTestCA(t), newTestCA(t)
+	pool := JoinedPool(load("hook.pem", hook), load("users.pem", users))()
+	for name, tc := range map[string]struct {
+		ca   *testCA
+		want bool
+	}{"webhook CA": {hook, true}, "user CA": {users, true}, "another CA": {other, false}} {
+		leaf, err := x509.ParseCertificate(tc.ca.issueClient(t, "x").Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if (err == nil) != tc.want {
+			t.Errorf("%s: verify %v, want ok %v", name, err, tc.want)
+		}
+	}
+}

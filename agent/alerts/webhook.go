@@ -3,6 +3,7 @@ package alerts
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +37,10 @@ type WebhookOptions struct {
 	// RequireClientCert requires a client certificate verified by the API server's client CA
 	// (the server asks for one with VerifyClientCertIfGiven and a pool of client CAs).
 	RequireClientCert bool
+	// ClientCAs, if set with RequireClientCert, are the webhook's own CAs
+	// (--webhook-client-ca-file): the certificate must verify against them, not only against
+	// the TLS server's pool, which may also hold the API's user CAs (--api-client-ca-file).
+	ClientCAs func() *x509.CertPool
 	// Limits bound what one notification may hold.
 	Limits Limits
 	// Timeout bounds waiting for an in-flight slot plus Record; 0 means
@@ -109,7 +114,8 @@ type Webhook struct {
 	rec         Recorder
 	token       *tokenFile // nil: no token required
 	requireCert bool
-	off         string // why the webhook is off; "" when on
+	clientCAs   func() *x509.CertPool // nil: the TLS server's verification is the webhook's
+	off         string                // why the webhook is off; "" when on
 	lim         Limits
 	timeout     time.Duration
 	slots       chan struct{} // one per notification in flight
@@ -139,6 +145,7 @@ func NewWebhook(o WebhookOptions) (*Webhook, error) {
 	w := &Webhook{
 		rec:         o.Recorder,
 		requireCert: o.RequireClientCert,
+		clientCAs:   o.ClientCAs,
 		lim:         o.Limits.WithDefaults(),
 		timeout:     cmp.Or(o.Timeout, DefaultWebhookTimeout),
 		slots:       make(chan struct{}, cmp.Or(o.MaxInFlight, DefaultWebhookMaxInFlight)),
@@ -180,6 +187,24 @@ func (w *Webhook) Off() string {
 func (w *Webhook) RequiresToken() bool      { return w.Off() == "" && w.token != nil }
 func (w *Webhook) RequiresClientCert() bool { return w.Off() == "" && w.requireCert }
 
+// ownCA reports whether the client's chain (leaf first) verifies against the webhook's own
+// CAs, for client authentication; true without them (the server's pool is the webhook's).
+func (w *Webhook) ownCA(chain []*x509.Certificate) bool {
+	if w.clientCAs == nil {
+		return true
+	}
+	if len(chain) == 0 {
+		return false
+	}
+	intermediates := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		intermediates.AddCert(c)
+	}
+	_, err := chain[0].Verify(x509.VerifyOptions{Roots: w.clientCAs(), Intermediates: intermediates, CurrentTime: w.now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return err == nil
+}
+
 // errWebhookTimeout is the cause of a request context that reached the webhook's Timeout.
 var errWebhookTimeout = errors.New("webhook timeout")
 
@@ -205,7 +230,7 @@ func (w *Webhook) serve(rw http.ResponseWriter, r *http.Request) (int, string) {
 		rw.Header().Set("Allow", http.MethodPost)
 		return answer(rw, http.StatusMethodNotAllowed, "use POST")
 	}
-	if w.requireCert && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+	if w.requireCert && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || !w.ownCA(r.TLS.PeerCertificates)) {
 		return answer(rw, http.StatusForbidden, "a client certificate signed by the agent's --webhook-client-ca-file is required")
 	}
 	if w.token != nil {

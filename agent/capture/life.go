@@ -189,7 +189,7 @@ func (m *Manager) pumpUntilEnd(ctx context.Context, r *run, src Source, target T
 	pumpCtx, stopPump := context.WithCancel(ctx)
 	pumped := make(chan error, 1)
 	go func() {
-		_, err := Pump(pumpCtx, src, r.ring, PumpOptions{Clock: m.cfg.Clock})
+		_, err := Pump(pumpCtx, src, r.ring, PumpOptions{Clock: m.cfg.Clock, FirstPacket: m.firstPacket(r)})
 		pumped <- err
 	}()
 	recheck := m.cfg.Clock.NewTicker(m.cfg.RecheckInterval)

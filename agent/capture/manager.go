@@ -82,7 +82,10 @@ func NewManager(cfg Config) (*Manager, error) {
 	for _, s := range sources { // series exist from the first scrape, so that rate() works
 		cfg.Metrics.CapturesRunning.WithLabelValues(s)
 		cfg.Metrics.CaptureStarts.WithLabelValues(s)
+		cfg.Metrics.FirstPacket.WithLabelValues(s)
 	}
+	cfg.Metrics.BudgetBytes.Set(float64(cfg.Retention.MaxBytes))
+	cfg.Resolver = timedResolver{next: cfg.Resolver, clock: cfg.Clock, hist: cfg.Metrics.CRILookupDuration}
 	for _, e := range engines {
 		cfg.Metrics.EngineCapturesRunning.WithLabelValues(e)
 	}
@@ -214,6 +217,7 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 		dir = filepath.Join(podDir, RecorderDir)
 	}
 	r := newRun(spec, dir, m.stopping[key])
+	r.requested = m.cfg.Clock.Now()
 	if spec.Engine == EngineNative {
 		r.nativeRing = m.cfg.NativeRingBytes
 	}
@@ -309,9 +313,13 @@ func (m *Manager) stopLocked(r *run) Phase {
 func (m *Manager) startLocked(r *run) {
 	m.active++
 	m.reserved += r.reserve
+	m.cfg.Metrics.ReservedBytes.Set(float64(m.reserved))
 	m.rings += r.nativeRing
 	m.cfg.Metrics.NativeRingBytes.Set(float64(m.rings))
-	m.series[Key(r.spec.Namespace, r.spec.Pod)]++
+	key := Key(r.spec.Namespace, r.spec.Pod)
+	if m.series[key]++; m.series[key] == 1 {
+		m.cfg.Metrics.InitCapture(r.spec.Namespace, r.spec.Pod)
+	}
 	r.setPhase(PhaseStarting)
 	ctx, cancel := context.WithCancel(m.ctx)
 	r.cancel = cancel
@@ -329,6 +337,7 @@ func (m *Manager) finish(r *run, started bool) {
 	m.mu.Lock()
 	m.active--
 	m.reserved -= r.reserve
+	m.cfg.Metrics.ReservedBytes.Set(float64(m.reserved))
 	m.rings -= r.nativeRing
 	m.cfg.Metrics.NativeRingBytes.Set(float64(m.rings))
 	if m.stopping[key] == r {

@@ -23,6 +23,9 @@ type PumpOptions struct {
 	// Tap, when set, is given every packet after the ring wrote it (live streams). data is
 	// valid only during the call; Tap must not block for long: the capture waits for it.
 	Tap func(ci gopacket.CaptureInfo, data []byte)
+	// FirstPacket, when set, is called once, after the ring wrote the first packet of this
+	// Pump call.
+	FirstPacket func()
 	// StopTimeout bounds how long Pump goes on copying once ctx is done; then it closes
 	// the source, discarding what the source still holds. 0 means DefaultPumpStopTimeout.
 	StopTimeout time.Duration
@@ -66,7 +69,7 @@ func Pump(ctx context.Context, src Source, ring *Ring, o PumpOptions) (PumpStats
 		defer close(stopped)
 		timedOut.Store(stopSource(log, src, o, ended))
 	})
-	err := pumpLoop(ctx, src, ring, o.Tap, &st)
+	err := pumpLoop(ctx, src, ring, o, &st)
 	close(ended)
 	if !unregister() {
 		<-stopped // ctx ended: the goroutine returns at once, or after the Close it started
@@ -102,7 +105,7 @@ func stopSource(log klog.Logger, src Source, o PumpOptions, ended <-chan struct{
 	return true
 }
 
-func pumpLoop(ctx context.Context, src Source, ring *Ring, tap func(gopacket.CaptureInfo, []byte), st *PumpStats) error {
+func pumpLoop(ctx context.Context, src Source, ring *Ring, o PumpOptions, st *PumpStats) error {
 	for {
 		ci, data, err := src.ReadPacket()
 		if errors.Is(err, io.EOF) {
@@ -121,8 +124,11 @@ func pumpLoop(ctx context.Context, src Source, ring *Ring, tap func(gopacket.Cap
 		}
 		st.Packets++
 		st.Bytes += uint64(len(data))
-		if tap != nil {
-			tap(ci, data)
+		if st.Packets == 1 && o.FirstPacket != nil {
+			o.FirstPacket()
+		}
+		if o.Tap != nil {
+			o.Tap(ci, data)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/podcap/podcap/agent/metrics"
@@ -38,6 +39,8 @@ type run struct {
 	// alert capture links into its pre-trigger/ directory (the recorder's worst case when
 	// Ensure saw one; 0: nothing is linked). Set before the goroutine starts.
 	preReserve int64
+	requested  time.Time     // when Ensure asked for it (podcap_capture_first_packet_seconds)
+	firstSeen  atomic.Bool   // its first packet was written (measured once per capture)
 	done       chan struct{} // closed when the goroutine has cleaned up
 	recheck    chan struct{} // poked by Ensure: check that the capture follows the pod's container
 	cancel     context.CancelFunc

@@ -51,24 +51,34 @@ type Metrics struct {
 	// EngineCapturesRunning: podcap_engine_captures_running, by engine (capture.Engine*).
 	// podcap_captures_running keeps its one label, source: scripts select on it.
 	EngineCapturesRunning *prometheus.GaugeVec
-	NativeRingBytes       prometheus.Gauge       // kernel ring bytes reserved by native captures
-	CaptureStarts         *prometheus.CounterVec // source: capture.Source*
-	CaptureFailures       *prometheus.CounterVec // reason
-	CaptureRestarts       prometheus.Counter     //
-	InvalidRequests       *prometheus.CounterVec // reason
-	Packets               *prometheus.CounterVec // namespace, pod
-	Bytes                 *prometheus.CounterVec // namespace, pod
-	KernelDrops           *prometheus.CounterVec // namespace, pod
-	FileRotations         *prometheus.CounterVec // namespace, pod
-	SyncErrors            prometheus.Counter     //
-	SyncDuration          prometheus.Histogram   //
-	CaptureFileBytes      prometheus.Collector   // bytes of capture files on disk, read from SetFileBytes's func
-	RetentionEvictions    *prometheus.CounterVec // reason
-	PolicyEvaluations     *prometheus.CounterVec // result
-	PolicyErrors          *prometheus.CounterVec // reason
+	NativeRingBytes       prometheus.Gauge         // kernel ring bytes reserved by native captures
+	CaptureStarts         *prometheus.CounterVec   // source: capture.Source*
+	CaptureFailures       *prometheus.CounterVec   // reason
+	CaptureRestarts       prometheus.Counter       //
+	InvalidRequests       *prometheus.CounterVec   // reason
+	Packets               *prometheus.CounterVec   // namespace, pod
+	Bytes                 *prometheus.CounterVec   // namespace, pod
+	KernelDrops           *prometheus.CounterVec   // namespace, pod
+	FileRotations         *prometheus.CounterVec   // namespace, pod
+	SyncErrors            prometheus.Counter       //
+	SyncDuration          prometheus.Histogram     //
+	CaptureFileBytes      prometheus.Collector     // bytes of capture files on disk, read from SetFileBytes's func
+	RetentionEvictions    *prometheus.CounterVec   // reason
+	PolicyEvaluations     *prometheus.CounterVec   // result
+	PolicyErrors          *prometheus.CounterVec   // reason
+	BudgetBytes           prometheus.Gauge         // --retention-max-bytes
+	ReservedBytes         prometheus.Gauge         // worst cases reserved by the captures holding a slot
+	CRILookupDuration     *prometheus.HistogramVec // result: LookupOK, LookupError
+	FirstPacket           *prometheus.HistogramVec // source: capture.Source*
 
 	fileBytes atomic.Pointer[func() int64] // what podcap_capture_file_bytes reads
 }
+
+// Results of podcap_cri_lookup_duration_seconds.
+const (
+	LookupOK    = "ok"    // the pod's sandbox and network namespace were found
+	LookupError = "error" // the runtime answered an error, or the pod is not (or no longer) there
+)
 
 // SetFileBytes sets what podcap_capture_file_bytes reads at each scrape (the capture manager's
 // count of what its files hold).
@@ -101,6 +111,20 @@ func New(reg prometheus.Registerer) *Metrics {
 		SyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "podcap_sync_duration_seconds", Help: "Time to sync one pod.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8),
 		}),
+		BudgetBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "podcap_capture_budget_bytes",
+			Help: "The node's byte budget of capture files (--retention-max-bytes)."}),
+		ReservedBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "podcap_capture_reserved_bytes",
+			Help: "Bytes of the node's budget reserved by the captures holding a slot: each its worst case (files × (file size + snaplen)), or what its pre-trigger files hold."}),
+		CRILookupDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "podcap_cri_lookup_duration_seconds",
+			Help:    "Time to find a pod's sandbox and network namespace through the CRI socket, by result (ok, error).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"result"}),
+		FirstPacket: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "podcap_capture_first_packet_seconds",
+			Help:    "Time from a capture being requested to its first packet in the ring, by what started it; it includes waiting in the queue and for the pod's first packet.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"source"}),
 	}
 	m.CaptureFileBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "podcap_capture_file_bytes",
@@ -113,7 +137,9 @@ func New(reg prometheus.Registerer) *Metrics {
 	})
 	reg.MustRegister(m.CapturesRunning, m.CapturesQueued, m.EngineCapturesRunning, m.NativeRingBytes, m.CaptureStarts, m.CaptureFailures,
 		m.CaptureRestarts, m.InvalidRequests, m.Packets, m.Bytes, m.KernelDrops, m.FileRotations,
-		m.SyncErrors, m.SyncDuration, m.CaptureFileBytes, m.RetentionEvictions, m.PolicyEvaluations, m.PolicyErrors)
+		m.SyncErrors, m.SyncDuration, m.CaptureFileBytes, m.RetentionEvictions, m.PolicyEvaluations, m.PolicyErrors,
+		m.BudgetBytes, m.ReservedBytes, m.CRILookupDuration, m.FirstPacket)
+	initLabels(m.CRILookupDuration, LookupOK, LookupError)
 	initLabels(m.CaptureFailures, FailureResolve, FailureStart, FailureExited, FailureFiles)
 	initLabels(m.CapturesQueued, QueuedConcurrency, QueuedBudget, QueuedCooldown, QueuedNativeBuffer)
 	initLabels(m.InvalidRequests, InvalidValue, InvalidHostNetwork, InvalidName, InvalidOverBudget, InvalidEngine)
@@ -135,6 +161,15 @@ func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
 func initLabels[T any](v interface{ WithLabelValues(...string) T }, values ...string) {
 	for _, value := range values {
 		v.WithLabelValues(value)
+	}
+}
+
+// InitCapture creates the per-capture series of a capture that starts, at 0: a series that
+// appeared with its first increment would hide that increment from rate() and increase()
+// (a first burst of kernel drops, say).
+func (m *Metrics) InitCapture(namespace, pod string) {
+	for _, c := range []*prometheus.CounterVec{m.Packets, m.Bytes, m.KernelDrops, m.FileRotations} {
+		c.WithLabelValues(namespace, pod)
 	}
 }
 

@@ -113,7 +113,7 @@ func run(ctx context.Context, o *Options) error {
 	if store != nil {
 		rec = store
 	}
-	servers, err := newServers(log, o, reg, ctrl, captures.List, transport, rec)
+	servers, err := newServers(log, o, kcfg, reg, ctrl, captures.List, transport, rec)
 	if err != nil {
 		return err
 	}
@@ -319,44 +319,60 @@ func newController(log klog.Logger, o *Options, client kubernetes.Interface, cap
 }
 
 // newServers builds the plain HTTP server of health and metrics and the API server over
-// transport, the API behind its bearer token (off, and logged why, without a usable one), and
-// on it the Alertmanager webhook recording into rec (off, and logged why, without rec or
-// without authentication).
-func newServers(log klog.Logger, o *Options, reg *prometheus.Registry, ctrl *agent.Controller,
+// transport, the API behind its authentication and authorisation (newAPIGuard), and on it
+// the Alertmanager webhook recording into rec (off, and logged why, without rec or without
+// authentication). With --metrics-require-auth, /metrics moves to the API server, behind the
+// same guard. The TLS server asks for client certificates of both CA bundles given
+// (--webhook-client-ca-file, --api-client-ca-file); each route verifies against its own.
+func newServers(log klog.Logger, o *Options, kcfg *rest.Config, reg *prometheus.Registry, ctrl *agent.Controller,
 	list func() []capture.Status, transport agent.APITransport, rec alerts.Recorder) ([]*agent.Server, error) {
-	token, off, err := readToken(o.APITokenFile)
+	hookCAs, err := loadClientCAs(log, "--webhook-client-ca-file", o.WebhookClientCAFile)
 	if err != nil {
 		return nil, err
 	}
-	if off != "" {
-		log.Info("HTTP API off", "why", off)
+	apiCAs, err := loadClientCAs(log, "--api-client-ca-file", o.APIClientCAFile)
+	if err != nil {
+		return nil, err
 	}
-	if o.WebhookClientCAFile != "" {
-		cas, err := agent.LoadClientCAs(agent.ClientCAOptions{File: o.WebhookClientCAFile, Logger: log.WithName("tls")})
-		if err != nil {
-			return nil, fmt.Errorf("--webhook-client-ca-file: %w", err)
+	var cas []*agent.ClientCAs
+	for _, c := range []*agent.ClientCAs{hookCAs, apiCAs} {
+		if c != nil {
+			cas = append(cas, c)
 		}
-		transport.ClientCAs = cas.Pool
-		log.Info("API server verifies client certificates (the bundle is read again when it changes)", "clientCAFile", o.WebhookClientCAFile)
+	}
+	if len(cas) > 0 {
+		transport.ClientCAs = agent.JoinedPool(cas...)
 	}
 	api, err := agent.NewAPIServer(o.APIListenAddress, transport)
 	if err != nil {
 		return nil, err
 	}
-	ctrl.RegisterAPI(api, token, list)
-	hook, err := newWebhook(log, o, reg, rec)
+	guard, err := newAPIGuard(log, o, kcfg, reg, apiCAs)
+	if err != nil {
+		return nil, err
+	}
+	ctrl.RegisterAPI(api, guard, list)
+	hook, err := newWebhook(log, o, reg, rec, hookCAs)
 	if err != nil {
 		return nil, err
 	}
 	api.Handle(alerts.WebhookPath, hook)
-	return []*agent.Server{agent.NewMetricsServer(o.ListenAddress, reg, ctrl.Synced), api}, nil
+	var gatherer prometheus.Gatherer = reg
+	if o.MetricsRequireAuth {
+		api.Handle("GET /metrics", guard.NonResource("/metrics", agent.MetricsHandler(reg)))
+		gatherer = nil // the plain server's /metrics says where it went
+	}
+	return []*agent.Server{agent.NewMetricsServer(o.ListenAddress, gatherer, ctrl.Synced), api}, nil
 }
 
 // newWebhook builds the Alertmanager webhook; it logs whether it is on, how it authenticates,
 // or why it is off (it then answers 404).
-func newWebhook(log klog.Logger, o *Options, reg prometheus.Registerer, rec alerts.Recorder) (*alerts.Webhook, error) {
-	opts := alerts.WebhookOptions{Recorder: rec, TokenFile: o.WebhookTokenFile, RequireClientCert: o.WebhookClientCAFile != "",
+func newWebhook(log klog.Logger, o *Options, reg prometheus.Registerer, rec alerts.Recorder, cas *agent.ClientCAs) (*alerts.Webhook, error) {
+	opts := alerts.WebhookOptions{Recorder: rec, TokenFile: o.WebhookTokenFile, RequireClientCert: cas != nil,
 		Registerer: reg, Logger: log.WithName("webhook")}
+	if cas != nil {
+		opts.ClientCAs = cas.Pool
+	}
 	if rec == nil { // no alert store: the webhook is off whatever its authentication
 		opts = alerts.WebhookOptions{Recorder: noRecorder{}, Registerer: reg, Logger: opts.Logger}
 	}
@@ -399,9 +415,10 @@ func reloadOnSIGHUP(ctx context.Context, rules *policy.Engine) error {
 	}
 }
 
-// readToken reads the API's bearer token (surrounding white space trimmed). No file, an empty
-// one or a token shorter than agent.MinAPITokenLen bytes mean no token: the API is off, and
-// off says why. An unreadable file is an error.
+// readToken reads the API's static bearer token (surrounding white space trimmed). No file,
+// an empty one or a token shorter than agent.MinAPITokenLen bytes mean no static token (the
+// API then takes Kubernetes credentials only), and off says why. An unreadable file is an
+// error.
 func readToken(path string) (token, off string, err error) {
 	if path == "" {
 		return "", "no --api-token-file", nil

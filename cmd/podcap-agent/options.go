@@ -51,7 +51,15 @@ type Options struct {
 	RetentionMaxBytes  int64
 	MinFreeBytes       int64
 	RetentionInterval  time.Duration
+
+	// The API authenticates callers with TokenReview and authorises them with
+	// SubjectAccessReview (get pods/capture in the namespace). APITokenFile adds an opt-in
+	// static token that grants everything; APIClientCAFile accepts client certificates of
+	// that CA (CN the user, O the groups). MetricsRequireAuth moves /metrics to the API
+	// server, behind the same authentication and `get /metrics` (nonResourceURLs).
 	APITokenFile       string
+	APIClientCAFile    string
+	MetricsRequireAuth bool
 
 	// APIListenAddress serves the API over TLS: with TLSCertFile and TLSPrivateKeyFile (both
 	// or neither), else with a certificate made at start for NodeName, NodeIP and localhost;
@@ -122,7 +130,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RetentionInterval, "retention-interval", time.Minute, "how often the retention rules are applied (also after every policy capture ends)")
 	fs.Int64Var(&o.RetentionMaxBytes, "retention-max-bytes", 1<<30, "byte budget of all capture files on the node: each running capture reserves its worst case (files × (file size + snaplen)) against it, a capture that does not fit waits, and finished policy captures are deleted oldest first to make room")
 	fs.Int64Var(&o.MinFreeBytes, "min-free-bytes", 1<<30, "free space captures leave on the capture directory's file system: no ring file is created that could take it below this (the capture fails with a CaptureFailed Event until space is back)")
-	fs.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token of the HTTP API (/api/v1/...); empty or missing: the API is off")
+	fs.StringVar(&o.APITokenFile, "api-token-file", "", "opt-in: file holding a static bearer token of the HTTP API (/api/v1/...) that grants everything, for use without Kubernetes credentials (at least 16 bytes; empty, missing or shorter: no static token). Other callers are authenticated by TokenReview and authorised by SubjectAccessReview: get pods/capture in the pod's namespace")
+	fs.StringVar(&o.APIClientCAFile, "api-client-ca-file", "", "optional PEM bundle of the CAs (e.g. the cluster's client CA) whose client certificates authenticate API callers: CN is the user, O the groups, then authorised by SubjectAccessReview; for users whose kubeconfig holds a client certificate instead of a token. Reloaded when it changes")
+	fs.BoolVar(&o.MetricsRequireAuth, "metrics-require-auth", false, "serve /metrics on the API server (HTTPS, --api-listen-address) behind the API's authentication and a SubjectAccessReview of get on the non-resource URL /metrics; the plain HTTP server then keeps only /healthz and /readyz")
 	fs.StringVar(&o.APIListenAddress, "api-listen-address", ":9696", "address of the HTTPS server of the API (/api/v1/...), the endpoints that take a bearer token")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate (then its chain) of the API server, with --tls-private-key-file; reloaded when the files change. Neither: a self-signed certificate is made at start (its fingerprints are logged)")
 	fs.StringVar(&o.TLSPrivateKeyFile, "tls-private-key-file", "", "PEM private key of --tls-cert-file")
@@ -223,6 +233,12 @@ func (o *Options) validateServing() []error {
 	}
 	if o.InsecureServeAPIOverHTTP && o.WebhookClientCAFile != "" {
 		errs = append(errs, errors.New("--webhook-client-ca-file needs TLS, and --insecure-serve-api-over-http turns it off: drop one or the other"))
+	}
+	if o.InsecureServeAPIOverHTTP && o.APIClientCAFile != "" {
+		errs = append(errs, errors.New("--api-client-ca-file needs TLS, and --insecure-serve-api-over-http turns it off: drop one or the other"))
+	}
+	if o.APIClientCAFile != "" && o.APIClientCAFile == o.WebhookClientCAFile {
+		errs = append(errs, errors.New("--api-client-ca-file and --webhook-client-ca-file are the same file: every user certificate would also post alerts, give Alertmanager its own CA"))
 	}
 	if o.WebhookTokenFile != "" && o.WebhookTokenFile == o.APITokenFile {
 		errs = append(errs, errors.New("--webhook-token-file and --api-token-file are the same file: the webhook's token lets Alertmanager post alerts, give it its own"))

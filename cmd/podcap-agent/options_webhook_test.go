@@ -56,7 +56,7 @@ func TestNewWebhookLogs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.BufferLogs(true)))
-			if _, err := newWebhook(logger, &tc.o, prometheus.NewRegistry(), tc.rec); err != nil {
+			if _, err := newWebhook(logger, &tc.o, prometheus.NewRegistry(), tc.rec, nil); err != nil {
 				t.Fatal(err)
 			}
 			entries := logger.GetSink().(ktesting.Underlier).GetBuffer().Data()

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -264,13 +265,24 @@ func listAlerts(t *testing.T, objects capturealerts) []unstructured.Unstructured
 // ("" for none) and returns the status code.
 func postAlert(t *testing.T, addr, caFile, auth, fingerprint string) int {
 	t.Helper()
+	return postAlertFor(t, addr, caFile, auth, fingerprint, "alert-e2e", "cart", "firing")
+}
+
+// postAlertFor posts a one-alert notification of an alert with the status (firing, resolved)
+// on pod namespace/pod.
+func postAlertFor(t *testing.T, addr, caFile, auth, fingerprint, namespace, pod, status string) int {
+	t.Helper()
 	client, err := caClient(caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := `{"version":"4","status":"firing","receiver":"r","groupKey":"{}:{}","alerts":[{"status":"firing",` +
-		`"labels":{"alertname":"Intruder","namespace":"alert-e2e","pod":"cart"},"annotations":{},` +
-		`"startsAt":"2026-01-01T00:00:00Z","endsAt":"0001-01-01T00:00:00Z","fingerprint":"` + fingerprint + `"}]}`
+	endsAt := "0001-01-01T00:00:00Z"
+	if status == "resolved" {
+		endsAt = time.Now().UTC().Format(time.RFC3339)
+	}
+	body := fmt.Sprintf(`{"version":"4","status":%q,"receiver":"r","groupKey":"{}:{}","alerts":[{"status":%q,`+
+		`"labels":{"alertname":"Intruder","namespace":%q,"pod":%q},"annotations":{},`+
+		`"startsAt":"2026-01-01T00:00:00Z","endsAt":%q,"fingerprint":%q}]}`, status, status, namespace, pod, endsAt, fingerprint)
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "https://"+addr+alerts.WebhookPath, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)

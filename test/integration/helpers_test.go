@@ -139,6 +139,7 @@ func gone(path string) bool {
 type pcapSummary struct {
 	linkType layers.LinkType
 	packets  int
+	bytes    int // captured bytes of the packets (record data, as podcap_capture_bytes_total)
 	ips      map[string]int
 }
 
@@ -163,6 +164,7 @@ func readPcap(t *testing.T, path string) pcapSummary {
 			return s
 		}
 		s.packets++
+		s.bytes += len(data)
 		p := gopacket.NewPacket(data, r.LinkType(), gopacket.DecodeOptions{Lazy: true, NoCopy: true})
 		if ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
 			s.ips[ip.SrcIP.String()]++

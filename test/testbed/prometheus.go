@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,7 +25,7 @@ const (
 
 // PrometheusOptions configure StartPrometheus.
 type PrometheusOptions struct {
-	// Targets are scraped by one job, "test", each with its own static labels.
+	// Targets are scraped each with its own static labels, by their job.
 	Targets []ScrapeTarget
 	// Rules is a rule file (`groups:` ...), e.g. an alerting rule on a MetricPod's metric;
 	// empty: no rules. A group without its own interval is evaluated every EvaluationInterval.
@@ -43,6 +44,9 @@ type PrometheusOptions struct {
 type ScrapeTarget struct {
 	Address string
 	Labels  map[string]string
+	// Job is the target's job label; "" is "test". A scraped series keeps its own labels
+	// where they clash with the target's (honor_labels), as podcap's PodMonitor asks.
+	Job string
 }
 
 // PrometheusProcess is a real Prometheus (Debian's prometheus) on 127.0.0.1:<free port>,
@@ -214,6 +218,7 @@ type (
 	}
 	promScrapeConfig struct {
 		JobName       string             `json:"job_name"`
+		HonorLabels   bool               `json:"honor_labels"`
 		StaticConfigs []promStaticConfig `json:"static_configs"`
 	}
 	promStaticConfig struct {
@@ -241,12 +246,15 @@ func (p *PrometheusProcess) render(opts PrometheusOptions) ([]byte, error) {
 			StaticConfigs: []promStaticConfig{{Targets: []string{u.Host}}},
 		}}}
 	}
-	if len(opts.Targets) > 0 {
-		job := promScrapeConfig{JobName: "test"}
-		for _, tg := range opts.Targets {
-			job.StaticConfigs = append(job.StaticConfigs, promStaticConfig{Targets: []string{tg.Address}, Labels: tg.Labels})
+	jobs := map[string]int{} // job name → index in ScrapeConfigs
+	for _, tg := range opts.Targets {
+		name := cmp.Or(tg.Job, "test")
+		i, ok := jobs[name]
+		if !ok {
+			i, jobs[name] = len(cfg.ScrapeConfigs), len(cfg.ScrapeConfigs)
+			cfg.ScrapeConfigs = append(cfg.ScrapeConfigs, promScrapeConfig{JobName: name, HonorLabels: true})
 		}
-		cfg.ScrapeConfigs = []promScrapeConfig{job}
+		cfg.ScrapeConfigs[i].StaticConfigs = append(cfg.ScrapeConfigs[i].StaticConfigs, promStaticConfig{Targets: []string{tg.Address}, Labels: tg.Labels})
 	}
 	return yaml.Marshal(cfg)
 }
