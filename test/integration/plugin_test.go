@@ -66,8 +66,8 @@ func TestPluginStartStop(t *testing.T) {
 // containerd's port-forward into a host-network pod. The agent is the test bed's host
 // process; a host-network stand-in pod in podcap-system with the DaemonSet's labels and its
 // API port is what the plugin finds and port-forwards to, so the tunnel ends in the host's
-// network namespace where the agent listens. The user's bearer token is the agent's static
-// API token (the agents before TokenReview accept no other).
+// network namespace where the agent listens. The reader's bearer token is also the agent's
+// static API token; the other users' tokens go through TokenReview and SubjectAccessReview.
 func TestPluginHostAgent(t *testing.T) {
 	c := testBed(t)
 	bin := buildPlugin(t, c)
@@ -95,12 +95,25 @@ func TestPluginHostAgent(t *testing.T) {
 	spdyOnly := newPluginUser(t, c, "plugin-b", "spdy-only", map[string][]rbacv1.PolicyRule{
 		"plugin-b": captureRules, "podcap-system": {reachAgentRules[0],
 			{APIGroups: []string{""}, Resources: []string{"pods/portforward"}, Verbs: []string{"create"}}}})
-	// and the agent answers through the tunnel: 401 from an agent that knows only its static
-	// token, the capture from one that reviews tokens (TokenReview, SAR)
+	// and the agent, which reviews tokens other than its static one (TokenReview, then a
+	// SubjectAccessReview of get pods/capture), shows the capture
 	r = runPlugin(t, bin, spdyOnly, "ls")
-	if !(r.Code == 0 && hasRow(r.Stdout, "plugin-b", "web", c.NodeName)) &&
-		!(r.Code == 1 && strings.Contains(r.Stderr, "error: the podcap agent on node "+c.NodeName+" did not accept your credentials (401")) {
+	if r.Code != 0 || !hasRow(r.Stdout, "plugin-b", "web", c.NodeName) {
 		t.Errorf("ls with create pods/portforward only: %+v", r)
+	}
+
+	// a user who may get the pod and reach the agent but not get pods/capture: 403 with what
+	// to ask for (ls of the namespace and explain), nothing listed across namespaces
+	outsider := newPluginUser(t, c, "plugin-b", "outsider", map[string][]rbacv1.PolicyRule{
+		"plugin-b": {{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}}}, "podcap-system": reachAgentRules})
+	for _, args := range [][]string{{"ls"}, {"explain", "web"}} {
+		r := runPlugin(t, bin, outsider, args...)
+		if r.Code != 1 || !strings.HasPrefix(r.Stderr, "error: you may not read captures in namespace plugin-b: ask for get pods/capture (403 from the podcap agent on node "+c.NodeName) {
+			t.Errorf("%s without pods/capture: %+v", args[0], r)
+		}
+	}
+	if r := runPlugin(t, bin, outsider, "ls", "-A"); r.Code != 0 || r.Stdout != "" || r.Stderr != "No captures found.\n" {
+		t.Errorf("ls -A without pods/capture: %+v", r)
 	}
 
 	limited := newPluginUser(t, c, "plugin-b", "limited", map[string][]rbacv1.PolicyRule{
