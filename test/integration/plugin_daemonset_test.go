@@ -56,7 +56,7 @@ func TestPluginDaemonSet(t *testing.T) {
 		t.Errorf("stream in a namespace without pods/capture: %+v", r)
 	}
 	r = runPlugin(t, bin, reader, "get", "web", "-n", other.Namespace, "-o", t.TempDir())
-	if r.Code != 1 || !strings.Contains(r.Stderr, "needs get pods/capture") {
+	if r.Code != 1 || !strings.Contains(r.Stderr, "you may not read captures in namespace plugin-ds2: ask for get pods/capture") {
 		t.Errorf("get in a namespace without pods/capture: %+v", r)
 	}
 }
