@@ -16,7 +16,8 @@ type probe func(ctx context.Context, c *agentClient) (bool, error)
 
 // agentOfPod returns the agent pod on the node of pod ns/name: the node from the pod's
 // spec.nodeName or, when the user may not get pods in ns (a Role may grant pods/capture
-// alone), the agent every agent is asked about with is (in parallel, bounded).
+// alone), the first agent for which is answers true, asking every agent (in parallel,
+// bounded).
 func (e *Env) agentOfPod(ctx context.Context, ns, name string, is probe) (*corev1.Pod, error) {
 	node, err := e.nodeOf(ctx, ns, name)
 	if err == nil {
