@@ -38,6 +38,7 @@ type run struct {
 	// alert capture links into its pre-trigger/ directory (the recorder's worst case when
 	// Ensure saw one; 0: nothing is linked). Set before the goroutine starts.
 	preReserve int64
+	hub        *hub          // live stream readers; set before the goroutine starts
 	done       chan struct{} // closed when the goroutine has cleaned up
 	recheck    chan struct{} // poked by Ensure: check that the capture follows the pod's container
 	cancel     context.CancelFunc
