@@ -119,13 +119,16 @@ const MinAPITokenLen = 16
 
 // RegisterAPI adds the agent's HTTP API to s, behind the bearer token (off without one, or
 // with one shorter than MinAPITokenLen: the caller logs why):
-// GET /api/v1/decisions/{namespace}/{pod} and GET /api/v1/captures.
-func (c *Controller) RegisterAPI(s *Server, token string, list func() []capture.Status) {
+// GET /api/v1/decisions/{namespace}/{pod}, and the retrieval API over captures:
+// GET /api/v1/captures, .../captures/{namespace}/{pod}/files/{name} and .../stream.
+func (c *Controller) RegisterAPI(s *Server, token string, captures Retrieval) {
 	if len(token) < MinAPITokenLen {
 		token = "" // off
 	}
 	s.Handle("GET /api/v1/decisions/{namespace}/{pod}", requireToken(token, c.decisionsHandler()))
-	s.Handle("GET /api/v1/captures", requireToken(token, c.capturesHandler(list)))
+	s.Handle("GET /api/v1/captures", requireToken(token, capturesHandler(captures, allNamespaces)))
+	s.Handle("GET /api/v1/captures/{namespace}/{pod}/files/{name}", requireToken(token, fileHandler(captures)))
+	s.Handle("GET /api/v1/captures/{namespace}/{pod}/stream", requireToken(token, streamHandler(captures)))
 }
 
 // decisionsHandler serves GET /api/v1/decisions/{namespace}/{pod}.
@@ -142,16 +145,5 @@ func (c *Controller) decisionsHandler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, e)
-	})
-}
-
-// capturesHandler serves GET /api/v1/captures: every capture the agent runs or keeps.
-func (c *Controller) capturesHandler(list func() []capture.Status) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		out := []map[string]any{}
-		for _, s := range list() {
-			out = append(out, map[string]any{"namespace": s.Spec.Namespace, "pod": s.Spec.Pod, "capture": captureStatus(s)})
-		}
-		writeJSON(w, http.StatusOK, out)
 	})
 }

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-
-	"github.com/podcap/podcap/agent/capture"
 )
 
 // testToken is a bearer token of the minimum length, MinAPITokenLen.
@@ -28,7 +26,6 @@ func TestAPIAuthentication(t *testing.T) {
 	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
 	f := newPolicyCtrl(t, p, pod("web", nil))
 	f.sync(t, "default/web")
-	list := func() []capture.Status { s, _ := f.captures.Status("default", "web"); return []capture.Status{s} }
 	for _, tc := range []struct {
 		name, token, auth string
 		want              int
@@ -42,7 +39,7 @@ func TestAPIAuthentication(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := handlerOnlyAPIServer(t)
-			f.c.RegisterAPI(srv, tc.token, list)
+			f.c.RegisterAPI(srv, tc.token, noCaptures{})
 			for _, path := range []string{"/api/v1/decisions/default/web", "/api/v1/captures"} {
 				req := httptest.NewRequest(http.MethodGet, path, nil)
 				if tc.auth != "" {
@@ -57,7 +54,7 @@ func TestAPIAuthentication(t *testing.T) {
 		})
 	}
 	srv := handlerOnlyAPIServer(t)
-	f.c.RegisterAPI(srv, testToken, list)
+	f.c.RegisterAPI(srv, testToken, noCaptures{})
 	for path, want := range map[string]int{"/api/v1/decisions/default/web": 200, "/api/v1/decisions/default/gone": 404} {
 		req := httptest.NewRequest(http.MethodGet, path, nil)
 		req.Header.Set("Authorization", "Bearer "+testToken)
@@ -89,7 +86,7 @@ func TestAPIClientGoneDoesNotStopCapture(t *testing.T) {
 	p.mu.Unlock()
 
 	srv := handlerOnlyAPIServer(t)
-	f.c.RegisterAPI(srv, testToken, func() []capture.Status { return nil })
+	f.c.RegisterAPI(srv, testToken, noCaptures{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the client is gone
 	req := httptest.NewRequest(http.MethodGet, "/api/v1/decisions/default/web", nil).WithContext(ctx)

@@ -280,3 +280,6 @@ func putPcapRecordHeader(b []byte, ci gopacket.CaptureInfo, n int) {
 	binary.LittleEndian.PutUint32(b[8:12], uint32(n))
 	binary.LittleEndian.PutUint32(b[12:16], uint32(ci.Length))
 }
+
+// Buffered returns how many parts of the stream are queued for the reader.
+func (s *Subscription) Buffered() int { return len(s.c) }

@@ -53,6 +53,12 @@ type Options struct {
 	RetentionInterval  time.Duration
 	APITokenFile       string
 
+	// Live streams (GET /api/v1/captures/{namespace}/{pod}/stream): readers per node and per
+	// capture, and what a reader may fall behind by before it is cut off.
+	MaxStreamReaders           int
+	MaxStreamReadersPerCapture int
+	StreamBufferBytes          int64
+
 	// APIListenAddress serves the API over TLS: with TLSCertFile and TLSPrivateKeyFile (both
 	// or neither), else with a certificate made at start for NodeName, NodeIP and localhost;
 	// over plain HTTP only with InsecureServeAPIOverHTTP.
@@ -83,6 +89,9 @@ const (
 	maxPolicyEvalTimeout = 10 * time.Second
 	// every agent holds every active alert and each is an object in the API server
 	maxMaxAlerts = 10000
+	// every stream reader may hold its buffer: 256 readers of 64 MiB is the agent's bound
+	maxStreamReaders     = 256
+	maxStreamBufferBytes = 64 << 20
 	// defaultNativeBufferBudget holds 16 native captures at the default ring size: the
 	// default --max-concurrent-captures.
 	defaultNativeBufferBudget = 512 << 20
@@ -123,6 +132,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&o.RetentionMaxBytes, "retention-max-bytes", 1<<30, "byte budget of all capture files on the node: each running capture reserves its worst case (files × (file size + snaplen)) against it, a capture that does not fit waits, and finished policy captures are deleted oldest first to make room")
 	fs.Int64Var(&o.MinFreeBytes, "min-free-bytes", 1<<30, "free space captures leave on the capture directory's file system: no ring file is created that could take it below this (the capture fails with a CaptureFailed Event until space is back)")
 	fs.StringVar(&o.APITokenFile, "api-token-file", "", "file holding the bearer token of the HTTP API (/api/v1/...); empty or missing: the API is off")
+	fs.IntVar(&o.MaxStreamReaders, "max-stream-readers", capture.DefaultMaxStreamReaders, "live pcap stream readers on this node at once; more are refused (503)")
+	fs.IntVar(&o.MaxStreamReadersPerCapture, "max-stream-readers-per-capture", capture.DefaultMaxStreamReadersPerCapture, "live pcap stream readers of one capture at once; more are refused (429)")
+	fs.Int64Var(&o.StreamBufferBytes, "stream-buffer-bytes", capture.DefaultStreamBufferBytes, fmt.Sprintf("bytes a live stream reader may fall behind by before it is cut off (podcap_stream_readers_cut_total); at least %d", capture.MinStreamBufferBytes))
 	fs.StringVar(&o.APIListenAddress, "api-listen-address", ":9696", "address of the HTTPS server of the API (/api/v1/...), the endpoints that take a bearer token")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate (then its chain) of the API server, with --tls-private-key-file; reloaded when the files change. Neither: a self-signed certificate is made at start (its fingerprints are logged)")
 	fs.StringVar(&o.TLSPrivateKeyFile, "tls-private-key-file", "", "PEM private key of --tls-cert-file")
@@ -179,6 +191,11 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxFileSizeBytes < 64<<10 || o.RetentionMaxBytes <= 0 || o.MinFreeBytes < 0 {
 		errs = append(errs, errors.New("--max-file-size-bytes must be at least 65536, --retention-max-bytes positive and --min-free-bytes not negative"))
+	}
+	if o.MaxStreamReaders < 1 || o.MaxStreamReaders > maxStreamReaders || o.MaxStreamReadersPerCapture < 1 ||
+		o.StreamBufferBytes < capture.MinStreamBufferBytes || o.StreamBufferBytes > maxStreamBufferBytes {
+		errs = append(errs, fmt.Errorf("--max-stream-readers must be from 1 to %d, --max-stream-readers-per-capture at least 1, --stream-buffer-bytes from %d to %d",
+			maxStreamReaders, capture.MinStreamBufferBytes, maxStreamBufferBytes))
 	}
 	errs = append(errs, o.validateEngine()...)
 	errs = append(errs, o.validateServing()...)
