@@ -42,6 +42,7 @@ type retrievalBed struct {
 	res     *capturetest.Resolver
 	streams *metrics.Streams
 	srv     *Server
+	reg     *prometheus.Registry // the API server's request counter
 }
 
 func newRetrievalBed(t *testing.T, sc capture.StreamConfig) *retrievalBed {
@@ -63,6 +64,8 @@ func newRetrievalBed(t *testing.T, sc capture.StreamConfig) *retrievalBed {
 	go func() { done <- m.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	b.srv = handlerOnlyAPIServer(t)
+	b.reg = prometheus.NewRegistry()
+	b.srv.CountRequests(b.reg) // before the routes: they are counted
 	newCtrl(t, Config{}).c.RegisterAPI(b.srv, testToken, m)
 	return b
 }

@@ -116,6 +116,31 @@ func TestStreamCutsReaderThatStopsReading(t *testing.T) {
 		t.Error("the cut-off stream ended cleanly, want an aborted response")
 	}
 	poll(t, "no reader", func() bool { return testutil.ToFloat64(b.streams.Readers) == 0 })
+	// the aborted stream is counted as what it answered
+	if got := requests(t, b, "GET /api/v1/captures/{namespace}/{pod}/stream", "200"); got != 1 {
+		t.Errorf("podcap_api_requests_total of the stream = %v, want 1", got)
+	}
+}
+
+// requests is podcap_api_requests_total{route, code} of the bed's API server.
+func requests(t *testing.T, b *retrievalBed, route, code string) float64 {
+	t.Helper()
+	mfs, err := b.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if mf.GetName() == "podcap_api_requests_total" && l["route"] == route && l["code"] == code {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // A client that leaves frees its place; the bounds answer 429 and 503; no capture is 404;
@@ -134,6 +159,14 @@ func TestStreamBoundsAndEnds(t *testing.T) {
 	poll(t, "the reader gone", func() bool { return testutil.ToFloat64(b.streams.Readers) == 0 })
 	if rec := b.get(t, "/api/v1/captures/default/nope/stream"); rec.Code != http.StatusNotFound {
 		t.Errorf("no capture: %d", rec.Code)
+	}
+	for code, want := range map[string]float64{"429": 1, "404": 1} {
+		if got := requests(t, b, "GET /api/v1/captures/{namespace}/{pod}/stream", code); got != want {
+			t.Errorf("podcap_api_requests_total of the stream, code %s = %v, want %v", code, got, want)
+		}
+	}
+	if problems, err := testutil.GatherAndLint(b.reg); err != nil || len(problems) > 0 {
+		t.Errorf("promlint: %v %v", problems, err)
 	}
 	b.startCapture(t, "db")
 	resp := openStream(t, context.Background(), url, client)

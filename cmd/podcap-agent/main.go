@@ -346,6 +346,7 @@ func newServers(log klog.Logger, o *Options, reg *prometheus.Registry, ctrl *age
 	if err != nil {
 		return nil, err
 	}
+	api.CountRequests(reg)
 	ctrl.RegisterAPI(api, token, captures)
 	hook, err := newWebhook(log, o, reg, rec)
 	if err != nil {
