@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,18 +92,9 @@ func (m *Manager) listings(want func(namespace, pod string) bool) []Listing {
 	}
 	out = append(out, m.finishedOnDisk(want, seen)...)
 	slices.SortFunc(out, func(a, b Listing) int {
-		return cmpOr(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Pod, b.Pod), a.Started.Compare(b.Started), strings.Compare(a.ID, b.ID))
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Pod, b.Pod), a.Started.Compare(b.Started), strings.Compare(a.ID, b.ID))
 	})
 	return out
-}
-
-func cmpOr(c ...int) int {
-	for _, x := range c {
-		if x != 0 {
-			return x
-		}
-	}
-	return 0
 }
 
 // listing describes a live capture.

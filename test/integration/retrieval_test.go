@@ -225,3 +225,44 @@ func pathTricks(t *testing.T, api retrievalAPI, pod *corev1.Pod) {
 		}
 	}
 }
+
+// TestRetrievalFinishedPolicyCapture: a policy capture that stopped keeps its files; the
+// list shows it finished, with its files, and a download equals the file on disk.
+func TestRetrievalFinishedPolicyCapture(t *testing.T) {
+	c := testBed(t)
+	a, token := startPolicyAgent(t, c, policyDir(t, c, nil))
+	api := retrievalAPI{t: t, a: a, client: apiClient(t, a), token: token}
+	pod := runningPod(t, c, "retrieval-policy", "web", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}})
+	dir := policySession(t, a, pod)
+	waitPodIP(t, filepath.Join(dir, "capture-web.pcap0"), pod.Status.PodIP)
+	setLabel(t, c, pod, "podcap.io/capture", nil)
+	waitEvent(t, c, pod, corev1.EventTypeNormal, "CaptureStopped", "no longer decided")
+
+	id := filepath.Base(dir)
+	var it agent.CaptureItem
+	waitFor(t, 30*time.Second, "the capture listed as finished", func() (bool, error) {
+		code, b := api.body("/api/v1/captures?namespace=" + pod.Namespace)
+		var items []agent.CaptureItem
+		if err := json.Unmarshal(b, &items); err != nil || code != http.StatusOK {
+			return false, fmt.Errorf("list: %d %s: %v", code, b, err)
+		}
+		for _, x := range items {
+			if x.ID == id {
+				it = x
+			}
+		}
+		return it.State == "finished", nil
+	})
+	if it.Source != "policy" || it.Reason != "label podcap.io/capture=true" || it.Stopped.IsZero() || len(it.Files) == 0 ||
+		it.Files[0].Name != id+"_capture-web.pcap0" {
+		t.Fatalf("listed %+v", it)
+	}
+	code, got := api.body("/api/v1/captures/" + pod.Namespace + "/" + pod.Name + "/files/" + it.Files[0].Name)
+	want, err := os.ReadFile(filepath.Join(dir, "capture-web.pcap0"))
+	if err != nil || code != http.StatusOK || !bytes.Equal(got, want) || len(want) <= 24 {
+		t.Errorf("download: %d, %d bytes, want the %d bytes on disk (%v)", code, len(got), len(want), err)
+	}
+	if code, _ := api.body("/api/v1/captures/" + pod.Namespace + "/" + pod.Name + "/stream"); code != http.StatusNotFound {
+		t.Errorf("stream of a finished capture: %d, want 404", code)
+	}
+}
