@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket/pcapgo"
+
 	"github.com/podcap/podcap/agent/capture"
 )
 
@@ -158,5 +160,49 @@ func TestOpenFileRefusesEverythingElse(t *testing.T) {
 	}
 	if b, err := readAll(t, f.m, "default", "db", "policy-20261206T120000.000Z_capture-db.pcap0"); err != nil || !bytes.Equal(b, []byte("zero")) {
 		t.Errorf("db's own file: %q, %v", b, err)
+	}
+}
+
+// A pod's flight recorder and its policy capture are listed side by side, the capture's
+// preserved pre-trigger file named <id>_pre-trigger_<file>, and each opens.
+func TestCapturesListsRecorderAndPreTrigger(t *testing.T) {
+	f := newFixture(t, 4, heldSource)
+	f.res.Set("default", "web", capture.Target{PID: 42})
+	ensure(t, f.m, recorderSpec("web"))
+	eventually(t, "the recorder's packets", func() bool { st, _ := f.m.RecorderStatus("default", "web"); return st.Packets == 2 })
+	ensure(t, f.m, policySpec("web", 0))
+	eventually(t, "the policy capture runs", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
+	id := filepath.Base(sessionDir(t, f, "web"))
+	var ls []capture.Listing
+	eventually(t, "both listed with their files", func() bool {
+		ls = f.m.Captures("")
+		return len(ls) == 2 && len(ls[0].Files) > 0 && len(ls[1].Files) > 0
+	})
+	byID := map[string]capture.Listing{ls[0].ID: ls[0], ls[1].ID: ls[1]}
+	rec, pol := byID[capture.IDRecorder], byID[id]
+	if rec.Source != capture.SourceRecorder || !strings.HasPrefix(fileNames(rec), "recorder_capture-web.pcap0") {
+		t.Errorf("recorder listed %+v", rec)
+	}
+	if pol.Source != capture.SourcePolicy || fileNames(pol) != id+"_capture-web.pcap0 "+id+"_pre-trigger_capture-web.pcap0" {
+		t.Errorf("policy capture's files %q", fileNames(pol))
+	}
+	for _, name := range []string{id + "_pre-trigger_capture-web.pcap0", "recorder_capture-web.pcap0"} {
+		b, err := readAll(t, f.m, "default", "web", name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		r, err := pcapgo.NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		n := 0
+		for ; ; n++ {
+			if _, _, err := r.ReadPacketData(); err != nil {
+				break
+			}
+		}
+		if n != 2 { // the recorder's two packets, preserved
+			t.Errorf("%s holds %d packets, want 2", name, n)
+		}
 	}
 }
