@@ -32,9 +32,9 @@ const (
 	// DefaultStreamBufferBytes is what a reader may fall behind by, in pcap bytes, before
 	// it is cut off: about 30 ms of a 1 Gbit/s capture, enough for a TCP reader's window.
 	DefaultStreamBufferBytes = 4 << 20
-	// DefaultStreamBufferPackets bounds a reader's buffer in packets (small packets).
+	// DefaultStreamBufferPackets bounds a reader's buffer in packets too (a burst of small packets).
 	DefaultStreamBufferPackets = 8192
-	// MinStreamBufferBytes holds a whole record at the largest snaplen.
+	// MinStreamBufferBytes holds two records at the largest snaplen.
 	MinStreamBufferBytes = 2 * (MaxSnaplen + pcapRecordHeaderLen)
 )
 
@@ -67,7 +67,7 @@ func (c *StreamConfig) setDefaults() {
 	}
 }
 
-// Why a stream ended or was refused: Subscription.Err and Manager.Subscribe.
+// Why a stream ended (Subscription.Next) or was refused (Manager.Subscribe).
 var (
 	ErrStreamTooSlow     = errors.New("live stream reader fell behind its buffer and was cut off")
 	ErrStreamEnded       = errors.New("capture ended")
