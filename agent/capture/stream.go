@@ -213,10 +213,10 @@ func (h *hub) endLocked(s *Subscription, err error) {
 		return
 	}
 	s.done, s.err = true, err
-	close(s.c)
 	delete(h.subs, s)
 	h.n.Add(-1)
 	h.limits.release()
+	close(s.c) // last: a reader that sees the end sees its place freed
 }
 
 // offer queues b unless the reader's buffer cannot take it; h.mu is held.
