@@ -173,13 +173,16 @@ func TestCapturesListsRecorderAndPreTrigger(t *testing.T) {
 	ensure(t, f.m, policySpec("web", 0))
 	eventually(t, "the policy capture runs", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
 	id := filepath.Base(sessionDir(t, f, "web"))
-	var ls []capture.Listing
-	eventually(t, "both listed with their files", func() bool {
-		ls = f.m.Captures("")
-		return len(ls) == 2 && len(ls[0].Files) > 0 && len(ls[1].Files) > 0
+	var rec, pol capture.Listing
+	eventually(t, "both listed with their files", func() bool { // the ring's first file comes as its process runs
+		ls := f.m.Captures("")
+		if len(ls) != 2 {
+			return false
+		}
+		byID := map[string]capture.Listing{ls[0].ID: ls[0], ls[1].ID: ls[1]}
+		rec, pol = byID[capture.IDRecorder], byID[id]
+		return len(rec.Files) > 0 && len(pol.Files) == 2
 	})
-	byID := map[string]capture.Listing{ls[0].ID: ls[0], ls[1].ID: ls[1]}
-	rec, pol := byID[capture.IDRecorder], byID[id]
 	if rec.Source != capture.SourceRecorder || !strings.HasPrefix(fileNames(rec), "recorder_capture-web.pcap0") {
 		t.Errorf("recorder listed %+v", rec)
 	}
