@@ -100,19 +100,22 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 const MinAPITokenLen = 16
 
 // RegisterAPI adds the agent's HTTP API to s, each route behind g:
-// GET /api/v1/decisions/{namespace}/{pod} (get pods/capture of the pod) and
-// GET /api/v1/captures (the captures in the namespaces the caller may get pods/capture in).
-func (c *Controller) RegisterAPI(s *Server, g *APIGuard, list func() []capture.Status) {
+// GET /api/v1/decisions/{namespace}/{pod}, .../captures/{namespace}/{pod}/files/{name} and
+// .../stream (get pods/capture of the pod), and GET /api/v1/captures (the captures in the
+// namespaces the caller may get pods/capture in).
+func (c *Controller) RegisterAPI(s *Server, g *APIGuard, captures Retrieval) {
 	s.Handle("GET /api/v1/decisions/{namespace}/{pod}", g.Pod(c.decisionsHandler()))
-	s.Handle("GET /api/v1/captures", g.List(captureNamespaces(list), c.capturesHandler(list)))
+	s.Handle("GET /api/v1/captures", g.List(captureNamespaces(captures), capturesHandler(captures, ListVisible)))
+	s.Handle("GET /api/v1/captures/{namespace}/{pod}/files/{name}", g.Pod(fileHandler(captures)))
+	s.Handle("GET /api/v1/captures/{namespace}/{pod}/stream", g.Pod(streamHandler(captures)))
 }
 
-// captureNamespaces lists the namespaces of list's captures, for APIGuard.List.
-func captureNamespaces(list func() []capture.Status) func() []string {
+// captureNamespaces lists the namespaces of the captures, for APIGuard.List.
+func captureNamespaces(captures Retrieval) func() []string {
 	return func() []string {
 		var out []string
-		for _, s := range list() {
-			out = append(out, s.Spec.Namespace)
+		for _, l := range captures.Captures("") {
+			out = append(out, l.Namespace)
 		}
 		return out
 	}
@@ -132,20 +135,5 @@ func (c *Controller) decisionsHandler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, e)
-	})
-}
-
-// capturesHandler serves GET /api/v1/captures: every capture the agent runs or keeps in the
-// namespaces the caller may see (ListVisible).
-func (c *Controller) capturesHandler(list func() []capture.Status) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		out := []map[string]any{}
-		for _, s := range list() {
-			if !ListVisible(r.Context(), s.Spec.Namespace) {
-				continue
-			}
-			out = append(out, map[string]any{"namespace": s.Spec.Namespace, "pod": s.Spec.Pod, "capture": captureStatus(s)})
-		}
-		writeJSON(w, http.StatusOK, out)
 	})
 }

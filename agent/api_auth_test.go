@@ -114,16 +114,23 @@ func TestAPIGuardAnswers(t *testing.T) {
 	}
 }
 
-// captureList is a list of captures in the namespaces given, pod "web" each.
-func captureList(namespaces ...string) func() []capture.Status {
-	return func() []capture.Status {
-		var out []capture.Status
-		for _, ns := range namespaces {
-			out = append(out, capture.Status{Spec: capture.Spec{Namespace: ns, Pod: "web"}, Phase: capture.PhaseRunning})
-		}
-		return out
-	}
+// listedCaptures is a Retrieval of captures in the namespaces given, pod "web" each.
+type listedCaptures struct {
+	noCaptures
+	namespaces []string
 }
+
+func (l listedCaptures) Captures(only string) []capture.Listing {
+	var out []capture.Listing
+	for _, ns := range l.namespaces {
+		if only == "" || ns == only {
+			out = append(out, capture.Listing{Namespace: ns, Pod: "web", State: "running"})
+		}
+	}
+	return out
+}
+
+func captureList(namespaces ...string) Retrieval { return listedCaptures{namespaces: namespaces} }
 
 func listNamespaces(t *testing.T, body []byte) []string {
 	t.Helper()

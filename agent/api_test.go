@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/podcap/podcap/agent/capture"
 	"k8s.io/klog/v2"
 )
 
@@ -32,11 +31,10 @@ func TestAPIDecisionsBehindGuard(t *testing.T) {
 	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
 	f := newPolicyCtrl(t, p, pod("web", nil))
 	f.sync(t, "default/web")
-	list := func() []capture.Status { s, _ := f.captures.Status("default", "web"); return []capture.Status{s} }
 	auth := &fakeAuth{users: map[string]string{"tok-default": "dev", "tok-other": "other"},
 		grants: map[string][]string{"dev": {"default"}, "other": {"shop"}}}
 	srv := handlerOnlyAPIServer(t)
-	f.c.RegisterAPI(srv, NewAPIGuard(auth, klog.Background()), list)
+	f.c.RegisterAPI(srv, NewAPIGuard(auth, klog.Background()), noCaptures{})
 	for _, tc := range []struct {
 		path, token string
 		want        int
@@ -74,7 +72,7 @@ func TestAPIClientGoneDoesNotStopCapture(t *testing.T) {
 	p.mu.Unlock()
 
 	srv := handlerOnlyAPIServer(t)
-	f.c.RegisterAPI(srv, testGuard(), func() []capture.Status { return nil })
+	f.c.RegisterAPI(srv, testGuard(), noCaptures{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the client is gone
 	req := httptest.NewRequest(http.MethodGet, "/api/v1/decisions/default/web", nil).WithContext(ctx)

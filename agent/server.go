@@ -32,6 +32,7 @@ type Server struct {
 	// clientCAs, if set, returns the CAs that verify the client certificates clients give
 	// (not required), for each handshake
 	clientCAs func() *x509.CertPool
+	requests  *prometheus.CounterVec // podcap_api_requests_total; nil: not counted (CountRequests)
 }
 
 // NewMetricsServer builds the plain HTTP server of health and metrics on addr; ready decides
@@ -106,7 +107,7 @@ func NewAPIServer(addr string, t APITransport) (*Server, error) {
 }
 
 // Handle adds a route (a net/http ServeMux pattern).
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, s.counted(pattern, h)) }
 
 // Handler is the server's routes, for tests.
 func (s *Server) Handler() http.Handler { return s.mux }

@@ -25,6 +25,7 @@ func (m *Manager) runCapture(ctx context.Context, r *run) {
 	started := false
 	defer func() {
 		m.cleanup(log, r, started)
+		r.hub.end()
 		m.finish(r, started)
 		close(r.done)
 		if r.spec.session() && started {
@@ -188,8 +189,9 @@ func (m *Manager) pumpUntilEnd(ctx context.Context, r *run, src Source, target T
 	// Pump stops the source when pumpCtx ends and writes what it still holds (bounded).
 	pumpCtx, stopPump := context.WithCancel(ctx)
 	pumped := make(chan error, 1)
+	r.hub.setFormat(src.LinkType(), src.Snaplen())
 	go func() {
-		_, err := Pump(pumpCtx, src, r.ring, PumpOptions{Clock: m.cfg.Clock, FirstPacket: m.firstPacket(r)})
+		_, err := Pump(pumpCtx, src, r.ring, PumpOptions{Clock: m.cfg.Clock, Tap: r.hub.tap, FirstPacket: m.firstPacket(r)})
 		pumped <- err
 	}()
 	recheck := m.cfg.Clock.NewTicker(m.cfg.RecheckInterval)

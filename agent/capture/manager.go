@@ -62,6 +62,8 @@ type Manager struct {
 	// recorder, and deleted when the last of them ends.
 	series map[string]int
 
+	streams *streamLimits // the node's live stream readers
+
 	sweepMu  sync.Mutex    // one retention sweep at a time
 	sweepNow chan struct{} // kickSweep asks Run for a retention sweep
 }
@@ -97,6 +99,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		runs:     map[string]*run{},
 		stopping: map[string]*run{},
 		sweepNow: make(chan struct{}, 1),
+		streams:  newStreamLimits(cfg.Streams),
 
 		cooldowns: map[string]*cooldown{},
 		series:    map[string]int{},
@@ -218,6 +221,7 @@ func (m *Manager) Ensure(spec Spec) (queued bool, err error) {
 	}
 	r := newRun(spec, dir, m.stopping[key])
 	r.requested = m.cfg.Clock.Now()
+	r.hub = newHub(m.streams)
 	if spec.Engine == EngineNative {
 		r.nativeRing = m.cfg.NativeRingBytes
 	}

@@ -38,6 +38,8 @@ type Config struct {
 	// a ring file that could take it under this is not created, and the capture fails (its
 	// files kept) until space is back.
 	MinFreeBytes int64
+	// Streams bounds the live stream readers (Subscribe).
+	Streams StreamConfig
 	// NodeName and Version (the agent's) are written in the section header of pcapng files.
 	NodeName, Version string
 	StatsInterval     time.Duration // how often kernel counters are asked for (default 5s)

@@ -1,8 +1,6 @@
 package capture
 
 import (
-	"encoding/binary"
-
 	"github.com/gopacket/gopacket"
 )
 
@@ -14,14 +12,7 @@ func (r *Ring) fileHeaderLocked() []byte {
 	if r.ng {
 		return ngHeader(r.section, r.linkType, r.snaplen)
 	}
-	h := make([]byte, pcapFileHeaderLen)
-	binary.LittleEndian.PutUint32(h[0:4], pcapMagicMicro)
-	binary.LittleEndian.PutUint16(h[4:6], pcapVersionMajor)
-	binary.LittleEndian.PutUint16(h[6:8], pcapVersionMinor)
-	// 8:12 thiszone and 12:16 sigfigs are 0, as libpcap writes them.
-	binary.LittleEndian.PutUint32(h[16:20], r.snaplen)
-	binary.LittleEndian.PutUint32(h[20:24], uint32(r.linkType))
-	return h
+	return pcapFileHeader(r.linkType, r.snaplen)
 }
 
 // writeRecordLocked writes one packet's record into the buffer and returns its size. An
@@ -40,11 +31,7 @@ func (r *Ring) writeRecordLocked(ci gopacket.CaptureInfo, data []byte) (int64, e
 		}
 		return int64(ngEPBHeadLen + len(data) + len(tail)), nil
 	}
-	ts := ci.Timestamp
-	binary.LittleEndian.PutUint32(r.hdr[0:4], uint32(ts.Unix()))
-	binary.LittleEndian.PutUint32(r.hdr[4:8], uint32(ts.Nanosecond()/1000))
-	binary.LittleEndian.PutUint32(r.hdr[8:12], uint32(ci.CaptureLength))
-	binary.LittleEndian.PutUint32(r.hdr[12:16], uint32(ci.Length))
+	putPcapRecordHeader(r.hdr[:], ci, ci.CaptureLength)
 	if _, err := r.bw.Write(r.hdr[:pcapRecordHeaderLen]); err != nil {
 		return 0, err
 	}

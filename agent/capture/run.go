@@ -41,6 +41,7 @@ type run struct {
 	preReserve int64
 	requested  time.Time     // when Ensure asked for it (podcap_capture_first_packet_seconds)
 	firstSeen  atomic.Bool   // its first packet was written (measured once per capture)
+	hub        *hub          // live stream readers; set before the goroutine starts
 	done       chan struct{} // closed when the goroutine has cleaned up
 	recheck    chan struct{} // poked by Ensure: check that the capture follows the pod's container
 	cancel     context.CancelFunc

@@ -96,7 +96,7 @@ func run(ctx context.Context, o *Options) error {
 	defer runtime.Close()
 	recorder, stopEvents := eventRecorder(ctx, client, o.NodeName)
 	defer stopEvents()
-	captures, err := newCaptureManager(log, o, runtime, recorder, m)
+	captures, err := newCaptureManager(log, o, runtime, recorder, m, metrics.NewStreams(reg))
 	if err != nil {
 		return err
 	}
@@ -113,7 +113,7 @@ func run(ctx context.Context, o *Options) error {
 	if store != nil {
 		rec = store
 	}
-	servers, err := newServers(log, o, kcfg, reg, ctrl, captures.List, transport, rec)
+	servers, err := newServers(log, o, kcfg, reg, ctrl, captures, transport, rec)
 	if err != nil {
 		return err
 	}
@@ -242,7 +242,8 @@ func eventRecorder(ctx context.Context, client kubernetes.Interface, node string
 // of --engine must build; the other one may fail to (no nsenter on a native-only node, ...):
 // the agent then runs without it, says why in its log, and refuses the captures that ask for
 // it with that reason (capture.ErrEngineUnavailable), never running them on the other one.
-func newCaptureManager(log klog.Logger, o *Options, runtime *cri.Client, recorder record.EventRecorder, m *metrics.Metrics) (*capture.Manager, error) {
+func newCaptureManager(log klog.Logger, o *Options, runtime *cri.Client, recorder record.EventRecorder, m *metrics.Metrics,
+	streams *metrics.Streams) (*capture.Manager, error) {
 	engines, errs := map[string]capture.Engine{}, map[string]error{}
 	if e, err := tcpdump.New(tcpdump.Config{NsenterPath: o.NsenterPath, TcpdumpPath: o.TcpdumpPath, NetNSDir: o.NetNSDir}); err != nil {
 		errs[capture.EngineTcpdump] = err
@@ -273,8 +274,10 @@ func newCaptureManager(log klog.Logger, o *Options, runtime *cri.Client, recorde
 		Metrics:          m,
 		Retention:        capture.Retention{MaxAge: o.RetentionMaxAge, MaxBytes: o.RetentionMaxBytes, Interval: o.RetentionInterval},
 		MinFreeBytes:     o.MinFreeBytes,
-		NodeName:         o.NodeName,
-		Version:          version,
+		Streams: capture.StreamConfig{MaxReaders: o.MaxStreamReaders, MaxReadersPerCapture: o.MaxStreamReadersPerCapture,
+			BufferBytes: o.StreamBufferBytes, Metrics: streams},
+		NodeName: o.NodeName,
+		Version:  version,
 	})
 }
 
@@ -325,7 +328,7 @@ func newController(log klog.Logger, o *Options, client kubernetes.Interface, cap
 // same guard. The TLS server asks for client certificates of both CA bundles given
 // (--webhook-client-ca-file, --api-client-ca-file); each route verifies against its own.
 func newServers(log klog.Logger, o *Options, kcfg *rest.Config, reg *prometheus.Registry, ctrl *agent.Controller,
-	list func() []capture.Status, transport agent.APITransport, rec alerts.Recorder) ([]*agent.Server, error) {
+	captures agent.Retrieval, transport agent.APITransport, rec alerts.Recorder) ([]*agent.Server, error) {
 	hookCAs, err := loadClientCAs(log, "--webhook-client-ca-file", o.WebhookClientCAFile)
 	if err != nil {
 		return nil, err
@@ -351,7 +354,8 @@ func newServers(log klog.Logger, o *Options, kcfg *rest.Config, reg *prometheus.
 	if err != nil {
 		return nil, err
 	}
-	ctrl.RegisterAPI(api, guard, list)
+	api.CountRequests(reg)
+	ctrl.RegisterAPI(api, guard, captures)
 	hook, err := newWebhook(log, o, reg, rec, hookCAs)
 	if err != nil {
 		return nil, err

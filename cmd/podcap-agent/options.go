@@ -61,6 +61,12 @@ type Options struct {
 	APIClientCAFile    string
 	MetricsRequireAuth bool
 
+	// Live streams (GET /api/v1/captures/{namespace}/{pod}/stream): readers per node and per
+	// capture, and what a reader may fall behind by before it is cut off.
+	MaxStreamReaders           int
+	MaxStreamReadersPerCapture int
+	StreamBufferBytes          int64
+
 	// APIListenAddress serves the API over TLS: with TLSCertFile and TLSPrivateKeyFile (both
 	// or neither), else with a certificate made at start for NodeName, NodeIP and localhost;
 	// over plain HTTP only with InsecureServeAPIOverHTTP.
@@ -91,6 +97,9 @@ const (
 	maxPolicyEvalTimeout = 10 * time.Second
 	// every agent holds every active alert and each is an object in the API server
 	maxMaxAlerts = 10000
+	// every stream reader may hold its buffer: 256 readers of 64 MiB is the agent's bound
+	maxStreamReaders     = 256
+	maxStreamBufferBytes = 64 << 20
 	// defaultNativeBufferBudget holds 16 native captures at the default ring size: the
 	// default --max-concurrent-captures.
 	defaultNativeBufferBudget = 512 << 20
@@ -133,6 +142,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.APITokenFile, "api-token-file", "", "opt-in: file holding a static bearer token of the HTTP API (/api/v1/...) that grants everything, for use without Kubernetes credentials (at least 16 bytes; empty, missing or shorter: no static token). Other callers are authenticated by TokenReview and authorised by SubjectAccessReview: get pods/capture in the pod's namespace")
 	fs.StringVar(&o.APIClientCAFile, "api-client-ca-file", "", "optional PEM bundle of the CAs (e.g. the cluster's client CA) whose client certificates authenticate API callers: CN is the user, O the groups, then authorised by SubjectAccessReview; for users whose kubeconfig holds a client certificate instead of a token. Reloaded when it changes")
 	fs.BoolVar(&o.MetricsRequireAuth, "metrics-require-auth", false, "serve /metrics on the API server (HTTPS, --api-listen-address) behind the API's authentication and a SubjectAccessReview of get on the non-resource URL /metrics; the plain HTTP server then keeps only /healthz and /readyz")
+	fs.IntVar(&o.MaxStreamReaders, "max-stream-readers", capture.DefaultMaxStreamReaders, "live pcap stream readers on this node at once; more are refused (503)")
+	fs.IntVar(&o.MaxStreamReadersPerCapture, "max-stream-readers-per-capture", capture.DefaultMaxStreamReadersPerCapture, "live pcap stream readers of one capture at once; more are refused (429)")
+	fs.Int64Var(&o.StreamBufferBytes, "stream-buffer-bytes", capture.DefaultStreamBufferBytes, fmt.Sprintf("bytes a live stream reader may fall behind by before it is cut off (podcap_stream_readers_cut_total); at least %d", capture.MinStreamBufferBytes))
 	fs.StringVar(&o.APIListenAddress, "api-listen-address", ":9696", "address of the HTTPS server of the API (/api/v1/...), the endpoints that take a bearer token")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", "", "PEM certificate (then its chain) of the API server, with --tls-private-key-file; reloaded when the files change. Neither: a self-signed certificate is made at start (its fingerprints are logged)")
 	fs.StringVar(&o.TLSPrivateKeyFile, "tls-private-key-file", "", "PEM private key of --tls-cert-file")
@@ -189,6 +201,11 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxFileSizeBytes < 64<<10 || o.RetentionMaxBytes <= 0 || o.MinFreeBytes < 0 {
 		errs = append(errs, errors.New("--max-file-size-bytes must be at least 65536, --retention-max-bytes positive and --min-free-bytes not negative"))
+	}
+	if o.MaxStreamReaders < 1 || o.MaxStreamReaders > maxStreamReaders || o.MaxStreamReadersPerCapture < 1 ||
+		o.StreamBufferBytes < capture.MinStreamBufferBytes || o.StreamBufferBytes > maxStreamBufferBytes {
+		errs = append(errs, fmt.Errorf("--max-stream-readers must be from 1 to %d, --max-stream-readers-per-capture at least 1, --stream-buffer-bytes from %d to %d",
+			maxStreamReaders, capture.MinStreamBufferBytes, maxStreamBufferBytes))
 	}
 	errs = append(errs, o.validateEngine()...)
 	errs = append(errs, o.validateServing()...)

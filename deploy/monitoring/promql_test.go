@@ -137,15 +137,11 @@ func substitute(expr string) (string, []string) {
 }
 
 // TestPromQL parses every PromQL expression of the dashboard and the rules with Prometheus's
-// parser and checks each metric they select against the agent's registry (plus
-// pendingMetrics), and each label they match or group by against that metric's labels and
+// parser and checks each metric they select against the agent's registry, and each label they match or group by against that metric's labels and
 // the scrape's: a metric or label the agent does not export is a panel without data or an
 // alert that never fires.
 func TestPromQL(t *testing.T) {
 	known := agentMetrics(t)
-	for name, m := range pendingMetrics {
-		known[name] = m
-	}
 	for name, m := range prometheusMetrics {
 		known[name] = m
 	}
@@ -196,7 +192,7 @@ func checkSelectors(expr parser.Expr, known map[string]metricInfo) []error {
 				return nil
 			}
 			if _, ok := metricOf(name, known); !ok {
-				errs = append(errs, fmt.Errorf("metric %s is not exported by the agent (nor pending)", name))
+				errs = append(errs, fmt.Errorf("metric %s is not exported by the agent", name))
 				return nil
 			}
 			have := seriesLabels(n, known)

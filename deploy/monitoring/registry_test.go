@@ -12,6 +12,7 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 
+	"github.com/podcap/podcap/agent"
 	"github.com/podcap/podcap/agent/alerts"
 	"github.com/podcap/podcap/agent/alerts/alertstest"
 	"github.com/podcap/podcap/agent/kubeauth"
@@ -22,18 +23,6 @@ import (
 type metricInfo struct {
 	labels    []string // the agent's own labels (not the scrape's: see scrapeLabels)
 	histogram bool     // histogram or summary: _bucket, _sum and _count series
-}
-
-// pendingMetrics are the metrics of issue 9 that were being added on main when this branch
-// was cut (agent/metrics: budget, reserved, CRI lookup and first-packet histograms; the
-// retrieval API's own code: stream readers, API requests and authorizations). The dashboard
-// and the rules may use them before the agent's registry below has them. After merging, the
-// lead adds the registrations that are not in agent/metrics to agentMetrics and empties this
-// list: TestPendingMetricsStillPending fails for each one the registry has.
-var pendingMetrics = map[string]metricInfo{
-	"podcap_stream_readers":           {},
-	"podcap_stream_readers_cut_total": {},
-	"podcap_api_requests_total":       {labels: []string{"route", "code"}},
 }
 
 // scrapeLabels are the labels every series gets from the scrape (the PodMonitor's job and
@@ -93,8 +82,9 @@ func (r *descRecorder) MustRegister(cs ...prometheus.Collector) {
 func (r *descRecorder) Unregister(c prometheus.Collector) bool { return r.reg.Unregister(c) }
 
 // agentMetrics are the metric families the agent registers, built as cmd/podcap-agent builds
-// them (agent/metrics, the policy status, the API's TLS info, the alert store, the webhook
-// and the API's authentication) on a fresh registry.
+// them (agent/metrics, the policy status, the API's TLS info, the alert store, the webhook,
+// the API's authentication, the live streams and the API's request counter) on a fresh
+// registry.
 func agentMetrics(t *testing.T) map[string]metricInfo {
 	t.Helper()
 	r := &descRecorder{reg: prometheus.NewRegistry(), metrics: map[string]metricInfo{}}
@@ -113,7 +103,13 @@ func agentMetrics(t *testing.T) map[string]metricInfo {
 		SubjectAccessReviews: client.AuthorizationV1().SubjectAccessReviews(), Registerer: r}); err != nil {
 		t.Fatalf("API authentication: %v", err)
 	}
-	// the recorder's own check: a family each of the six registrations makes, with its labels
+	metrics.NewStreams(r)
+	api, err := agent.NewAPIServer("127.0.0.1:0", agent.APITransport{InsecureHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.CountRequests(r)
+	// the recorder's own check: a family each of the eight registrations makes, with its labels
 	for name, labels := range map[string][]string{
 		"podcap_capture_packets_total":         {"namespace", "pod"},
 		"podcap_policy_last_reload_successful": nil,
@@ -121,6 +117,8 @@ func agentMetrics(t *testing.T) map[string]metricInfo {
 		"podcap_alert_store_errors_total":      {"operation"},
 		"podcap_webhook_requests_total":        {"code"},
 		"podcap_api_authorizations_total":      {"result"},
+		"podcap_stream_readers_cut_total":      nil,
+		"podcap_api_requests_total":            {"route", "code"},
 	} {
 		if got, ok := r.metrics[name]; !ok || !slices.Equal(got.labels, labels) {
 			t.Fatalf("registry: %s = %+v, %v; want labels %v", name, got, ok, labels)
@@ -130,15 +128,4 @@ func agentMetrics(t *testing.T) map[string]metricInfo {
 		t.Fatal("registry: podcap_webhook_request_duration_seconds is not recorded as a histogram")
 	}
 	return r.metrics
-}
-
-// TestPendingMetricsStillPending fails for each pending metric the agent now registers: take
-// it off pendingMetrics.
-func TestPendingMetricsStillPending(t *testing.T) {
-	registered := agentMetrics(t)
-	for name := range pendingMetrics {
-		if _, ok := registered[name]; ok {
-			t.Errorf("%s is registered by the agent now: remove it from pendingMetrics (deploy/monitoring/registry_test.go)", name)
-		}
-	}
 }

@@ -39,6 +39,7 @@ type Source struct {
 	snaplen  uint32
 	closed   chan struct{}
 	stopped  chan struct{}
+	more     chan struct{} // Push wakes a held ReadPacket
 
 	// mu protects the fields below.
 	mu        sync.Mutex
@@ -56,7 +57,8 @@ type Source struct {
 
 // NewSource returns a source of the given format replaying packets.
 func NewSource(lt layers.LinkType, snaplen uint32, packets ...Packet) *Source {
-	return &Source{linkType: lt, snaplen: snaplen, packets: packets, closed: make(chan struct{}), stopped: make(chan struct{})}
+	return &Source{linkType: lt, snaplen: snaplen, packets: packets, closed: make(chan struct{}), stopped: make(chan struct{}),
+		more: make(chan struct{}, 1)}
 }
 
 // Hold makes ReadPacket block after the last packet until Stop or Close, and returns s.
@@ -109,29 +111,56 @@ func (s *Source) Snaplen() uint32 { return s.snaplen }
 
 // ReadPacket implements capture.Source.
 func (s *Source) ReadPacket() (gopacket.CaptureInfo, []byte, error) {
-	s.mu.Lock()
-	if s.isClosed() {
+	for {
+		s.mu.Lock()
+		if s.isClosed() {
+			s.mu.Unlock()
+			return gopacket.CaptureInfo{}, nil, s.end()
+		}
+		if s.next < len(s.packets) {
+			p := s.packets[s.next]
+			s.next++
+			s.mu.Unlock()
+			return p.CI, p.Data, nil
+		}
+		hold, deaf := s.hold, s.deaf
 		s.mu.Unlock()
-		return gopacket.CaptureInfo{}, nil, s.end()
-	}
-	if s.next < len(s.packets) {
-		p := s.packets[s.next]
-		s.next++
-		s.mu.Unlock()
-		return p.CI, p.Data, nil
-	}
-	hold, deaf := s.hold, s.deaf
-	s.mu.Unlock()
-	switch {
-	case hold && deaf:
-		<-s.closed
-	case hold:
+		stopped := s.stopped
+		if deaf {
+			stopped = nil
+		}
+		if !hold {
+			return gopacket.CaptureInfo{}, nil, s.end()
+		}
 		select {
 		case <-s.closed:
-		case <-s.stopped:
+			return gopacket.CaptureInfo{}, nil, s.end()
+		case <-stopped:
+			if s.pending() {
+				continue // packets pushed before the stop are read first
+			}
+			return gopacket.CaptureInfo{}, nil, s.end()
+		case <-s.more:
 		}
 	}
-	return gopacket.CaptureInfo{}, nil, s.end()
+}
+
+// Push appends packets to a held source: a blocked ReadPacket returns them, as a live
+// capture does when traffic comes.
+func (s *Source) Push(packets ...Packet) {
+	s.mu.Lock()
+	s.packets = append(s.packets, packets...)
+	s.mu.Unlock()
+	select {
+	case s.more <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Source) pending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.next < len(s.packets)
 }
 
 func (s *Source) end() error {
