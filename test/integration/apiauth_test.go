@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -10,9 +11,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -35,7 +38,8 @@ import (
 // with a client certificate of the cluster's CA in a group bound the same way, read A's
 // decisions and captures and get 403 for namespace B; the captures list shows them only A's,
 // while the cluster admin (system:masters, client certificate) sees both. No token and a
-// garbage token get 401. Removing the RoleBinding takes the grant away within the cache time.
+// garbage token get 401. The reader downloads a file of A identical to the one on disk and
+// gets 403 for B's. Removing the RoleBinding takes the grant away within the cache time.
 func TestAPIAuthorization(t *testing.T) {
 	c := testBed(t)
 	ctx := t.Context()
@@ -96,6 +100,26 @@ func TestAPIAuthorization(t *testing.T) {
 		if got := listedNamespaces(t, body); code != http.StatusOK || !slices.Equal(slices.Compact(got), []string{nsA}) {
 			t.Errorf("%s: list %d %s: namespaces %q, want only %s", name, code, body, got, nsA)
 		}
+	}
+
+	// a file of A downloads byte for byte with the reader's token; B's file is 403. The pod
+	// sends nothing but two pings: its file stops moving, so the download must equal it
+	quiet := runningPod(t, c, nsA, "quiet", testbed.PodOptions{Command: []string{"sleep", "3600"}, Annotations: map[string]string{annotation: "2"}})
+	first := waitFilePackets(t, a, quiet, "capture-quiet.pcap0", func() { ping(t, c, quiet, 100) })
+	waitFor(t, 30*time.Second, "the download of "+first+" to equal the file on disk", func() (bool, error) {
+		before, err := os.ReadFile(first)
+		if err != nil {
+			return false, err
+		}
+		code, body, _ := get(t, plain, a.APIURL("/api/v1/captures/"+nsA+"/quiet/files/capture-quiet.pcap0"), token)
+		after, err := os.ReadFile(first)
+		if code != http.StatusOK || err != nil {
+			return false, fmt.Errorf("download: %d %.200s (%v)", code, body, err)
+		}
+		return body == string(before) && bytes.Equal(before, after), nil
+	})
+	if code, body, _ := get(t, plain, a.APIURL("/api/v1/captures/"+nsB+"/web/files/capture-web.pcap0"), token); code != http.StatusForbidden {
+		t.Errorf("download of B's file with A's reader token: %d %.200s, want 403", code, body)
 	}
 
 	// the grant goes: within the allowed cache time (10 s) plus RBAC's propagation, 403

@@ -191,6 +191,18 @@ func waitPackets(t *testing.T, a *testbed.AgentProcess, pod *corev1.Pod, first s
 	return p
 }
 
+// waitFilePackets calls send until the pod's ring file first (in its pod directory) holds a
+// packet, and returns its path.
+func waitFilePackets(t *testing.T, a *testbed.AgentProcess, pod *corev1.Pod, first string, send func()) string {
+	t.Helper()
+	p := filepath.Join(podDir(a, pod), first)
+	waitFor(t, 60*time.Second, "a packet in "+p, func() (bool, error) {
+		send()
+		return fileSize(p) > 24, nil
+	})
+	return p
+}
+
 // events lists the Events on a pod from podcap-agent, oldest first.
 func events(ctx context.Context, c *testbed.Cluster, pod *corev1.Pod) ([]corev1.Event, error) {
 	list, err := c.Admin().CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{
