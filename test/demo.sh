@@ -12,8 +12,12 @@
 #      its pings
 #   4. write outputs/: pods.txt, pod-describe.txt, capture-files.txt, capture-file.pcap,
 #      capture-output.txt, agent-logs.txt
-#   5. remove the annotation, wait until the capture files are gone
-#   6. alert capture (test/demo-alert.sh): pod shop/cart serves a metric; Debian's Prometheus
+#   5. retrieval (test/demo-retrieval.sh): as ServiceAccount default/ci holding only a token and
+#      deploy/examples/capture-reader.yaml's grants, `kubectl podcap` ls, explain, get (compared
+#      with the agent's file), stream | tcpdump -r -, and ls -n kube-system refused (403);
+#      outputs/retrieval/
+#   6. remove the annotation, wait until the capture files are gone
+#   7. alert capture (test/demo-alert.sh): pod shop/cart serves a metric; Debian's Prometheus
 #      and Alertmanager run as host processes on 127.0.0.1 (ports 27210, 27211 for "demo");
 #      Alertmanager's receiver is the agent's webhook at the podcap-webhook Service's endpoint
 #      (bearer token file, the agent's self-signed certificate pinned to the fingerprint it
@@ -21,11 +25,11 @@
 #      a CaptureAlert appears, rules/alerts.rego captures the pod into pcapng files whose
 #      comments name the alert (Event CaptureStarted); it sets the metric to 0: resolved,
 #      CaptureStopping, CaptureStopped after the 10 s stop grace, files kept
-#   7. write outputs/alert/: prometheus-rule.yaml, prometheus.yml, alertmanager.yml (the token
+#   8. write outputs/alert/: prometheus-rule.yaml, prometheus.yml, alertmanager.yml (the token
 #      is only a file path), alertmanager-alerts.txt, capturealerts.yaml, events.txt,
 #      capture-files.txt, capinfos.txt, capture-file.pcapng, capture-output.txt, agent-logs.txt,
 #      timeline.txt
-#   8. stop Prometheus and Alertmanager and tear the cluster down (also on failure; KEEP=1
+#   9. stop Prometheus and Alertmanager and tear the cluster down (also on failure; KEEP=1
 #      leaves all of it running, and `cluster.sh down` stops it later)
 #
 # Every wait polls with a deadline. Exits non-zero if any step fails. Knobs: KEEP=1,
@@ -56,6 +60,8 @@ RING0=$POD_DIR/capture-$POD.pcap0
 OVERLAY=$CLUSTER_DIR/deploy
 # shellcheck source=demo-alert.sh
 . "$ROOT/test/demo-alert.sh"         # alert_prepare, alert_demo, alert_stop, alert_dump_state
+# shellcheck source=demo-retrieval.sh
+. "$ROOT/test/demo-retrieval.sh"     # retrieval_demo
 
 T0=$(date +%s)
 say() { printf '\n[demo +%ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
@@ -187,6 +193,8 @@ k -n "$AGENT_NS" logs "$AGENT" -c agent >"$OUT/agent-logs.txt"
 cat "$OUT/capture-files.txt"
 echo "capture-file.pcap: $(wc -c <"$OUT/capture-file.pcap") bytes, $(wc -l <"$OUT/capture-output.txt") packets; the first ones:"
 head -8 "$OUT/capture-output.txt"
+
+retrieval_demo
 
 say "stop: remove the annotation $KEY from $POD"
 run "${KUBECTL[@]}" -n "$NS" annotate pod "$POD" "$KEY-"

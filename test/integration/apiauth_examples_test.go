@@ -44,6 +44,7 @@ func TestCaptureReaderExample(t *testing.T) {
 		{append([]string{"get", "pods", "-n", "shop"}, dev...), "no"}, // the capture subresource only
 		{append([]string{"create", "pods", "--subresource=portforward", "-n", "podcap-system"}, dev...), "yes"},
 		{append([]string{"get", "pods", "--subresource=portforward", "-n", "podcap-system"}, dev...), "yes"},
+		{append([]string{"create", "pods", "--subresource=portforward", "-n", "podcap-system"}, ci...), "yes"},
 		{append([]string{"list", "pods", "-n", "podcap-system"}, dev...), "yes"},
 		{append([]string{"create", "pods", "--subresource=portforward", "-n", "shop"}, dev...), "no"},
 		{append([]string{"create", "pods", "--subresource=exec", "-n", "podcap-system"}, dev...), "no"},
