@@ -167,7 +167,8 @@ func splitLines(s string) []string { return strings.Split(strings.TrimSpace(s), 
 
 // checkDaemonSetServing checks the deployed agent's two ports on the node (host network):
 // the API only over HTTPS, with the self-signed certificate whose fingerprint the agent
-// logged (no token Secret: the API answers 403), and health and metrics over plain HTTP.
+// logged (Kubernetes authentication: no credentials and a bad token are 401, the latter through
+// a real TokenReview the DaemonSet may make), and health and metrics over plain HTTP.
 func checkDaemonSetServing(t *testing.T, c *testbed.Cluster) {
 	t.Helper()
 	ctx := t.Context()
@@ -183,15 +184,21 @@ func checkDaemonSetServing(t *testing.T, c *testbed.Cluster) {
 	for _, tc := range []struct {
 		client *http.Client
 		url    string
+		token  string
 		code   int
 		body   string // in the response
 	}{
-		{client, "https://127.0.0.1:9696/api/v1/captures", http.StatusForbidden, "the API is disabled"},
-		{plain, "http://127.0.0.1:9696/api/v1/captures", http.StatusBadRequest, "HTTPS"},
-		{plain, "http://127.0.0.1:9695/readyz", http.StatusOK, "ok"},
-		{plain, "http://127.0.0.1:9695/metrics", http.StatusOK, `podcap_api_tls_info{tls="self_signed"} 1`},
+		{client, "https://127.0.0.1:9696/api/v1/captures", "", http.StatusUnauthorized, "no credentials"},
+		// a TokenReview by the DaemonSet's ServiceAccount (deploy/rbac.yaml grants it): 401, not 503
+		{client, "https://127.0.0.1:9696/api/v1/captures", "not-a-token-" + strings.Repeat("x", 32), http.StatusUnauthorized, "refused"},
+		{plain, "http://127.0.0.1:9696/api/v1/captures", "", http.StatusBadRequest, "HTTPS"},
+		{plain, "http://127.0.0.1:9695/readyz", "", http.StatusOK, "ok"},
+		{plain, "http://127.0.0.1:9695/metrics", "", http.StatusOK, `podcap_api_tls_info{tls="self_signed"} 1`},
 	} {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tc.url, nil)
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
 		resp, err := tc.client.Do(req)
 		if err != nil {
 			t.Errorf("GET %s: %v", tc.url, err)
