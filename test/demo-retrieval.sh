@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # demo-retrieval.sh: the retrieval part of `make demo`, sourced by test/demo.sh (which defines k,
-# run, say, fail, NS, POD, RING0, AGENT, OUT, CLUSTER_DIR and the cluster layout of common.sh).
+# run, say, fail, NS, POD, RING0, AGENT, PID (of the pod), OUT, CLUSTER_DIR and the cluster
+# layout of common.sh).
 #
 #   retrieval_demo  while test-pod's manual capture runs: build bin/kubectl-podcap; apply
 #                   deploy/examples/capture-reader.yaml for namespace $NS (Role get pods/capture,
@@ -50,7 +51,8 @@ retrieval_demo() {
   echo "$(basename "$RING0"): the downloaded $(wc -c <"$out") bytes are the agent's file"
 
   say "kubectl podcap stream $POD | tcpdump -r - (5 live packets)"
-  "${plugin[@]}" stream "$POD" | tcpdump -nn -r - -c 5 >"$RETRIEVAL_OUT/stream.txt" 2>"$CLUSTER_DIR/stream-tcpdump.err" ||
+  # read in the pod's network namespace, as demo.sh reads the ring file: interface names
+  "${plugin[@]}" stream "$POD" | nsenter -n -t "$PID" tcpdump -nn -r - -c 5 >"$RETRIEVAL_OUT/stream.txt" 2>"$CLUSTER_DIR/stream-tcpdump.err" ||
     { cat "$CLUSTER_DIR/stream-tcpdump.err" >&2; fail "tcpdump could not read kubectl podcap stream"; }
   cat "$RETRIEVAL_OUT/stream.txt"
   [ "$(wc -l <"$RETRIEVAL_OUT/stream.txt")" -eq 5 ] || fail "kubectl podcap stream gave $(wc -l <"$RETRIEVAL_OUT/stream.txt") packets, want 5"
