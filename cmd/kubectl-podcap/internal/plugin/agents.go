@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
+	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -124,3 +127,38 @@ func (e *Env) withAgent(ctx context.Context, agent *corev1.Pod, fn func(*agentCl
 
 // joinHostPort is net.JoinHostPort for an int port.
 func joinHostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+
+// maxParallelAgents bounds the port-forwards eachAgent keeps open at once.
+const maxParallelAgents = 8
+
+// agentTimeout bounds one agent's port-forward and answer in eachAgent.
+const agentTimeout = 30 * time.Second
+
+// eachAgent calls fn with a client of each agent, in parallel (at most maxParallelAgents
+// tunnels at once, each bounded by agentTimeout). Calls of fn are serialised, so fn may
+// collect into the caller's variables; each gets the agent, what it answered and its error
+// (reaching the agent, or fn's own). eachAgent returns when every call has.
+func eachAgent[T any](ctx context.Context, e *Env, agents []*corev1.Pod, ask func(ctx context.Context, c *agentClient) (T, error),
+	collect func(agent *corev1.Pod, answer T, err error)) {
+	var (
+		mu sync.Mutex // serialises collect
+		g  errgroup.Group
+	)
+	g.SetLimit(maxParallelAgents)
+	for _, a := range agents {
+		g.Go(func() error {
+			actx, cancel := context.WithTimeout(ctx, agentTimeout)
+			defer cancel()
+			var answer T
+			err := e.withAgent(actx, a, func(c *agentClient) (err error) {
+				answer, err = ask(actx, c)
+				return err
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			collect(a, answer, err)
+			return nil
+		})
+	}
+	_ = g.Wait()
+}

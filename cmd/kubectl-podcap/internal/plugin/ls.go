@@ -7,20 +7,13 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/printers"
 )
-
-// maxParallelAgents bounds the port-forwards `ls` keeps open at once.
-const maxParallelAgents = 8
-
-// agentTimeout bounds one agent's port-forward and answer in `ls`.
-const agentTimeout = 30 * time.Second
 
 func newLsCommand(o *Options) *cobra.Command {
 	var all bool
@@ -76,31 +69,17 @@ func (e *Env) listCaptures(ctx context.Context, ns string) ([]Capture, error) {
 			AgentSelector, e.AgentNamespace)
 	}
 	var (
-		mu   sync.Mutex // protects caps and errs
 		caps []Capture
 		errs []error
 	)
-	var g errgroup.Group
-	g.SetLimit(maxParallelAgents)
-	for _, a := range agents {
-		g.Go(func() error {
-			actx, cancel := context.WithTimeout(ctx, agentTimeout)
-			defer cancel()
-			var got []Capture
-			err := e.withAgent(actx, a, func(c *agentClient) (err error) {
-				got, err = c.Captures(actx, ns)
-				return err
-			})
-			mu.Lock()
-			defer mu.Unlock()
-			caps = append(caps, got...)
-			if err != nil {
-				errs = append(errs, err)
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
+	eachAgent(ctx, e, agents, func(ctx context.Context, c *agentClient) ([]Capture, error) {
+		return c.Captures(ctx, ns)
+	}, func(_ *corev1.Pod, got []Capture, err error) {
+		caps = append(caps, got...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	})
 	slices.SortFunc(caps, func(a, b Capture) int {
 		return strings.Compare(a.Namespace+"/"+a.Pod+"/"+a.Node+"/"+a.ID, b.Namespace+"/"+b.Pod+"/"+b.Node+"/"+b.ID)
 	})

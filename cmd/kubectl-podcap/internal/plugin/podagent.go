@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
-	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -31,33 +29,17 @@ func (e *Env) agentOfPod(ctx context.Context, ns, name string, is probe) (*corev
 		return nil, errors.Join(err, lerr)
 	}
 	var (
-		mu    sync.Mutex // protects found and errs
 		found *corev1.Pod
 		errs  []error
 	)
-	var g errgroup.Group
-	g.SetLimit(maxParallelAgents)
-	for _, a := range agents {
-		g.Go(func() error {
-			actx, cancel := context.WithTimeout(ctx, agentTimeout)
-			defer cancel()
-			var ok bool
-			perr := e.withAgent(actx, a, func(c *agentClient) (err error) {
-				ok, err = is(actx, c)
-				return err
-			})
-			mu.Lock()
-			defer mu.Unlock()
-			if ok && found == nil {
-				found = a
-			}
-			if perr != nil {
-				errs = append(errs, perr)
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
+	eachAgent(ctx, e, agents, is, func(a *corev1.Pod, ok bool, err error) {
+		if ok && found == nil {
+			found = a
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	})
 	if found != nil {
 		return found, nil
 	}
