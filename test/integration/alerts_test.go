@@ -64,17 +64,8 @@ func TestAlertCaptureEndToEnd(t *testing.T) {
 
 	// one certificate, address and capture directory for both lives of the agent, so that
 	// Alertmanager's configuration holds across the restart and its files stay in one place
-	scratch := t.TempDir()
-	certFile, keyFile := writeServingCert(t, scratch)
-	token := "e2e-webhook-token-0123456789"
-	tokenFile := filepath.Join(scratch, "webhook-token")
-	writeFile(t, tokenFile, token+"\n")
-	apiAddr := "127.0.0.1:" + freeTCPPort(t)
-	rules := policyDir(t, c, nil)
-	captures := filepath.Join(scratch, "captures")
-	agentArgs := []string{"--capture-dir=" + captures, "--policy-dir=" + rules, "--policy-poll-interval=100ms", "--policy-eval-timeout=10s",
-		"--api-listen-address=" + apiAddr, "--tls-cert-file=" + certFile, "--tls-private-key-file=" + keyFile,
-		"--webhook-token-file=" + tokenFile}
+	w := newWebhookAgent(t, c)
+	token, certFile, apiAddr, agentArgs := w.token, w.certFile, w.apiAddr, w.args
 	a := startAgent(t, c, agentArgs...)
 
 	am := c.StartAlertmanager(t, testbed.AlertmanagerOptions{
@@ -175,6 +166,28 @@ func TestAlertCaptureEndToEnd(t *testing.T) {
 	if n := len(sessionProcs(t, a, "tcpdump")); n != 0 {
 		t.Errorf("%d tcpdump processes during the cooldown, want 0", n)
 	}
+}
+
+// webhookAgent is how to start an agent with the Alertmanager webhook on, the same across its
+// restarts: one serving certificate (for 127.0.0.1), API address, webhook token, policy
+// directory (the shipped rules) and capture directory.
+type webhookAgent struct {
+	args                               []string
+	token, certFile, apiAddr, policies string
+}
+
+func newWebhookAgent(t *testing.T, c *testbed.Cluster) webhookAgent {
+	t.Helper()
+	scratch := t.TempDir()
+	certFile, keyFile := writeServingCert(t, scratch)
+	w := webhookAgent{token: "webhook-token-" + strings.Repeat("0123456789", 2), certFile: certFile,
+		apiAddr: "127.0.0.1:" + freeTCPPort(t), policies: policyDir(t, c, nil)}
+	tokenFile := filepath.Join(scratch, "webhook-token")
+	writeFile(t, tokenFile, w.token+"\n")
+	w.args = []string{"--capture-dir=" + filepath.Join(scratch, "captures"), "--policy-dir=" + w.policies,
+		"--policy-poll-interval=100ms", "--policy-eval-timeout=10s", "--api-listen-address=" + w.apiAddr,
+		"--tls-cert-file=" + certFile, "--tls-private-key-file=" + keyFile, "--webhook-token-file=" + tokenFile}
+	return w
 }
 
 // alertSession waits for the pod's alert capture number n (0: the first in the pod's

@@ -43,16 +43,9 @@ func TestMonitoringWithRealPrometheus(t *testing.T) {
 	db := runningPod(t, c, ns, "db", testbed.PodOptions{Labels: map[string]string{"podcap.io/capture": "true"}})
 	cart := runningPod(t, c, ns, "cart", testbed.PodOptions{})
 
-	scratch := t.TempDir()
-	certFile, keyFile := writeServingCert(t, scratch)
-	token := "monitoring-webhook-token-0123456789"
-	tokenFile := filepath.Join(scratch, "webhook-token")
-	writeFile(t, tokenFile, token+"\n")
-	apiAddr := "127.0.0.1:" + freeTCPPort(t)
-	policies := policyDir(t, c, nil)
-	args := []string{"--capture-dir=" + filepath.Join(scratch, "captures"), "--policy-dir=" + policies, "--policy-poll-interval=100ms",
-		"--policy-eval-timeout=10s", "--api-listen-address=" + apiAddr, "--tls-cert-file=" + certFile, "--tls-private-key-file=" + keyFile,
-		"--webhook-token-file=" + tokenFile, "--max-alerts=1"}
+	w := newWebhookAgent(t, c)
+	token, certFile, apiAddr, policies := w.token, w.certFile, w.apiAddr, w.policies
+	args := append(w.args, "--max-alerts=1")
 	a := startAgent(t, c, args...)
 	args = append(args, "--listen-address="+a.ListenAddress) // the scrape target across restarts
 
