@@ -44,7 +44,7 @@ unit-test: ## every test that needs no root (the integration tests skip)
 demo: ## as root: podcap end to end on a local cluster (test/demo.sh; outputs/)
 	test/demo.sh
 
-bench: ## as root: capture, latency, policy and alert benchmarks (test/bench/bench.sh)
+bench: ## as root: capture, latency, policy, alert and live-stream benchmarks (test/bench/bench.sh)
 	@if [ ! -x test/bench/bench.sh ]; then echo "make bench: test/bench/bench.sh does not exist yet" >&2; exit 1; fi
 	test/bench/bench.sh
 

@@ -67,6 +67,13 @@ func streamHandler(captures Retrieval) http.Handler {
 	})
 }
 
+// StreamHandler is streamHandler, the handler of the live-stream route, without the
+// authentication and authorisation RegisterAPI puts before it: for programs that serve a
+// capture's stream as the agent does (test/bench/cmd/pipeline measures what readers cost a
+// capture with it). The route's pattern must name {namespace} and {pod}. The agent does not
+// use it.
+func StreamHandler(captures Retrieval) http.Handler { return streamHandler(captures) }
+
 // streamRefused answers a stream that could not start.
 func streamRefused(w http.ResponseWriter, r *http.Request, pod string, err error) {
 	code := http.StatusInternalServerError

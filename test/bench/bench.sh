@@ -12,15 +12,18 @@
 #   D  alerts.sh   Alertmanager webhook POST → first packet on disk, straight to the webhook and
 #                  through the real Alertmanager (group_wait 0), and alerts/s the webhook records,
 #                  on the local test bed
+#   E  stream.sh   what live-stream readers (1, 10) and a /metrics scrape every 100 ms cost a
+#                  capture (tcpdump and native engines, full snaplen, part A's loads and
+#                  namespaces), as ratios against the same capture without them in the same round
 #
 # then test/bench/cmd/report prints the summary tables. Results: .cache/bench/<UTC time>/
-# (capture.jsonl, latency.jsonl, policy.jsonl, alerts.jsonl, meta.json, summary.md, summary.json, raw/;
+# (capture.jsonl, latency.jsonl, policy.jsonl, alerts.jsonl, stream.jsonl, meta.json, summary.md, summary.json, raw/;
 # gitignored, kept by `make clean`), and .cache/bench/latest points at the newest run.
 #
 # Environment: T (seconds per load, default 10), REPS (rounds, default 3), LAT_N (captures,
 # default 100), LAT_PING_INTERVAL (default 0.001), POLICY_BENCHTIME (default 1s), POLICY_COUNT
 # (default 5), ALERTS_N (default 20), ALERTS_BLAST (default 1000), ALERTS_BLAST_CONFIGS (default
-# 1x8,200x5), BENCH_PARTS (default "capture latency policy alerts"), BENCH_CLUSTER (test bed
+# 1x8,200x5), BENCH_PARTS (default "capture latency policy alerts stream"), BENCH_CLUSTER (test bed
 # instance, default $PODCAP_CLUSTER, else bench; never test or demo), BENCH_OUT (results directory).
 # No numbers are judged: a benchmark reports, it does not fail on slow results. It exits 1
 # only when a part could not be measured.
@@ -31,16 +34,16 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
 
 [ "$(uname -s)" = Linux ] || die "Linux only"
-PARTS=${BENCH_PARTS:-capture latency policy alerts}
+PARTS=${BENCH_PARTS:-capture latency policy alerts stream}
 for part in $PARTS; do
   case $part in
-    capture | latency | policy | alerts) ;;
-    *) die "BENCH_PARTS: unknown part $part (capture, latency, policy, alerts)" ;;
+    capture | latency | policy | alerts | stream) ;;
+    *) die "BENCH_PARTS: unknown part $part (capture, latency, policy, alerts, stream)" ;;
   esac
 done
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
-# part C (Go benchmarks) runs as any user; A, B and D do not
-if has_part capture || has_part latency || has_part alerts; then
+# part C (Go benchmarks) runs as any user; A, B, D and E do not
+if has_part capture || has_part latency || has_part alerts || has_part stream; then
   [ "$(id -u)" = 0 ] || die "needs root: network namespaces, tcpdump, a local Kubernetes node (sudo make bench; BENCH_PARTS=policy runs without)"
 fi
 export T=${T:-10} REPS=${REPS:-3} LAT_N=${LAT_N:-100} ALERTS_N=${ALERTS_N:-20}
@@ -57,7 +60,7 @@ started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "bench: results in $BENCH_OUT (T=${T}s REPS=$REPS LAT_N=$LAT_N ALERTS_N=$ALERTS_N POLICY_BENCHTIME=$POLICY_BENCHTIME POLICY_COUNT=$POLICY_COUNT, parts: $PARTS)"
 apt_need jq
-if has_part capture || has_part latency; then apt_need iperf3 tcpdump iproute2 util-linux iputils-ping curl; fi
+if has_part capture || has_part latency || has_part stream; then apt_need iperf3 tcpdump iproute2 util-linux iputils-ping curl; fi
 if has_part alerts; then apt_need tcpdump iproute2 util-linux curl openssl prometheus-alertmanager; fi
 build_tools
 rc=0
@@ -78,6 +81,7 @@ for part in $PARTS; do
     latency) "$HERE/latency.sh" || { log "bench: part B (latency) failed"; rc=1; } ;;
     policy) "$HERE/policy.sh" || { log "bench: part C (policy) failed"; rc=1; } ;;
     alerts) "$HERE/alerts.sh" || { log "bench: part D (alerts) failed"; rc=1; } ;;
+    stream) "$HERE/stream.sh" || { log "bench: part E (stream) failed"; rc=1; } ;;
   esac
   took[$part]=$(( ($(now_ms) - t0) / 1000 ))
 done
@@ -98,7 +102,7 @@ jq -n --arg started "$started" --arg commit "$commit" --arg kernel "$(uname -r)"
   ($parts | split(" ")) as $p
   | {started: $started, commit: $commit, kernel: $kernel, cpus: $cpu, tcpdump: $tcpdump, iperf3: $iperf3, go: $go,
    parts: $parts, "bench duration s": $total, "part durations": $took, "loadavg (1/5/15 min) at start": $la0, "loadavg at end": $la1}
-  + (if $p | index("capture") then {"load seconds (T)": ($T | tonumber), rounds: ($reps | tonumber)} else {} end)
+  + (if ($p | index("capture")) or ($p | index("stream")) then {"load seconds (T)": ($T | tonumber), rounds: ($reps | tonumber)} else {} end)
   + (if $p | index("policy") then {"policy go test": "-benchtime \($pbt) -count \($pc), GOMAXPROCS=1 and default"} else {} end)
   + (if ($lat | length) > 0 then {"latency pod traffic": "busybox ping -i \($lat[0].ping_interval_s) to the bridge gateway: \($lat[0].pod_tx_pps) packets/s sent (plus the replies)",
        "latency cluster instance": $lat[0].instance} else {} end)

@@ -25,6 +25,18 @@
 # PACKET_STATISTICS — until every packet received is captured or dropped), then stopped. One JSON object per run goes to $BENCH_OUT/capture.jsonl; raw
 # outputs to $BENCH_OUT/raw/. test/bench/cmd/report turns them into the table.
 #
+# With BENCH_CAPTURE_PART=stream (stream.sh: part E) the same loads run under other captures,
+# all at full snaplen, results in $BENCH_OUT/stream.jsonl: for each engine of
+# BENCH_STREAM_ENGINES (default "pipeline native": cmd/pipeline over tcpdump, over native)
+#   ENGINE          the capture alone: part E's baseline
+#   ENGINE+r1       1 live-stream reader: cmd/pipeline serves the capture's stream as the agent
+#                   does (-stream-listen: agent.StreamHandler on agent.NewAPIServer, HTTPS), and
+#                   cmd/streamread reads it over loopback into io.Discard
+#   ENGINE+r10      10 readers (the agent's --max-stream-readers[-per-capture] set to 10)
+#   ENGINE+metrics  an agent-like registry on agent.NewMetricsServer (-metrics-listen),
+#                   scraped by cmd/streamread every BENCH_SCRAPE_INTERVAL (default 100ms)
+# in an order rotated each round, each compared with its engine's baseline of the round.
+#
 # Environment: T (seconds per load, default 10, 1..30), REPS (default 3), BENCH_OUT, BENCH_BIN
 # (see lib.sh), BENCH_CAPTURE_DIR (default $BENCH_OUT/cap: its block device is the one whose
 # written sectors are counted), BENCH_LOADS (default "udp64 tcp1"), BENCH_WARMUP (default 1:
@@ -49,9 +61,12 @@ if ! [[ $REPS =~ ^[1-9][0-9]*$ ]]; then die "REPS=$REPS: want >= 1"; fi
 bench_defaults
 RAW=$BENCH_OUT/raw
 CAP=${BENCH_CAPTURE_DIR:-$BENCH_OUT/cap}
-RESULTS=$BENCH_OUT/capture.jsonl
+PART=${BENCH_CAPTURE_PART:-capture}
+RESULTS=$BENCH_OUT/$PART.jsonl
 PIPELINE=$BENCH_BIN/pipeline
 BLAST=$BENCH_BIN/blast
+STREAMREAD=$BENCH_BIN/streamread
+SCRAPE_INTERVAL=${BENCH_SCRAPE_INTERVAL:-100ms}
 CLK_TCK=$(getconf CLK_TCK)
 
 ID=$$
@@ -68,8 +83,19 @@ HOLDER=""        # a process in $RX: the capture target (nsenter -t HOLDER -n)
 TD_PID=""        # tcpdump of the current run
 PIPE_PID=""      # pipeline of the current run
 SRV_PID=""       # load server of the current run
-CONFIGS=("none:0" "tcpdump-ring:262144" "pipeline:262144" "native:262144"
-         "tcpdump-ring:128" "pipeline:128" "native:128")
+RD_PID=""        # streamread of the current run (part E)
+case $PART in
+  capture)
+    CONFIGS=("none:0" "tcpdump-ring:262144" "pipeline:262144" "native:262144"
+             "tcpdump-ring:128" "pipeline:128" "native:128") ;;
+  stream)
+    CONFIGS=()
+    for e in ${BENCH_STREAM_ENGINES:-pipeline native}; do
+      case $e in pipeline | native) ;; *) die "BENCH_STREAM_ENGINES: unknown engine $e (pipeline, native)" ;; esac
+      CONFIGS+=("$e:262144" "$e+r1:262144" "$e+r10:262144" "$e+metrics:262144")
+    done ;;
+  *) die "BENCH_CAPTURE_PART=$PART: want capture or stream" ;;
+esac
 
 # ---------------------------------------------------------------- namespaces
 # namespaces of earlier runs whose capture.sh is gone (killed with SIGKILL)
@@ -90,6 +116,7 @@ cleanup() {
   set +e
   trap - EXIT INT TERM
   [ -n "$PIPE_PID" ] && stop_pid "$PIPE_PID" 5
+  [ -n "$RD_PID" ] && stop_pid "$RD_PID" 5
   # everything still running in our namespaces was started by this script
   for ns in "$TX" "$RX"; do
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
@@ -101,7 +128,7 @@ cleanup() {
   if ip netns list | grep -qE "^($TX|$RX)( |\$)"; then
     log "FAIL: namespace left behind"; rc=1
   fi
-  log "capture: cleaned up (namespaces $TX $RX, $CAP)"
+  log "$PART: cleaned up (namespaces $TX $RX, $CAP)"
   exit "$rc"
 }
 
@@ -130,7 +157,7 @@ setup() {
   holder_in_rx() { [ "$(readlink "/proc/$HOLDER/ns/net")" = "net:[$(stat -L -c %i "/var/run/netns/$RX")]" ]; }
   poll 5 holder_in_rx || die "holder $HOLDER did not enter $RX"
   mkdir -p "$RAW" "$CAP"
-  log "capture: namespaces $TX ($A) <-> $RX ($B) via veth $IFTX/$IFRX, target pid $HOLDER, T=${T}s REPS=$REPS"
+  log "$PART: namespaces $TX ($A) <-> $RX ($B) via veth $IFTX/$IFRX, target pid $HOLDER, T=${T}s REPS=$REPS"
 }
 
 # ---------------------------------------------------------------- measurements
@@ -157,9 +184,15 @@ counters() {
 
 # ---------------------------------------------------------------- captures
 engine_of() { if [ "$1" = native ]; then echo native; else echo tcpdump; fi; } # cmd/pipeline -engine
+variant_of() { if [[ $1 == *+* ]]; then echo "${1#*+}"; else echo none; fi; }      # part E: none, r1, r10, metrics
 start_capture() { # CONFIG SNAPLEN TAG
-  local cfg=$1 snap=$2 tag=$3 line
-  TD_PID="" PIPE_PID=""
+  local cfg=${1%%+*} variant snap=$2 tag=$3 line port="" extra=()
+  variant=$(variant_of "$1")
+  TD_PID="" PIPE_PID="" RD_PID=""
+  case $variant in
+    r*) port=$(free_port 19443); extra=(-stream-listen "127.0.0.1:$port" -stream-max-readers 10) ;;
+    metrics) port=$(free_port 19090); extra=(-metrics-listen "127.0.0.1:$port" -stats-interval "${BENCH_STATS_INTERVAL:-5s}") ;;
+  esac
   case $cfg in
     none) ;;
     tcpdump-ring)
@@ -170,12 +203,22 @@ start_capture() { # CONFIG SNAPLEN TAG
     pipeline | native)
       # the same program; -engine native runs no tcpdump (it reports tcpdump_pid=0)
       "$PIPELINE" -engine "$(engine_of "$cfg")" -pid "$HOLDER" -dir "$CAP" -files 5 -size 1000000 -snaplen "$snap" \
-        >"$tag.pipeline.json" 2>"$tag.pipeline.err" &
+        "${extra[@]}" >"$tag.pipeline.json" 2>"$tag.pipeline.err" &
       PIPE_PID=$!
       poll 15 grep -q "pipeline: ready" "$tag.pipeline.err" || die "pipeline did not start: $(cat "$tag.pipeline.err")"
       line=$(grep "pipeline: ready" "$tag.pipeline.err")
       TD_PID=${line##*tcpdump_pid=}
       [ "$TD_PID" != 0 ] || TD_PID=""
+      # part E: the readers or the scraper, in the host's namespace (loopback)
+      case $variant in
+        r*) "$STREAMREAD" -url "https://127.0.0.1:$port/api/v1/captures/bench/pipeline/stream" -readers "${variant#r}" \
+              >"$tag.streamread.json" 2>"$tag.streamread.err" & RD_PID=$! ;;
+        metrics) "$STREAMREAD" -scrape "http://127.0.0.1:$port/metrics" -scrape-interval "$SCRAPE_INTERVAL" \
+              >"$tag.streamread.json" 2>"$tag.streamread.err" & RD_PID=$! ;;
+      esac
+      if [ -n "$RD_PID" ]; then
+        poll 20 grep -q "streamread: ready" "$tag.streamread.err" || die "streamread not ready: $(cat "$tag.streamread.err")"
+      fi
       ;;
     *) die "unknown capture $cfg" ;;
   esac
@@ -198,6 +241,13 @@ drain_tcpdump() {
     fi
   done
   echo "false $(( $(now_ms) - t0 ))"
+}
+
+# stop_reader: part E's streamread ends (its streams ended with the capture; SIGINT stops
+# the scraper, and gives readers still reading 15 s more)
+stop_reader() {
+  [ -n "$RD_PID" ] || return 0
+  stop_pid "$RD_PID" 20 INT; RD_PID=""
 }
 
 # ---------------------------------------------------------------- loads
@@ -224,21 +274,31 @@ run_client() { # LOAD TAG DURATION_S; returns the client's status
 
 # ---------------------------------------------------------------- one run
 run_one() { # ROUND ORDER LOAD CONFIG SNAPLEN
-  local round=$1 order=$2 load=$3 cfg=$4 snap=$5 tag rc=0 err=""
+  local round=$1 order=$2 load=$3 cfg=${4%%+*} variant snap=$5 tag rc=0 err=""
+  local rk0=0 rd_json=null ticks_field=pipeline_ticks
+  variant=$(variant_of "$4")
   local rx0 rx1 k0 k1 gk0 s0 s1 t0 t1 la drained=null drain_ms=null c=null r=null d=null
   local pipe_json=null files file_bytes gok=0
-  tag=$RAW/r$round.$load.$cfg.$snap
+  tag=$RAW/r$round.$load.$4.$snap
+  if [ "$PART" = stream ]; then
+    tag=$RAW/stream.r$round.$load.$4
+    # the readers' last bytes are sent after the drain: the pipeline's CPU is read at its end
+    ticks_field=pipeline_ticks_end
+  fi
   rm -rf "$CAP"; mkdir -p "$CAP"
   sync   # the previous run's dirty pages are not written back during this one
-  start_capture "$cfg" "$snap" "$tag"
+  start_capture "$4" "$snap" "$tag"
   start_server "$load" "$tag"
   la=$(cut -d' ' -f1 /proc/loadavg)
   rx0=$(rx_stats); s0=$(sectors)
-  gk0=$(ticks "$PIPE_PID"); k0=$(( $(ticks "$TD_PID") + gk0 )); t0=$(now_s)
+  gk0=$(ticks "$PIPE_PID"); k0=$(( $(ticks "$TD_PID") + gk0 )); rk0=$(ticks "$RD_PID"); t0=$(now_s)
   run_client "$load" "$tag" "$T" || rc=$?
   t1=$(now_s); rx1=$(rx_stats)
   [ "$rc" = 0 ] || err="$load client exited $rc"
   stop_pid "$SRV_PID" 5; SRV_PID=""
+  # part E's scraper stops with the load (Prometheus would scrape on, but a scrape of the
+  # stopping pipeline measures nothing); the readers read until the capture ends their streams
+  [ "$variant" != metrics ] || stop_reader
   case $cfg in
     tcpdump-ring)
       read -r drained drain_ms < <(drain_tcpdump "$tag.tcpdump.err")
@@ -248,7 +308,7 @@ run_one() { # ROUND ORDER LOAD CONFIG SNAPLEN
     pipeline | native)
       stop_pid "$PIPE_PID" 30 INT
       if pipe_json=$(jq -ec . "$tag.pipeline.json" 2>/dev/null); then
-        gok=$(jq -r .pipeline_ticks <<<"$pipe_json")
+        gok=$(jq -r ".$ticks_field" <<<"$pipe_json")
         k1=$(( $(jq -r .tcpdump_ticks <<<"$pipe_json") + gok ))
         c=$(jq -r .captured <<<"$pipe_json"); r=$(jq -r .received <<<"$pipe_json"); d=$(jq -r .dropped <<<"$pipe_json")
         drained=$(jq -r .drained <<<"$pipe_json"); drain_ms=$(jq -r .drain_ms <<<"$pipe_json")
@@ -258,6 +318,14 @@ run_one() { # ROUND ORDER LOAD CONFIG SNAPLEN
       fi ;;
     *) k1=$k0 ;;
   esac
+  stop_reader
+  if [ -f "$tag.streamread.json" ]; then
+    rd_json=$(jq -ec . "$tag.streamread.json" 2>/dev/null) || {
+      rd_json=null; err="${err:+$err; }streamread printed no result: $(tail -3 "$tag.streamread.err" | tr '\n' ' ')"; }
+    if [ "$rd_json" != null ] && [ -n "$(jq -r '.error // empty' <<<"$rd_json")" ]; then
+      err="${err:+$err; }streamread: $(jq -r .error <<<"$rd_json")"
+    fi
+  fi
   s1=$(sectors)
   PIPE_PID="" TD_PID=""
   files=$(find "$CAP" -type f | wc -l)
@@ -277,7 +345,8 @@ run_one() { # ROUND ORDER LOAD CONFIG SNAPLEN
     --argjson hz "$CLK_TCK" --argjson s0 "$s0" --argjson s1 "$s1" --arg dev "$DEV" \
     --argjson c "$c" --argjson r "$r" --argjson d "$d" --argjson drained "$drained" --argjson drain_ms "$drain_ms" \
     --argjson files "$files" --argjson file_bytes "$file_bytes" --argjson ld "$load_json" \
-    --argjson pipe "$pipe_json" --arg err "$err" '
+    --argjson pipe "$pipe_json" --arg err "$err" --arg part "$PART" --arg variant "$variant" \
+    --argjson rd "$rd_json" --argjson rk0 "$rk0" --arg scrape "$SCRAPE_INTERVAL" '
     ($t1 - $t0) as $w
     | ($rx0 | split(" ") | map(tonumber)) as $a | ($rx1 | split(" ") | map(tonumber)) as $b
     | {round: $round, order: $order, load: $load, config: $config,
@@ -301,17 +370,37 @@ run_one() { # ROUND ORDER LOAD CONFIG SNAPLEN
             end)
         end)
       + {dev: $dev, dev_written_bytes: (if $dev == "" then null else ($s1 - $s0) * 512 end)}
+      + (if $part != "stream" then {} else
+          {variant: $variant,
+           readers: (if $variant | startswith("r") then ($variant[1:] | tonumber) else 0 end),
+           scrape_interval: (if $variant == "metrics" then $scrape else null end),
+           captured_pps: (if $c == null then null else $c / $w end)}
+          + (if $pipe == null then {} else
+              {stream_readers: $pipe.stream_readers, stream_refused: $pipe.stream_refused,
+               stream_cut: $pipe.stream_cut, metrics_scrapes: $pipe.metrics_scrapes,
+               stats_pushes: $pipe.stats_pushes, server_error: $pipe.server_error}
+            end)
+          + (if $rd == null then {} else
+              {reader_packets: $rd.packets, reader_bytes: $rd.bytes,
+               reader_packets_each: ($rd.readers | map(.packets)),
+               reader_ended: ($rd.readers | map(.ended)),
+               readers_cut: $rd.cut, readers_failed: $rd.failed,
+               scrapes: $rd.scrapes, scrape_errors: $rd.scrape_errors, scrape_bytes: $rd.scrape_bytes,
+               scrape_mean_ms: $rd.scrape_mean_ms, scrape_max_ms: $rd.scrape_max_ms,
+               reader_cpu_pct: (100 * ($rd.ticks - $rk0) / $hz / $w)}
+            end)
+        end)
       + (if $err == "" then {} else {error: $err} end)' | tee -a "$RESULTS" >&2
 }
 
 # ---------------------------------------------------------------- main
 apt_need iperf3 tcpdump jq iproute2 util-linux iputils-ping
-if [ ! -x "$PIPELINE" ] || [ ! -x "$BLAST" ]; then build_tools; fi
+if [ ! -x "$PIPELINE" ] || [ ! -x "$BLAST" ] || [ ! -x "$STREAMREAD" ]; then build_tools; fi
 DEV=$(block_dev "$(dirname "$CAP")")
 [ -n "$DEV" ] || log "capture dir $CAP is on no block device: written bytes are not counted"
 setup
 if [ "$WARMUP" = 1 ]; then
-  log "capture: warm-up (2 s tcp1, not recorded)"
+  log "$PART: warm-up (2 s tcp1, not recorded)"
   start_server tcp1 "$RAW/warmup"
   run_client tcp1 "$RAW/warmup" 2 || die "warm-up iperf3 failed: $(cat "$RAW/warmup.iperf.err")"
   stop_pid "$SRV_PID" 5; SRV_PID=""
@@ -324,9 +413,9 @@ for round in $(seq 1 "$REPS"); do
       # rotate the order by one each round: the baseline is not always first
       k=$(( (i + round - 1) % n ))
       cfg=${CONFIGS[$k]%%:*}; snap=${CONFIGS[$k]##*:}
-      log "capture: round $round/$REPS $load $cfg$([ "$cfg" = none ] || echo " -s $snap")"
+      log "$PART: round $round/$REPS $load $cfg$([ "$cfg" = none ] || echo " -s $snap")"
       run_one "$round" "$i" "$load" "$cfg" "$snap"
     done
   done
 done
-log "capture: $(( REPS * n * $(wc -w <<<"$LOADS") )) runs in $(( ($(now_ms) - t_start) / 1000 )) s; results $RESULTS"
+log "$PART: $(( REPS * n * $(wc -w <<<"$LOADS") )) runs in $(( ($(now_ms) - t_start) / 1000 )) s; results $RESULTS"

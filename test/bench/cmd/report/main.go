@@ -1,7 +1,8 @@
 // Command report summarises a test/bench run: it reads capture.jsonl (one object per load
 // run, from capture.sh), latency.jsonl (one object per capture, from cmd/latency),
 // policy.jsonl (one object per Go benchmark and GOMAXPROCS, medians, from policy.sh),
-// alerts.jsonl (one object per alert round or blast, from cmd/alertlat), alerts-meta.json and
+// alerts.jsonl (one object per alert round or blast, from cmd/alertlat), stream.jsonl (part E:
+// one object per load run, from capture.sh's stream part), alerts-meta.json and
 // meta.json from -dir, prints the summary tables (Markdown) on stdout and writes them with
 // the numbers behind them to -dir/summary.md and -dir/summary.json.
 //
@@ -62,6 +63,9 @@ type summary struct {
 	LatencyNative *latency       `json:"latency_native,omitempty"`
 	Policy        *policySummary `json:"policy,omitempty"`
 	Alerts        *alertsSummary `json:"alerts,omitempty"`
+	Stream        []streamRow    `json:"stream,omitempty"`
+	// StreamLoadavg is the 1-min load average at the start of part E's runs.
+	StreamLoadavg *pct `json:"stream_loadavg1_at_run_start,omitempty"`
 }
 
 func main() {
@@ -120,6 +124,19 @@ func report(dir string, w io.Writer) error {
 		return err
 	}
 	s.Alerts = alertsStats(alertLines, alertsMeta)
+	streamRuns, err := readLines[streamRun](filepath.Join(dir, "stream.jsonl"))
+	if err != nil {
+		return err
+	}
+	if len(streamRuns) > 0 {
+		s.Stream = streamRows(streamRuns)
+		la := make([]float64, len(streamRuns))
+		for i, r := range streamRuns {
+			la[i] = r.Loadavg
+		}
+		p := stats(la)
+		s.StreamLoadavg = &p
+	}
 	var md bytes.Buffer
 	writeMarkdown(&md, s)
 	if _, err := w.Write(md.Bytes()); err != nil {
@@ -258,6 +275,9 @@ func writeMarkdown(w *bytes.Buffer, s summary) {
 	}
 	if s.Alerts != nil {
 		writeAlerts(w, s.Alerts)
+	}
+	if len(s.Stream) > 0 {
+		writeStream(w, s.Stream, s.StreamLoadavg, meta)
 	}
 }
 
