@@ -8,10 +8,21 @@ import (
 	"strings"
 )
 
-// DefaultEndpoints are the CRI sockets tried, in order, when no endpoint is configured:
-// containerd's, then CRI-O's (the paths kubelet and crictl know them by).
+// DefaultEndpoints are the CRI sockets tried, in order, when no endpoint is configured. The
+// runtimes that distributions embed come first: their sockets exist only where that
+// distribution runs the node's kubelet, whereas /run/containerd/containerd.sock may also be
+// the containerd of a Docker installed beside it. Then containerd's and CRI-O's own defaults
+// (the paths the kubelet and crictl know them by), in the order podcap always tried them.
+// Only sockets whose directory is mounted into the agent can be found (README, "Runtime
+// sockets").
 var DefaultEndpoints = []string{
+	// k3s and RKE2: their embedded containerd
+	"unix:///run/k3s/containerd/containerd.sock",
+	// MicroK8s (snap): its containerd
+	"unix:///var/snap/microk8s/common/run/containerd.sock",
+	// containerd (kubeadm, kind, most managed clusters)
 	"unix:///run/containerd/containerd.sock",
+	// CRI-O (OpenShift, kubeadm with CRI-O)
 	"unix:///var/run/crio/crio.sock",
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,20 +54,64 @@ func (f fakeFileInfo) ModTime() time.Time { return time.Time{} }
 func (f fakeFileInfo) IsDir() bool        { return f.mode.IsDir() }
 func (f fakeFileInfo) Sys() any           { return nil }
 
+// TestDefaultEndpoints pins the default list: every entry parses, none repeats, and the order
+// is the documented one (the README's table of runtime sockets).
+func TestDefaultEndpoints(t *testing.T) {
+	want := []string{
+		"unix:///run/k3s/containerd/containerd.sock",
+		"unix:///var/snap/microk8s/common/run/containerd.sock",
+		"unix:///run/containerd/containerd.sock",
+		"unix:///var/run/crio/crio.sock",
+	}
+	if !slices.Equal(DefaultEndpoints, want) {
+		t.Fatalf("DefaultEndpoints = %q, want %q", DefaultEndpoints, want)
+	}
+	seen := map[string]bool{}
+	for _, e := range DefaultEndpoints {
+		p, err := SocketPath(e)
+		if err != nil {
+			t.Fatalf("default endpoint %q: %v", e, err)
+		}
+		if seen[p] {
+			t.Fatalf("default endpoint %q repeats %s", e, p)
+		}
+		seen[p] = true
+	}
+}
+
 func TestPickEndpoint(t *testing.T) {
-	const containerd, crio = "/run/containerd/containerd.sock", "/var/run/crio/crio.sock"
+	const (
+		k3s        = "/run/k3s/containerd/containerd.sock"
+		microk8s   = "/var/snap/microk8s/common/run/containerd.sock"
+		containerd = "/run/containerd/containerd.sock"
+		crio       = "/var/run/crio/crio.sock"
+	)
+	sock := func(paths ...string) map[string]fs.FileMode {
+		m := map[string]fs.FileMode{}
+		for _, p := range paths {
+			m[p] = fs.ModeSocket
+		}
+		return m
+	}
 	tests := []struct {
 		name       string
 		candidates []string
 		files      map[string]fs.FileMode // what exists
 		want       string
 	}{
-		{name: "containerd first", candidates: DefaultEndpoints, files: map[string]fs.FileMode{containerd: fs.ModeSocket, crio: fs.ModeSocket}, want: DefaultEndpoints[0]},
-		{name: "only crio", candidates: DefaultEndpoints, files: map[string]fs.FileMode{crio: fs.ModeSocket}, want: DefaultEndpoints[1]},
-		{name: "containerd path is a directory", candidates: DefaultEndpoints, files: map[string]fs.FileMode{containerd: fs.ModeDir, crio: fs.ModeSocket}, want: DefaultEndpoints[1]},
+		{name: "containerd before crio", candidates: DefaultEndpoints, files: sock(containerd, crio), want: "unix://" + containerd},
+		{name: "only containerd", candidates: DefaultEndpoints, files: sock(containerd), want: "unix://" + containerd},
+		{name: "only crio", candidates: DefaultEndpoints, files: sock(crio), want: "unix://" + crio},
+		{name: "only k3s", candidates: DefaultEndpoints, files: sock(k3s), want: "unix://" + k3s},
+		{name: "k3s beside a Docker containerd", candidates: DefaultEndpoints, files: sock(containerd, k3s), want: "unix://" + k3s},
+		{name: "only microk8s", candidates: DefaultEndpoints, files: sock(microk8s), want: "unix://" + microk8s},
+		{name: "microk8s beside a Docker containerd", candidates: DefaultEndpoints, files: sock(containerd, microk8s), want: "unix://" + microk8s},
+		{name: "k3s before microk8s", candidates: DefaultEndpoints, files: sock(microk8s, k3s), want: "unix://" + k3s},
+		{name: "containerd path is a directory", candidates: DefaultEndpoints, files: map[string]fs.FileMode{containerd: fs.ModeDir, crio: fs.ModeSocket}, want: "unix://" + crio},
+		{name: "k3s path is a regular file", candidates: DefaultEndpoints, files: map[string]fs.FileMode{k3s: 0o644, containerd: fs.ModeSocket}, want: "unix://" + containerd},
 		{name: "containerd path is a regular file", candidates: DefaultEndpoints, files: map[string]fs.FileMode{containerd: 0o644}},
 		{name: "none", candidates: DefaultEndpoints},
-		{name: "plain paths and bad entries", candidates: []string{"tcp://x:1", "relative.sock", crio}, files: map[string]fs.FileMode{crio: fs.ModeSocket}, want: crio},
+		{name: "plain paths and bad entries", candidates: []string{"tcp://x:1", "relative.sock", crio}, files: sock(crio), want: crio},
 		{name: "no candidates"},
 	}
 	for _, tt := range tests {
