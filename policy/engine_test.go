@@ -29,7 +29,7 @@ func newTestEngine(t *testing.T, dir string) *Engine {
 func podInput(ns string, labels, annotations map[string]string) Input {
 	pod := testPod()
 	pod.Namespace, pod.Labels, pod.Annotations = ns, labels, annotations
-	return BuildInput(pod, "node-1", testNow, Manual{}, nil)
+	return BuildInput(pod, "node-1", testNow, Manual{}, nil, Limits{})
 }
 
 func TestDecideShippedRules(t *testing.T) {
