@@ -41,7 +41,7 @@ func TestDecideShippedRules(t *testing.T) {
 		return Decision{Capture: true, Reason: reason, Files: 5, FileSizeBytes: 1_000_000, AlertFingerprints: []string{}, Format: FormatPcap}
 	}
 	dns := ring("label podcap.io/capture-dns=true")
-	dns.Snaplen, dns.Filter = 1500, "udp port 53"
+	dns.Snaplen, dns.Filter = 1500, "udp port 53 or tcp port 53"
 	debug := ring("annotation podcap.io/debug-until=2026-03-01T12:30:00Z") // testNow is 12:00:00.0000005Z
 	debug.MaxDuration = Duration(30 * time.Minute)
 	alerted := podInput("shop", map[string]string{"app": "web"}, nil)

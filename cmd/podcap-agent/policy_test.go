@@ -42,9 +42,9 @@ func TestPolicyEval(t *testing.T) {
 		engine     string
 	}{
 		{name: "recorder label", pod: writePod(t, "shop", `"podcap.io/recorder": "true", "podcap.io/capture": "true"`, ""), code: 0, capture: true, manualOK: true, recorder: 2, engine: "tcpdump"},
-		{name: "dns label", pod: writePod(t, "shop", `"podcap.io/capture-dns": "true"`, ""), code: 0, capture: true, filter: "udp port 53", manualOK: true, engine: "tcpdump"},
+		{name: "dns label", pod: writePod(t, "shop", `"podcap.io/capture-dns": "true"`, ""), code: 0, capture: true, filter: "udp port 53 or tcp port 53", manualOK: true, engine: "tcpdump"},
 		{name: "dns label, --engine native", pod: writePod(t, "shop", `"podcap.io/capture-dns": "true"`, ""), extra: []string{"--engine=native"},
-			code: 0, capture: true, filter: "udp port 53", manualOK: true, engine: "native"},
+			code: 0, capture: true, filter: "udp port 53 or tcp port 53", manualOK: true, engine: "native"},
 		{name: "bad engine", pod: writePod(t, "shop", "", ""), extra: []string{"--engine=pcap"}, code: 2},
 		{name: "nothing", pod: writePod(t, "shop", "", ""), code: 0, manualOK: true},
 		{name: "manual in kube-system is vetoed", pod: writePod(t, "kube-system", "", `"tcpdump.antrea.io": "3"`), code: 0, manualOK: false, manualFile: 3},

@@ -264,7 +264,7 @@ func TestExplainMatchesWhatTheAgentDid(t *testing.T) {
 	if err := json.Unmarshal(body, &live); err != nil {
 		t.Fatal(err)
 	}
-	if live.Decision["filter"] != "udp port 53" || live.Capture.Filter != "udp port 53" || live.Capture.Source != "policy" ||
+	if live.Decision["filter"] != "udp port 53 or tcp port 53" || live.Capture.Filter != "udp port 53 or tcp port 53" || live.Capture.Source != "policy" ||
 		live.Capture.Snaplen != 1500 || live.Capture.Phase != "Running" {
 		t.Fatalf("explain: %s", body)
 	}
