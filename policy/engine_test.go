@@ -34,7 +34,7 @@ func podInput(ns string, labels, annotations map[string]string) Input {
 
 func TestDecideShippedRules(t *testing.T) {
 	e := newTestEngine(t, rulesDir)
-	if st := e.Status(); !st.LastReloadSuccessful || len(st.Files) != 7 || st.Version == "" {
+	if st := e.Status(); !st.LastReloadSuccessful || len(st.Files) != 8 || st.Version == "" {
 		t.Fatalf("status = %+v", st)
 	}
 	ring := func(reason string) Decision {
@@ -68,6 +68,8 @@ func TestDecideShippedRules(t *testing.T) {
 		{"debug until past", podInput("shop", nil, map[string]string{"podcap.io/debug-until": "2026-03-01T11:30:00Z"}), Decision{Reason: NoDecision, AlertFingerprints: []string{}}, true},
 		{"kube-system", podInput("kube-system", map[string]string{"podcap.io/capture": "true"}, nil),
 			Decision{Reason: "denied: namespace kube-system is on the deny list of namespace-deny.rego", AlertFingerprints: []string{}}, false},
+		{"never", podInput("shop", map[string]string{"podcap.io/capture": "never", "podcap.io/capture-dns": "true"}, map[string]string{"podcap.io/debug-until": "2026-03-01T12:30:00Z"}),
+			Decision{Reason: "denied: label podcap.io/capture=never on the pod (opt-out.rego)", AlertFingerprints: []string{}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

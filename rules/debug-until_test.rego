@@ -81,3 +81,11 @@ test_debug_until_in_the_past_captures_nothing_whatever_the_limit if {
 	not podcap.decision with input as with_limit(pod("default", {}, {"podcap.io/debug-until": "2026-02-26T12:00:00Z"}), 86400)
 	not podcap.decision with input as with_limit(pod("default", {}, {"podcap.io/debug-until": "2026-03-01T11:59:59Z"}), 7200)
 }
+
+test_debug_until_with_never_captures_nothing if {
+	inp := with_limit(pod("default", {"podcap.io/capture": "never"}, {"podcap.io/debug-until": "2026-03-01T12:10:00Z"}), 86400)
+	d := podcap.decision with input as inp
+	d.capture == false
+	startswith(d.reason, "denied: label podcap.io/capture=never")
+	not podcap.manual_allowed with input as inp
+}

@@ -27,3 +27,9 @@ test_dns_covers_udp_and_tcp if {
 	d := podcap.decision with input as pod("default", {"podcap.io/capture-dns": "true"}, {})
 	d.filter == "udp port 53 or tcp port 53"
 }
+
+test_dns_label_with_never_captures_nothing if {
+	d := podcap.decision with input as pod("default", {"podcap.io/capture-dns": "true", "podcap.io/capture": "never"}, {})
+	d.capture == false
+	startswith(d.reason, "denied: label podcap.io/capture=never")
+}
