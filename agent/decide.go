@@ -106,7 +106,7 @@ func (c *Controller) evaluate(ctx context.Context, pod *corev1.Pod, manual polic
 		c.metrics.PolicyEvaluations.WithLabelValues("cached").Inc()
 		return e, nil
 	}
-	in := policy.BuildInput(pod, c.cfg.NodeName, now, manual, active)
+	in := policy.BuildInput(pod, c.cfg.NodeName, now, manual, active, c.cfg.Limits)
 	res, err := c.policy.Decide(ctx, in)
 	if err != nil && ctx.Err() != nil {
 		// whatever the error says, it is the caller's cancellation (agent stopping, API

@@ -89,6 +89,22 @@ func TestPolicyDecisionStartsCapture(t *testing.T) {
 	}
 }
 
+// TestPolicyInputLimits: the input carries the node's limits (Config.Limits, the agent's
+// --max-capture-duration; the default 24h when unset), so that a rule can stay within them.
+func TestPolicyInputLimits(t *testing.T) {
+	for _, tt := range []struct {
+		limit time.Duration
+		want  int64
+	}{{0, 86400}, {2 * time.Hour, 7200}} {
+		p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
+		f := newCtrl(t, Config{Policy: p, Filters: fakeFilters{}, Limits: policy.Limits{MaxDuration: tt.limit}}, pod("web", nil))
+		f.sync(t, "default/web")
+		if got := p.inputs[0].Limits.MaxDurationSeconds; got != tt.want {
+			t.Errorf("--max-capture-duration %v: input.limits.max_duration_seconds = %d, want %d", tt.limit, got, tt.want)
+		}
+	}
+}
+
 func TestManualAnnotationWinsOverPolicy(t *testing.T) {
 	p := &fakePolicy{version: "v1", decide: capturing(dnsDecision)}
 	f := newPolicyCtrl(t, p, pod("web", map[string]string{DefaultAnnotationKey: "4"}))

@@ -26,7 +26,7 @@ func typicalInput(i int) Input {
 		"kubectl.kubernetes.io/restartedAt": "2026-02-28T10:00:00Z",
 		"prometheus.io/scrape":              "true", "prometheus.io/port": "9090",
 	}
-	return BuildInput(pod, "node-1", testNow, Manual{}, nil)
+	return BuildInput(pod, "node-1", testNow, Manual{}, nil, Limits{})
 }
 
 func benchEngine(b *testing.B) *Engine {

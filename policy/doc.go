@@ -4,7 +4,8 @@
 // The contract with policy authors (CONTRACT.md has the whole of it):
 //
 //   - the input is [Input], built only by [BuildInput]: the node, the time, the pod, the active
-//     alerts and the manual annotation request;
+//     alerts, the manual annotation request and the node's limits (input.limits, so that a
+//     rule can stay within them);
 //   - the policy defines data.podcap.decision, decoded strictly into [Decision] (an undefined
 //     decision is no capture; a wrong shape is an error naming the field), and may define
 //     data.podcap.manual_allowed, a boolean veto of the manual annotation (default true);

@@ -29,19 +29,19 @@ func newTestEngine(t *testing.T, dir string) *Engine {
 func podInput(ns string, labels, annotations map[string]string) Input {
 	pod := testPod()
 	pod.Namespace, pod.Labels, pod.Annotations = ns, labels, annotations
-	return BuildInput(pod, "node-1", testNow, Manual{}, nil)
+	return BuildInput(pod, "node-1", testNow, Manual{}, nil, Limits{})
 }
 
 func TestDecideShippedRules(t *testing.T) {
 	e := newTestEngine(t, rulesDir)
-	if st := e.Status(); !st.LastReloadSuccessful || len(st.Files) != 7 || st.Version == "" {
+	if st := e.Status(); !st.LastReloadSuccessful || len(st.Files) != 8 || st.Version == "" {
 		t.Fatalf("status = %+v", st)
 	}
 	ring := func(reason string) Decision {
 		return Decision{Capture: true, Reason: reason, Files: 5, FileSizeBytes: 1_000_000, AlertFingerprints: []string{}, Format: FormatPcap}
 	}
 	dns := ring("label podcap.io/capture-dns=true")
-	dns.Snaplen, dns.Filter = 1500, "udp port 53"
+	dns.Snaplen, dns.Filter = 1500, "udp port 53 or tcp port 53"
 	debug := ring("annotation podcap.io/debug-until=2026-03-01T12:30:00Z") // testNow is 12:00:00.0000005Z
 	debug.MaxDuration = Duration(30 * time.Minute)
 	alerted := podInput("shop", map[string]string{"app": "web"}, nil)
@@ -68,6 +68,8 @@ func TestDecideShippedRules(t *testing.T) {
 		{"debug until past", podInput("shop", nil, map[string]string{"podcap.io/debug-until": "2026-03-01T11:30:00Z"}), Decision{Reason: NoDecision, AlertFingerprints: []string{}}, true},
 		{"kube-system", podInput("kube-system", map[string]string{"podcap.io/capture": "true"}, nil),
 			Decision{Reason: "denied: namespace kube-system is on the deny list of namespace-deny.rego", AlertFingerprints: []string{}}, false},
+		{"never", podInput("shop", map[string]string{"podcap.io/capture": "never", "podcap.io/capture-dns": "true"}, map[string]string{"podcap.io/debug-until": "2026-03-01T12:30:00Z"}),
+			Decision{Reason: "denied: label podcap.io/capture=never on the pod (opt-out.rego)", AlertFingerprints: []string{}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,6 +22,23 @@ type Input struct {
 	Alerts []Alert `json:"alerts"`
 	// Manual is the pod's manual capture request (the annotation), as the agent parsed it.
 	Manual Manual `json:"manual"`
+	// Limits are the node's limits a decision is checked against (the agent's flags), so
+	// that a rule can stay within them rather than be refused.
+	Limits InputLimits `json:"limits"`
+}
+
+// InputLimits are the node's limits as a policy sees them: `input.limits`.
+type InputLimits struct {
+	// MaxDurationSeconds is the longest max_duration the node accepts (--max-capture-duration)
+	// in whole seconds, rounded down: a rule that writes "<n>s" with n at most this value is
+	// never refused for its max_duration.
+	MaxDurationSeconds int64 `json:"max_duration_seconds"`
+}
+
+// inputLimits is what the input says of l, with DefaultLimits for its zero fields.
+func inputLimits(l Limits) InputLimits {
+	l = l.withDefaults()
+	return InputLimits{MaxDurationSeconds: int64(l.MaxDuration / time.Second)}
 }
 
 // PodInput is the part of a pod a policy sees. Labels and annotations are never null.
@@ -71,14 +88,16 @@ type Manual struct {
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // BuildInput is the one place a policy input is built: from the pod, the node's name, the time
-// of the evaluation, the parsed manual request and the active alerts. It copies what it keeps,
-// so the pod may come from an informer's cache.
-func BuildInput(pod *corev1.Pod, node string, now time.Time, manual Manual, alerts []Alert) Input {
+// of the evaluation, the parsed manual request, the active alerts and the node's limits (the
+// ones its decisions are validated with; a zero field is DefaultLimits'). It copies what it
+// keeps, so the pod may come from an informer's cache.
+func BuildInput(pod *corev1.Pod, node string, now time.Time, manual Manual, alerts []Alert, limits Limits) Input {
 	in := Input{
 		Node:   node,
 		Now:    now.UTC(),
 		Alerts: make([]Alert, len(alerts)),
 		Manual: manual,
+		Limits: inputLimits(limits),
 		Pod: PodInput{
 			Namespace:   pod.Namespace,
 			Name:        pod.Name,

@@ -115,7 +115,7 @@ func TestBuildInput(t *testing.T) {
 				tt.pod(pod)
 			}
 			before := pod.DeepCopy()
-			in := BuildInput(pod, "node-1", testNow, tt.manual, tt.alerts)
+			in := BuildInput(pod, "node-1", testNow, tt.manual, tt.alerts, Limits{})
 			tt.check(t, in)
 			in.Pod.Labels["mutated"] = "yes"
 			if !reflect.DeepEqual(pod, before) {
@@ -125,13 +125,35 @@ func TestBuildInput(t *testing.T) {
 	}
 }
 
+// TestBuildInputLimits: input.limits is the node's limits (DefaultLimits for a zero field), the
+// max_duration in whole seconds rounded down, so that a rule within it is never refused.
+func TestBuildInputLimits(t *testing.T) {
+	for _, tt := range []struct {
+		limits Limits
+		want   int64
+	}{
+		{Limits{}, 86400},
+		{Limits{MaxDuration: 2 * time.Hour}, 7200},
+		{Limits{MaxDuration: 90*time.Second + 999*time.Millisecond}, 90},
+	} {
+		in := BuildInput(testPod(), "node-1", testNow, Manual{}, nil, tt.limits)
+		if in.Limits.MaxDurationSeconds != tt.want {
+			t.Errorf("limits %v: input.limits.max_duration_seconds = %d, want %d", tt.limits.MaxDuration, in.Limits.MaxDurationSeconds, tt.want)
+		}
+		d := Decision{Capture: true, Files: 5, FileSizeBytes: 1_000_000, MaxDuration: Duration(time.Duration(tt.want) * time.Second)}
+		if err := d.Validate(tt.limits); err != nil {
+			t.Errorf("limits %v: a max_duration of input.limits.max_duration_seconds is refused: %v", tt.limits.MaxDuration, err)
+		}
+	}
+}
+
 // TestValueMatchesJSON holds Input.Value equal to the input's JSON, the document of CONTRACT.md.
 func TestValueMatchesJSON(t *testing.T) {
 	alerts := []Alert{{Fingerprint: "f", Status: "resolved", Labels: map[string]string{"a": "b"},
 		StartsAt: testNow.Add(-time.Hour), EndsAt: testNow.Add(-time.Minute)}}
 	for _, in := range []Input{
-		BuildInput(testPod(), "node-1", testNow, Manual{Requested: true, Files: 3}, alerts),
-		BuildInput(&corev1.Pod{}, "", time.Time{}, Manual{}, nil),
+		BuildInput(testPod(), "node-1", testNow, Manual{Requested: true, Files: 3}, alerts, Limits{MaxDuration: 90*time.Minute + 500*time.Millisecond}),
+		BuildInput(&corev1.Pod{}, "", time.Time{}, Manual{}, nil, Limits{}),
 	} {
 		b, err := json.Marshal(in)
 		if err != nil {

@@ -46,6 +46,9 @@ func (in Input) Value() ast.Value {
 			item("files", ast.IntNumberTerm(in.Manual.Files)),
 			item("error", ast.StringTerm(in.Manual.Error)),
 		)),
+		item("limits", ast.ObjectTerm(
+			item("max_duration_seconds", ast.IntNumberTerm(int(in.Limits.MaxDurationSeconds))),
+		)),
 	)
 }
 

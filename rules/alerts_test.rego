@@ -219,3 +219,17 @@ test_deny_beats_alerts if {
 test_no_alerts_no_capture if {
 	not podcap.decision with input as alert_pod(rs, [])
 }
+
+test_alert_on_a_never_pod_captures_nothing if {
+	a := firing("fp1", {"alertname": "A", "namespace": "shop", "pod": "web-7d9f-abcde"}, {})
+	inp := object.union(alert_pod(rs, [a]), {"pod": {"labels": {"podcap.io/capture": "never", "pod-template-hash": "7d9f"}}})
+	d := podcap.decision with input as inp
+	d.capture == false
+	startswith(d.reason, "denied: label podcap.io/capture=never")
+	not d.alert_fingerprints
+
+	# a Deployment's alert names the pod through its owner and pod-template-hash: still never
+	b := firing("fp2", {"alertname": "B", "namespace": "shop", "deployment": "web"}, {})
+	e := podcap.decision with input as object.union(alert_pod(rs, [b]), {"pod": {"labels": {"podcap.io/capture": "never", "pod-template-hash": "7d9f"}}})
+	e.capture == false
+}

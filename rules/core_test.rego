@@ -34,7 +34,7 @@ test_highest_priority_wins if {
 	d := podcap.decision with input as pod("default", {"podcap.io/capture": "true", "podcap.io/capture-dns": "true"}, {})
 	d.capture
 	d.reason == "label podcap.io/capture-dns=true"
-	d.filter == "udp port 53"
+	d.filter == "udp port 53 or tcp port 53"
 	not d.priority
 }
 

@@ -15,3 +15,9 @@ test_label_other_value_no_capture if {
 test_annotation_is_not_a_label if {
 	not podcap.decision with input as pod("default", {}, {"podcap.io/capture": "true"})
 }
+
+test_label_never_captures_nothing if {
+	d := podcap.decision with input as pod("default", {"podcap.io/capture": "never"}, {})
+	d.capture == false
+	not podcap.manual_allowed with input as pod("default", {"podcap.io/capture": "never"}, {})
+}

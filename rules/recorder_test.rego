@@ -25,3 +25,7 @@ test_recorder_only_with_the_label if {
 test_recorder_denied_namespace if {
 	not podcap.recorder with input as pod("kube-system", {"podcap.io/recorder": "true"}, {})
 }
+
+test_recorder_with_never_records_nothing if {
+	not podcap.recorder with input as pod("default", {"podcap.io/recorder": "true", "podcap.io/capture": "never"}, {})
+}

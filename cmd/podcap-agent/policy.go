@@ -85,7 +85,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	in, err := policyEvalInput(podFile, alertsFile, node, nowFlag, key, limits.MaxFiles)
+	in, err := policyEvalInput(podFile, alertsFile, node, nowFlag, key, limits)
 	if err == nil && dir == "" {
 		err = errors.New("--policy-dir is required")
 	}
@@ -166,7 +166,7 @@ func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, i
 }
 
 // policyEvalInput builds the input from the files, with policy.BuildInput as the agent does.
-func policyEvalInput(podFile, alertsFile, node, nowFlag, key string, maxFiles int) (policy.Input, error) {
+func policyEvalInput(podFile, alertsFile, node, nowFlag, key string, limits policy.Limits) (policy.Input, error) {
 	if podFile == "" {
 		return policy.Input{}, errors.New("--pod is required")
 	}
@@ -194,7 +194,7 @@ func policyEvalInput(podFile, alertsFile, node, nowFlag, key string, maxFiles in
 	if node == "" {
 		node = pod.Spec.NodeName
 	}
-	return policy.BuildInput(&pod, node, now, agent.ParseManual(&pod, key, maxFiles), alerts), nil
+	return policy.BuildInput(&pod, node, now, agent.ParseManual(&pod, key, limits.MaxFiles), alerts, limits), nil
 }
 
 // readAlerts reads a JSON list of alerts or an Alertmanager webhook payload ({"alerts": [...]}).

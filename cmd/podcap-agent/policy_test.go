@@ -42,12 +42,14 @@ func TestPolicyEval(t *testing.T) {
 		engine     string
 	}{
 		{name: "recorder label", pod: writePod(t, "shop", `"podcap.io/recorder": "true", "podcap.io/capture": "true"`, ""), code: 0, capture: true, manualOK: true, recorder: 2, engine: "tcpdump"},
-		{name: "dns label", pod: writePod(t, "shop", `"podcap.io/capture-dns": "true"`, ""), code: 0, capture: true, filter: "udp port 53", manualOK: true, engine: "tcpdump"},
+		{name: "dns label", pod: writePod(t, "shop", `"podcap.io/capture-dns": "true"`, ""), code: 0, capture: true, filter: "udp port 53 or tcp port 53", manualOK: true, engine: "tcpdump"},
 		{name: "dns label, --engine native", pod: writePod(t, "shop", `"podcap.io/capture-dns": "true"`, ""), extra: []string{"--engine=native"},
-			code: 0, capture: true, filter: "udp port 53", manualOK: true, engine: "native"},
+			code: 0, capture: true, filter: "udp port 53 or tcp port 53", manualOK: true, engine: "native"},
 		{name: "bad engine", pod: writePod(t, "shop", "", ""), extra: []string{"--engine=pcap"}, code: 2},
 		{name: "nothing", pod: writePod(t, "shop", "", ""), code: 0, manualOK: true},
 		{name: "manual in kube-system is vetoed", pod: writePod(t, "kube-system", "", `"tcpdump.antrea.io": "3"`), code: 0, manualOK: false, manualFile: 3},
+		{name: "manual on a pod labelled podcap.io/capture=never is vetoed", pod: writePod(t, "shop", `"podcap.io/capture": "never", "podcap.io/recorder": "true"`, `"tcpdump.antrea.io": "3"`),
+			code: 0, manualOK: false, manualFile: 3},
 		{name: "bad flag", pod: writePod(t, "shop", "", ""), extra: []string{"--bogus"}, code: 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,6 +84,48 @@ func TestPolicyEval(t *testing.T) {
 				t.Fatalf("output %s", stdout.String())
 			}
 		})
+	}
+}
+
+// TestPolicyEvalDebugUntilLimit: policy eval gives the rules its --max-capture-duration as
+// input.limits, and a podcap.io/debug-until window three days ahead is a capture of that limit
+// that passes the agent's checks (exit 0), not a refused decision.
+func TestPolicyEvalDebugUntilLimit(t *testing.T) {
+	rules, err := filepath.Abs("../../rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := writePod(t, "shop", "", `"podcap.io/debug-until": "2026-03-04T12:00:00Z"`)
+	for _, tc := range []struct {
+		extra []string
+		limit int64
+		want  string
+	}{
+		{nil, 86400, "24h0m0s"},
+		{[]string{"--max-capture-duration=2h"}, 7200, "2h0m0s"},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"eval", "--pod", pod, "--policy-dir", rules, "--now", "2026-03-01T12:00:00Z"}, tc.extra...)
+		if code := runPolicy(args, &stdout, &stderr); code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", tc.extra, code, stdout.String(), stderr.String())
+		}
+		var out struct {
+			Input struct {
+				Limits struct {
+					MaxDurationSeconds int64 `json:"max_duration_seconds"`
+				} `json:"limits"`
+			} `json:"input"`
+			Decision struct {
+				Capture     bool
+				MaxDuration string `json:"max_duration"`
+			} `json:"decision"`
+		}
+		if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+			t.Fatalf("%v\n%s", err, stdout.String())
+		}
+		if out.Input.Limits.MaxDurationSeconds != tc.limit || !out.Decision.Capture || out.Decision.MaxDuration != tc.want {
+			t.Errorf("%v: output %s\nwant limits.max_duration_seconds %d and a capture of max_duration %s", tc.extra, stdout.String(), tc.limit, tc.want)
+		}
 	}
 }
 

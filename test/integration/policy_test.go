@@ -209,6 +209,23 @@ func TestManualVeto(t *testing.T) {
 	waitPackets(t, a, ok, "capture-allowed.pcap0")
 }
 
+// TestOptOutNever: a pod labelled podcap.io/capture=never is captured by no shipped rule (its
+// podcap.io/capture-dns and podcap.io/recorder labels ask for two) and its manual annotation is
+// vetoed; without the label, the same pod is captured.
+func TestOptOutNever(t *testing.T) {
+	c := testBed(t)
+	a, _ := startPolicyAgent(t, c, policyDir(t, c, nil))
+	pod := runningPod(t, c, "policy-optout", "optout", testbed.PodOptions{Labels: map[string]string{
+		"podcap.io/capture": "never", "podcap.io/capture-dns": "true", "podcap.io/recorder": "true"}})
+	annotate(t, c, pod, "2")
+	waitEvent(t, c, pod, corev1.EventTypeWarning, "ManualCaptureVetoed", "manual_allowed")
+	if !gone(podDir(a, pod)) || len(sessionProcs(t, a, "tcpdump")) != 0 {
+		t.Fatal("a pod labelled podcap.io/capture=never was captured")
+	}
+	setLabel(t, c, pod, "podcap.io/capture", nil)
+	waitPackets(t, a, pod, "capture-optout.pcap0") // the manual annotation, no longer vetoed
+}
+
 // TestExplainMatchesWhatTheAgentDid: the API's decision, the offline `policy eval` and the
 // running capture agree.
 func TestExplainMatchesWhatTheAgentDid(t *testing.T) {
@@ -264,7 +281,7 @@ func TestExplainMatchesWhatTheAgentDid(t *testing.T) {
 	if err := json.Unmarshal(body, &live); err != nil {
 		t.Fatal(err)
 	}
-	if live.Decision["filter"] != "udp port 53" || live.Capture.Filter != "udp port 53" || live.Capture.Source != "policy" ||
+	if live.Decision["filter"] != "udp port 53 or tcp port 53" || live.Capture.Filter != "udp port 53 or tcp port 53" || live.Capture.Source != "policy" ||
 		live.Capture.Snaplen != 1500 || live.Capture.Phase != "Running" {
 		t.Fatalf("explain: %s", body)
 	}
