@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # podcap-agent image: the static agent binary on Debian bookworm-slim with tcpdump and nsenter.
-#   docker build -t podcap/podcap-agent:dev .
+#   make image   (docker build with the build args VERSION, COMMIT and BUILD_DATE of the Makefile)
 # Not built on the project's own machines (no Docker engine there): the local test cluster
 # assembles an equivalent image from the same Debian packages (test/cluster/cluster.sh).
 
@@ -13,11 +13,28 @@ RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG TARGETOS=linux
 ARG TARGETARCH
+# The build's identity (agent/version), from `make image`'s build args: .dockerignore drops .git,
+# so the build cannot ask git itself.
+ARG VERSION=dev
+ARG COMMIT=unknown
+ARG BUILD_DATE=unknown
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags="-s -w" -o /out/podcap-agent ./cmd/podcap-agent
+    go build -trimpath -o /out/podcap-agent \
+      -ldflags="-s -w -X github.com/podcap/podcap/agent/version.Version=${VERSION} -X github.com/podcap/podcap/agent/version.Commit=${COMMIT} -X github.com/podcap/podcap/agent/version.BuildDate=${BUILD_DATE}" \
+      ./cmd/podcap-agent
 
 FROM debian:bookworm-slim
+ARG VERSION=dev
+ARG COMMIT=unknown
+ARG BUILD_DATE=unknown
+LABEL org.opencontainers.image.title="podcap-agent" \
+      org.opencontainers.image.description="podcap's Kubernetes node agent: captures the traffic of the pods on its node when they ask for it" \
+      org.opencontainers.image.source="https://github.com/podcap/podcap" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${COMMIT}" \
+      org.opencontainers.image.created="${BUILD_DATE}"
 # tcpdump: the capture process; util-linux: nsenter (Essential in Debian, named to be explicit).
 # Docs, man pages and locales are never read in the container.
 RUN apt-get update \

@@ -9,8 +9,18 @@ SHELL := /bin/bash
 # Go from the official tarball if it is not on PATH
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
-# the agent's version (podcap-agent logs it, pcapng files name it)
+# The build's identity (agent/version): `podcap-agent version`, `kubectl podcap version`, the
+# agent's start log, podcap_build_info, pcapng files, the image's OCI labels. Override any of
+# them: make build VERSION=v0.1.0
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# evaluated once: every binary of one make run carries the same values
+VERSION := $(VERSION)
+COMMIT := $(COMMIT)
+BUILD_DATE := $(BUILD_DATE)
+VERSION_PKG := github.com/podcap/podcap/agent/version
+LDFLAGS = -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
 IMAGE ?= podcap-agent:dev
 CLUSTER := test/cluster/cluster.sh
 KIND := test/kind/kind.sh
@@ -21,10 +31,10 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## bin/podcap-agent, static (CGO_ENABLED=0)
-	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/podcap-agent ./cmd/podcap-agent
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/podcap-agent ./cmd/podcap-agent
 
 plugin: ## bin/kubectl-podcap, the kubectl plugin (put it on PATH: `kubectl podcap ...`)
-	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/kubectl-podcap ./cmd/kubectl-podcap
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/kubectl-podcap ./cmd/kubectl-podcap
 
 test: ## as root: packages + cluster binaries (cached), go vet, every test incl. the real-cluster ones
 	@if [ "$$(id -u)" != 0 ]; then echo "make test needs root: it installs Debian packages and runs a Kubernetes node (sudo make test; 'make unit-test' runs without)" >&2; exit 1; fi
@@ -54,8 +64,8 @@ policy-test: ## the Rego tests of rules/ (*_test.rego) through OPA's tester, str
 monitoring-test: ## promtool check + test of deploy/monitoring's alerts (Debian's prometheus; installed as root if missing)
 	test/monitoring/promtool.sh
 
-image: ## docker build -t $(IMAGE) .
-	docker build -t $(IMAGE) .
+image: ## docker build -t $(IMAGE) . (VERSION, COMMIT, BUILD_DATE as build args: .dockerignore drops .git)
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --build-arg BUILD_DATE=$(BUILD_DATE) -t $(IMAGE) .
 
 cluster-setup: ## Docker + kind: create the kind cluster
 	$(KIND) setup

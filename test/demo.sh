@@ -142,7 +142,7 @@ trap 'exit 143' TERM
 [ "$(id -u)" = 0 ] || fail "run as root (the local cluster runs containerd and kubelet)"
 
 say "build the agent"
-run env CGO_ENABLED=0 go build -o bin/podcap-agent ./cmd/podcap-agent
+run make --no-print-directory -C "$ROOT" build # the Makefile's -ldflags: version, commit, build date
 
 say "build the local cluster (cached under $CACHE)"
 run "$CLUSTER" build

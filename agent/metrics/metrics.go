@@ -225,3 +225,15 @@ func RegisterAPITLS(reg prometheus.Registerer, mode string) {
 	g.WithLabelValues(mode).Set(1)
 	reg.MustRegister(g)
 }
+
+// RegisterBuildInfo registers podcap_build_info, 1 with the labels version, commit and
+// goversion of the running agent (agent/version): one series per agent, so that
+// count by (version) (podcap_build_info) shows a rollout.
+func RegisterBuildInfo(reg prometheus.Registerer, version, commit, goVersion string) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "podcap_build_info",
+		Help: "The agent's build: version, git commit and Go release; always 1.",
+	}, []string{"version", "commit", "goversion"})
+	g.WithLabelValues(version, commit, goVersion).Set(1)
+	reg.MustRegister(g)
+}

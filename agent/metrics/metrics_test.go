@@ -57,3 +57,20 @@ podcap_api_tls_info{tls="off"} 1
 		t.Fatal(err)
 	}
 }
+
+func TestBuildInfo(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	RegisterBuildInfo(reg, "v1.2.3", "fedcba9", "go1.26.0")
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil || len(problems) != 0 {
+		t.Fatalf("promlint: %v %+v", err, problems)
+	}
+	want := `
+# HELP podcap_build_info The agent's build: version, git commit and Go release; always 1.
+# TYPE podcap_build_info gauge
+podcap_build_info{commit="fedcba9",goversion="go1.26.0",version="v1.2.3"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,5 +1,5 @@
 // Command kubectl-podcap is podcap's kubectl plugin: `kubectl podcap ls|get|stream|explain|
-// start|stop` (package plugin has the commands). On PATH, kubectl runs it as `kubectl podcap`.
+// start|stop|version` (package plugin has the commands). On PATH, kubectl runs it as `kubectl podcap`.
 package main
 
 import (
@@ -12,11 +12,9 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/podcap/podcap/agent/version"
 	"github.com/podcap/podcap/cmd/kubectl-podcap/internal/plugin"
 )
-
-// version is set at build time (-ldflags "-X main.version=...").
-var version = "dev"
 
 func main() {
 	// SIGPIPE: writes to a closed stdout return EPIPE (stream ends cleanly) instead of killing
@@ -25,7 +23,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	io := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
-	o := &plugin.Options{Config: genericclioptions.NewConfigFlags(true), IO: io, Version: version}
+	o := &plugin.Options{Config: genericclioptions.NewConfigFlags(true), IO: io, Build: version.Get()}
 	if err := plugin.NewCommand(o).ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		stop()

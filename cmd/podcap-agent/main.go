@@ -35,18 +35,28 @@ import (
 	"github.com/podcap/podcap/agent/capture/tcpdump"
 	"github.com/podcap/podcap/agent/cri"
 	"github.com/podcap/podcap/agent/metrics"
+	"github.com/podcap/podcap/agent/version"
 	"github.com/podcap/podcap/policy"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "policy" {
-		os.Exit(runPolicy(os.Args[2:], os.Stdout, os.Stderr))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "policy":
+			os.Exit(runPolicy(os.Args[2:], os.Stdout, os.Stderr))
+		case "version":
+			os.Exit(runVersion(os.Args[2:], os.Stdout, os.Stderr))
+		}
 	}
 	var o Options
 	fs := flag.NewFlagSet("podcap-agent", flag.ExitOnError)
 	o.AddFlags(fs)
 	klog.InitFlags(fs)
+	printVersion := fs.Bool("version", false, "print the version, commit, build date and Go release, and exit (as `podcap-agent version`)")
 	_ = fs.Parse(os.Args[1:]) // ExitOnError
+	if *printVersion {
+		os.Exit(runVersion(nil, os.Stdout, os.Stderr))
+	}
 	if err := o.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "podcap-agent: invalid flags:\n%v\n", err)
 		os.Exit(2)
@@ -61,10 +71,6 @@ func main() {
 	}
 	klog.Flush()
 }
-
-// version is the agent's version, set at build time (-ldflags "-X main.version=…", the
-// Makefile's build); "dev" otherwise.
-var version = "dev"
 
 func criDefaults() []string { return cri.DefaultEndpoints }
 
@@ -88,6 +94,8 @@ func run(ctx context.Context, o *Options) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 	metrics.RegisterAPITLS(reg, tlsMode)
+	build := version.Get()
+	metrics.RegisterBuildInfo(reg, build.Version, build.Commit, build.GoVersion)
 
 	runtime, endpoint, err := dialRuntime(ctx, o.CRIEndpoint)
 	if err != nil {
@@ -118,7 +126,8 @@ func run(ctx context.Context, o *Options) error {
 		return err
 	}
 
-	log.Info("Starting podcap agent", "version", version, "node", o.NodeName, "criEndpoint", endpoint, "captureDir", o.CaptureDir,
+	log.Info("Starting podcap agent", "version", build.Version, "commit", build.Commit, "buildDate", build.BuildDate,
+		"goVersion", build.GoVersion, "node", o.NodeName, "criEndpoint", endpoint, "captureDir", o.CaptureDir,
 		"annotationKey", o.AnnotationKey, "maxFiles", o.MaxFiles, "maxConcurrentCaptures", o.MaxConcurrent)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return captures.Run(gctx) })
@@ -277,7 +286,7 @@ func newCaptureManager(log klog.Logger, o *Options, runtime *cri.Client, recorde
 		Streams: capture.StreamConfig{MaxReaders: o.MaxStreamReaders, MaxReadersPerCapture: o.MaxStreamReadersPerCapture,
 			BufferBytes: o.StreamBufferBytes, Metrics: streams},
 		NodeName: o.NodeName,
-		Version:  version,
+		Version:  version.Get().Version,
 	})
 }
 

@@ -82,7 +82,7 @@ func (r *descRecorder) MustRegister(cs ...prometheus.Collector) {
 func (r *descRecorder) Unregister(c prometheus.Collector) bool { return r.reg.Unregister(c) }
 
 // agentMetrics are the metric families the agent registers, built as cmd/podcap-agent builds
-// them (agent/metrics, the policy status, the API's TLS info, the alert store, the webhook,
+// them (agent/metrics, the policy status, the API's TLS info, the build info, the alert store, the webhook,
 // the API's authentication, the live streams and the API's request counter) on a fresh
 // registry.
 func agentMetrics(t *testing.T) map[string]metricInfo {
@@ -91,6 +91,7 @@ func agentMetrics(t *testing.T) map[string]metricInfo {
 	metrics.New(r)
 	metrics.RegisterPolicyStatus(r, func() (bool, time.Time) { return true, time.Time{} })
 	metrics.RegisterAPITLS(r, metrics.APITLSSelfSigned)
+	metrics.RegisterBuildInfo(r, "dev", "unknown", "go1.x")
 	if _, err := alerts.NewStore(dynamicfake.NewSimpleDynamicClient(runtime.NewScheme()),
 		alerts.StoreOptions{Namespace: "podcap-system", Node: "n1", Registerer: r}); err != nil {
 		t.Fatalf("alert store: %v", err)
@@ -109,11 +110,12 @@ func agentMetrics(t *testing.T) map[string]metricInfo {
 		t.Fatal(err)
 	}
 	api.CountRequests(r)
-	// the recorder's own check: a family each of the eight registrations makes, with its labels
+	// the recorder's own check: a family each of the nine registrations makes, with its labels
 	for name, labels := range map[string][]string{
 		"podcap_capture_packets_total":         {"namespace", "pod"},
 		"podcap_policy_last_reload_successful": nil,
 		"podcap_api_tls_info":                  {"tls"},
+		"podcap_build_info":                    {"version", "commit", "goversion"},
 		"podcap_alert_store_errors_total":      {"operation"},
 		"podcap_webhook_requests_total":        {"code"},
 		"podcap_api_authorizations_total":      {"result"},

@@ -73,7 +73,12 @@ deploy() {
   need docker kind kubectl
   cluster_exists || fail "no kind cluster $CLUSTER_NAME (run: $0 setup)"
   say "build $IMAGE"
-  run docker build -t "$IMAGE" "$ROOT"
+  # the build's identity, as `make image` passes it (.dockerignore keeps .git out of the build)
+  run docker build \
+    --build-arg VERSION="$(git -C "$ROOT" describe --tags --always --dirty 2>/dev/null || echo dev)" \
+    --build-arg COMMIT="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
+    --build-arg BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    -t "$IMAGE" "$ROOT"
   say "load $IMAGE into kind cluster $CLUSTER_NAME"
   run kind load docker-image "$IMAGE" --name "$CLUSTER_NAME"
   # an overlay of deploy/ that only swaps the image (kubectl has no `kustomize edit`)

@@ -23,8 +23,25 @@ import (
 // AgentStopTimeout bounds how long Stop waits after SIGTERM before it sends SIGKILL.
 const AgentStopTimeout = 30 * time.Second
 
-// BuildAgent builds ./cmd/podcap-agent (CGO_ENABLED=0) once per test binary and returns the
-// binary's path; every test that calls it fails with the build error if the build failed.
+// AgentVersion is the version BuildAgent builds the agent with (-ldflags -X, as the Makefile
+// does), for tests to find in `podcap-agent version`, its start log and podcap_build_info.
+const AgentVersion = "v0.0.0-testbed"
+
+// agentLDFlags are the Makefile's -ldflags of the agent's build identity: AgentVersion, the
+// repository's commit (git rev-parse HEAD, "unknown" without git), the time of the build.
+func agentLDFlags(repo string) string {
+	commit := "unknown"
+	if out, err := exec.Command("git", "-C", repo, "rev-parse", "HEAD").Output(); err == nil {
+		commit = strings.TrimSpace(string(out))
+	}
+	const pkg = "github.com/podcap/podcap/agent/version."
+	return "-X " + pkg + "Version=" + AgentVersion + " -X " + pkg + "Commit=" + commit +
+		" -X " + pkg + "BuildDate=" + time.Now().UTC().Format(time.RFC3339)
+}
+
+// BuildAgent builds ./cmd/podcap-agent (CGO_ENABLED=0, version AgentVersion) once per test
+// binary and returns the binary's path; every test that calls it fails with the build error if
+// the build failed.
 func (c *Cluster) BuildAgent(t testing.TB) string {
 	t.Helper()
 	b := &c.agentBuild
@@ -34,7 +51,7 @@ func (c *Cluster) BuildAgent(t testing.TB) string {
 		if err != nil {
 			goBin = "/usr/local/go/bin/go"
 		}
-		cmd := exec.Command(goBin, "build", "-o", b.path, "./cmd/podcap-agent")
+		cmd := exec.Command(goBin, "build", "-ldflags", agentLDFlags(c.RepoRoot), "-o", b.path, "./cmd/podcap-agent")
 		cmd.Dir = c.RepoRoot
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -127,6 +127,8 @@ func rows() []row {
 				q(`sum by (result) (`+rate("podcap_api_authorizations_total", node)+`)`, "{{result}}")),
 			statPanel("API transport", "How the API port protects bearer tokens, by node count: files (mounted key pair), self_signed, off (plain HTTP).", "none",
 				q(`count by (tls) (podcap_api_tls_info{`+node+`} == 1)`, "{{tls}}"), nil),
+			statPanel("Agent versions", "Agents by version (podcap_build_info): more than one during a rollout.", "none",
+				q(`count by (version) (podcap_build_info{`+node+`})`, "{{version}}"), nil),
 		)},
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/podcap/podcap/agent/version"
 )
 
 // Env is what the commands work with: clients of the cluster and the agents, the namespace.
@@ -30,7 +32,7 @@ type Options struct {
 	AgentServerName string
 	Debug           bool
 	IO              genericiooptions.IOStreams
-	Version         string // sent in the user agent
+	Build           version.Info // the plugin's build: `version` prints it, its Version goes in the user agent
 	// NewEnv builds the Env once the flags are parsed; nil: the real one (newEnv).
 	NewEnv func(*Options) (*Env, error)
 }
@@ -48,7 +50,7 @@ func newEnv(o *Options) (*Env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
-	cfg.UserAgent = "kubectl-podcap/" + o.Version
+	cfg.UserAgent = "kubectl-podcap/" + o.Build.Version
 	ns, _, err := o.Config.ToRawKubeConfigLoader().Namespace()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig namespace: %w", err)

@@ -74,6 +74,6 @@ func NewCommand(o *Options) *cobra.Command {
 		}
 	}
 	cmd.AddCommand(newLsCommand(o), newGetCommand(o), newStreamCommand(o), newExplainCommand(o),
-		newStartCommand(o), newStopCommand(o))
+		newStartCommand(o), newStopCommand(o), newVersionCommand(o))
 	return cmd
 }
