@@ -54,11 +54,15 @@ func main() {
 	klog.InitFlags(fs)
 	printVersion := fs.Bool("version", false, "print the version, commit, build date and Go release, and exit (as `podcap-agent version`)")
 	_ = fs.Parse(os.Args[1:]) // ExitOnError
+	o.Args = fs.Args()
 	if *printVersion {
 		os.Exit(runVersion(nil, os.Stdout, os.Stderr))
 	}
 	if err := o.Validate(); err != nil {
-		fmt.Fprintf(os.Stderr, "podcap-agent: invalid flags:\n%v\n", err)
+		// one line per problem, each naming its flag, before anything starts
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(os.Stderr, "podcap-agent: %s\n", line)
+		}
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

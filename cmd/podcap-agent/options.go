@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,10 @@ import (
 
 // Options are the agent's flags.
 type Options struct {
+	// Args are the positional arguments left after the flags: the agent takes none, so any
+	// is an error (a mistyped subcommand or a flag value split from its flag).
+	Args []string
+
 	NodeName         string
 	Kubeconfig       string
 	CRIEndpoint      string
@@ -209,6 +214,9 @@ func (o *Options) Validate() error {
 	}
 	errs = append(errs, o.validateEngine()...)
 	errs = append(errs, o.validateServing()...)
+	if len(o.Args) > 0 {
+		errs = append(errs, fmt.Errorf("unexpected argument %q: podcap-agent takes flags only; subcommands: version, policy eval", o.Args[0]))
+	}
 	return errors.Join(errs...)
 }
 
@@ -242,6 +250,14 @@ func (o *Options) validateServing() []error {
 	} else if o.ListenAddress == o.APIListenAddress {
 		errs = append(errs, fmt.Errorf("--listen-address and --api-listen-address are both %s: the API needs its own port", o.ListenAddress))
 	}
+	for _, a := range []struct{ flag, addr string }{{"--listen-address", o.ListenAddress}, {"--api-listen-address", o.APIListenAddress}} {
+		if a.addr == "" {
+			continue // said above
+		}
+		if err := checkHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", a.flag, a.addr, err))
+		}
+	}
 	if (o.TLSCertFile == "") != (o.TLSPrivateKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-private-key-file go together: set both (the mounted pair) or neither (a self-signed certificate)"))
 	}
@@ -264,4 +280,17 @@ func (o *Options) validateServing() []error {
 		errs = append(errs, fmt.Errorf("--node-ip %q is not an IP address", o.NodeIP))
 	}
 	return errs
+}
+
+// checkHostPort accepts a listen address as net.Listen takes it: host:port, the host may be
+// empty (every address) and the port is a number from 0 to 65535 (0: any free port).
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("must be host:port, e.g. :9695 or 127.0.0.1:9695")
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q must be a number from 0 to 65535", port)
+	}
+	return nil
 }

@@ -25,6 +25,7 @@ func parseOptionsEnv(t *testing.T, nodeName, nodeIP string, args ...string) (*Op
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	o.Args = fs.Args()
 	return o, o.Validate()
 }
 
@@ -48,6 +49,7 @@ func TestOptionsServingIsValid(t *testing.T) {
 		{"--tls-cert-file=/etc/tls/tls.crt", "--tls-private-key-file=/etc/tls/tls.key"},
 		{"--insecure-serve-api-over-http"},
 		{"--node-ip=fd00::7", "--api-listen-address=127.0.0.1:9443"},
+		{"--listen-address=[::1]:0", "--api-listen-address=localhost:65535"},
 	} {
 		if _, err := parseOptions(t, append([]string{"--node-name=n1"}, args...)...); err != nil {
 			t.Errorf("%v: %v", args, err)
@@ -80,6 +82,13 @@ func TestOptionsValidate(t *testing.T) {
 		{[]string{"--tls-private-key-file=/etc/tls/tls.key"}, "--tls-cert-file and --tls-private-key-file go together"},
 		{[]string{"--insecure-serve-api-over-http", "--tls-cert-file=/a", "--tls-private-key-file=/b"}, "--insecure-serve-api-over-http contradicts"},
 		{[]string{"--node-ip=node-1"}, `--node-ip "node-1" is not an IP address`},
+		{[]string{"--listen-address=garbage"}, `--listen-address "garbage": must be host:port`},
+		{[]string{"--listen-address=:http"}, `--listen-address ":http": port "http" must be a number from 0 to 65535`},
+		{[]string{"--listen-address=:65536"}, `--listen-address ":65536": port "65536" must be a number`},
+		{[]string{"--api-listen-address=127.0.0.1"}, `--api-listen-address "127.0.0.1": must be host:port`},
+		{[]string{"--api-listen-address=[::1]:-1"}, `--api-listen-address "[::1]:-1": port "-1"`},
+		{[]string{"run"}, `unexpected argument "run": podcap-agent takes flags only; subcommands: version, policy eval`},
+		{[]string{"--capture-dir", "/tmp/c", "extra", "more"}, `unexpected argument "extra"`},
 	} {
 		args := tc.args
 		if tc.want != "--node-name" {
