@@ -101,7 +101,7 @@ func run(ctx context.Context, o *Options) error {
 	build := version.Get()
 	metrics.RegisterBuildInfo(reg, build.Version, build.Commit, build.GoVersion)
 
-	runtime, endpoint, err := dialRuntime(ctx, o.CRIEndpoint)
+	runtime, endpoint, runtimeAnswered, err := dialRuntime(ctx, o.CRIEndpoint)
 	if err != nil {
 		return err
 	}
@@ -136,6 +136,14 @@ func run(ctx context.Context, o *Options) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return captures.Run(gctx) })
 	g.Go(func() error { return ctrl.Run(gctx) })
+	// start-up problems are logged at the default verbosity, once per back-off step, until solved
+	g.Go(func() error {
+		reportAPIServer(gctx, log, kcfg.Host, o.Kubeconfig, ctrl.Synced, listNodePods(client, o.NodeName))
+		return nil
+	})
+	if !runtimeAnswered {
+		g.Go(func() error { reportRuntime(gctx, log, endpoint, runtime.Check); return nil })
+	}
 	for _, srv := range servers {
 		g.Go(func() error { return srv.Run(gctx) })
 	}
@@ -223,23 +231,25 @@ func newAlertStore(log klog.Logger, o *Options, kcfg *rest.Config, reg prometheu
 }
 
 // dialRuntime connects to the CRI socket: endpoint, or the first of the default ones that
-// exists. A runtime that does not answer yet is logged, not an error.
-func dialRuntime(ctx context.Context, endpoint string) (*cri.Client, string, error) {
+// exists. A runtime that does not answer yet is logged (answered false), not an error: run
+// then reports it once per back-off step until it answers (reportRuntime).
+func dialRuntime(ctx context.Context, endpoint string) (_ *cri.Client, _ string, answered bool, _ error) {
 	if endpoint == "" {
 		var err error
 		if endpoint, err = cri.PickEndpoint(cri.DefaultEndpoints, os.Stat); err != nil {
-			return nil, "", fmt.Errorf("find the CRI socket (set --cri-endpoint): %w", err)
+			return nil, "", false, fmt.Errorf("find the CRI socket (set --cri-endpoint): %w", err)
 		}
 	}
 	runtime, err := cri.Dial(endpoint)
 	if err != nil {
-		return nil, "", fmt.Errorf("CRI client for %s: %w", endpoint, err)
+		return nil, "", false, fmt.Errorf("CRI client for %s (--cri-endpoint): %w", endpoint, err)
 	}
 	if err := runtime.Check(ctx); err != nil {
 		// not fatal: captures fail with Events and metrics and retry until the runtime answers
-		klog.FromContext(ctx).Error(err, "Container runtime not answering; captures will retry")
+		klog.FromContext(ctx).Error(err, runtimeMessage, "endpoint", endpoint, "check", runtimeCheck)
+		return runtime, endpoint, false, nil
 	}
-	return runtime, endpoint, nil
+	return runtime, endpoint, true, nil
 }
 
 // eventRecorder records Events through the core API as the node's podcap-agent; stop flushes

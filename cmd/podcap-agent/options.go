@@ -247,7 +247,7 @@ func (o *Options) validateServing() []error {
 	var errs []error
 	if o.ListenAddress == "" || o.APIListenAddress == "" {
 		errs = append(errs, errors.New("--listen-address and --api-listen-address are required"))
-	} else if o.ListenAddress == o.APIListenAddress {
+	} else if o.ListenAddress == o.APIListenAddress && !strings.HasSuffix(o.ListenAddress, ":0") { // port 0: two free ports
 		errs = append(errs, fmt.Errorf("--listen-address and --api-listen-address are both %s: the API needs its own port", o.ListenAddress))
 	}
 	for _, a := range []struct{ flag, addr string }{{"--listen-address", o.ListenAddress}, {"--api-listen-address", o.APIListenAddress}} {
