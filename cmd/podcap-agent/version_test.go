@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -13,21 +12,8 @@ import (
 // `podcap-agent --version`, `-version` and `podcap-agent version`: each prints the one line
 // with the values the build set, and exits 0; `version` with an argument exits 2.
 func TestVersionBinary(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		// the official tarball's place, as test/testbed's BuildAgent looks
-		if goBin, err = exec.LookPath("/usr/local/go/bin/go"); err != nil {
-			t.Skip("no go tool to build the agent with")
-		}
-	}
-	bin := filepath.Join(t.TempDir(), "podcap-agent")
 	const pkg = "github.com/podcap/podcap/agent/version."
-	ldflags := "-X " + pkg + "Version=v9.8.7-test -X " + pkg + "Commit=0123456789abcdef -X " + pkg + "BuildDate=2026-12-07T01:02:03Z"
-	build := exec.CommandContext(t.Context(), goBin, "build", "-ldflags", ldflags, "-o", bin, ".")
-	build.Env = append(build.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildAgent(t, "-X "+pkg+"Version=v9.8.7-test -X "+pkg+"Commit=0123456789abcdef -X "+pkg+"BuildDate=2026-12-07T01:02:03Z")
 	want := "podcap-agent v9.8.7-test (commit 0123456789abcdef, built 2026-12-07T01:02:03Z, " + runtime.Version() + ")\n"
 	for _, tc := range []struct {
 		args   []string
