@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
 	"k8s.io/klog/v2"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,14 +53,20 @@ func main() {
 	var o Options
 	fs := flag.NewFlagSet("podcap-agent", flag.ExitOnError)
 	o.AddFlags(fs)
-	klog.InitFlags(fs)
+	// the log flags of Kubernetes components: -v, --vmodule, --logging-format=text|json, ...
+	logCfg := logsapi.NewLoggingConfiguration()
+	logsapi.AddGoFlags(logCfg, fs)
 	printVersion := fs.Bool("version", false, "print the version, commit, build date and Go release, and exit (as `podcap-agent version`)")
 	_ = fs.Parse(os.Args[1:]) // ExitOnError
 	o.Args = fs.Args()
 	if *printVersion {
 		os.Exit(runVersion(nil, os.Stdout, os.Stderr))
 	}
-	if err := o.Validate(); err != nil {
+	err := o.Validate()
+	if logErr := logsapi.ValidateAndApply(logCfg, nil); logErr != nil { // applied only when valid
+		err = errors.Join(err, fmt.Errorf("--logging-format, -v, --vmodule: %w", logErr))
+	}
+	if err != nil {
 		// one line per problem, each naming its flag, before anything starts
 		for _, line := range strings.Split(err.Error(), "\n") {
 			fmt.Fprintf(os.Stderr, "podcap-agent: %s\n", line)

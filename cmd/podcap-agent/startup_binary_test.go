@@ -44,6 +44,8 @@ func TestStartupFlagErrorsBinary(t *testing.T) {
 			`podcap-agent: --listen-address "garbage": must be host:port, e.g. :9695 or 127.0.0.1:9695` + "\n"},
 		{[]string{"--node-name=n1", "--api-listen-address=:https"},
 			`podcap-agent: --api-listen-address ":https": port "https" must be a number from 0 to 65535` + "\n"},
+		{[]string{"--node-name=n1", "--logging-format=xml"},
+			`podcap-agent: --logging-format, -v, --vmodule: format: Invalid value: "xml": Unsupported log format` + "\n"},
 		{[]string{"--node-name=n1", "run"},
 			`podcap-agent: unexpected argument "run": podcap-agent takes flags only; subcommands: version, policy eval` + "\n"},
 	} {
@@ -68,7 +70,7 @@ func TestStartupFlagErrorsBinary(t *testing.T) {
 // TestStartupUnreachableBinary starts the real agent against an API server that refuses
 // connections (a kubeconfig of a closed local port) and a CRI socket that does not exist: it
 // keeps running and says so at the default verbosity, naming the server, the socket and the
-// flags to check.
+// flags to check; in text and in JSON logs.
 func TestStartupUnreachableBinary(t *testing.T) {
 	for _, tool := range []string{"nsenter", "tcpdump"} { // --engine tcpdump must build
 		if _, err := exec.LookPath(tool); err != nil {
@@ -76,6 +78,12 @@ func TestStartupUnreachableBinary(t *testing.T) {
 		}
 	}
 	bin := buildAgent(t, "")
+	for _, format := range []string{"text", "json"} {
+		t.Run(format, func(t *testing.T) { testStartupUnreachable(t, bin, format) })
+	}
+}
+
+func testStartupUnreachable(t *testing.T, bin, format string) {
 	dir := t.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -102,7 +110,7 @@ current-context: c
 	socket := filepath.Join(dir, "no-such-containerd.sock")
 	cmd := exec.CommandContext(t.Context(), bin, "--node-name=x", "--kubeconfig="+kubeconfig, "--cri-endpoint="+socket,
 		"--capture-dir="+filepath.Join(dir, "captures"), "--listen-address=127.0.0.1:0", "--api-listen-address=127.0.0.1:0",
-		"--alert-namespace=")
+		"--alert-namespace=", "--logging-format="+format)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")} // nsenter and tcpdump are looked up on it
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -121,8 +129,8 @@ current-context: c
 		}
 	}()
 	want := map[string][]string{ // a message → what its line must also hold
-		"Waiting for the Kubernetes API server": {`server="` + server + `"`, "--kubeconfig " + kubeconfig, "connection refused"},
-		"Container runtime not answering":       {`endpoint="` + socket + `"`, "--cri-endpoint", "no such file or directory"},
+		"Waiting for the Kubernetes API server": {server, "--kubeconfig " + kubeconfig, "connection refused"},
+		"Container runtime not answering":       {socket, "--cri-endpoint", "no such file or directory"},
 	}
 	var seen []string
 	deadline := time.After(60 * time.Second) // the API server's first report is due after 5 s
@@ -137,8 +145,8 @@ current-context: c
 				if !strings.Contains(line, msg) {
 					continue
 				}
-				if !strings.HasPrefix(line, "E") {
-					t.Errorf("not an error entry: %s", line)
+				if isErr := strings.HasPrefix(line, "E") || (format == "json" && strings.HasPrefix(line, "{") && strings.Contains(line, `"err":`)); !isErr {
+					t.Errorf("not a %s error entry: %s", format, line)
 				}
 				for _, p := range parts {
 					if !strings.Contains(line, p) {
