@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -67,6 +69,7 @@ func TestDaemonSetEndToEnd(t *testing.T) {
 	if agents.Items[0].Spec.HostPID {
 		t.Error("agent runs with hostPID")
 	}
+	checkAgentPodDefaults(t, c, &agents.Items[0])
 	netnsMounted := false
 	for _, m := range agents.Items[0].Spec.Containers[0].VolumeMounts {
 		if m.Name == "netns" {
@@ -160,6 +163,42 @@ func deployDaemonSet(t *testing.T, c *testbed.Cluster, captureDir string, compon
 		logs, _ := c.Kubectl(context.Background(), "-n", "podcap-system", "logs", "ds/podcap-agent", "--tail=50")
 		desc, _ := c.Kubectl(context.Background(), "-n", "podcap-system", "describe", "pods")
 		t.Fatalf("rollout: %v\n%s\n%s\n%s", err, out, logs, desc)
+	}
+}
+
+// checkAgentPodDefaults checks the scheduling defaults of deploy/ on the deployed agent pod:
+// admitted by the real API server with the priority of PriorityClass podcap-agent (resolved
+// by the Priority admission plugin), the Linux node selector, every taint tolerated, an
+// ephemeral-storage request and limit, and Running on the node.
+func checkAgentPodDefaults(t *testing.T, c *testbed.Cluster, pod *corev1.Pod) {
+	t.Helper()
+	spec := pod.Spec
+	if spec.PriorityClassName != "podcap-agent" || spec.Priority == nil || *spec.Priority != 1000000 {
+		t.Errorf("agent pod priority class %q, priority %v; want podcap-agent, 1000000", spec.PriorityClassName, spec.Priority)
+	}
+	pc, err := c.Admin().SchedulingV1().PriorityClasses().Get(t.Context(), "podcap-agent", metav1.GetOptions{})
+	if err != nil || pc.Value != 1000000 || pc.GlobalDefault {
+		t.Errorf("PriorityClass podcap-agent: %v %+v", err, pc)
+	}
+	if spec.NodeSelector["kubernetes.io/os"] != "linux" || len(spec.NodeSelector) != 1 {
+		t.Errorf("agent node selector %v, want exactly kubernetes.io/os: linux", spec.NodeSelector)
+	}
+	// the DaemonSet controller adds its own tolerations (not-ready, unreachable, ...); the
+	// manifest's tolerate-everything one must be there
+	if !slices.ContainsFunc(spec.Tolerations, func(tol corev1.Toleration) bool {
+		return tol.Operator == corev1.TolerationOpExists && tol.Key == "" && tol.Effect == ""
+	}) {
+		t.Errorf("agent tolerations %+v, want one that tolerates every taint", spec.Tolerations)
+	}
+	res := spec.Containers[0].Resources
+	if q := res.Requests[corev1.ResourceEphemeralStorage]; q.String() != "64Mi" {
+		t.Errorf("agent ephemeral-storage request %s, want 64Mi", q.String())
+	}
+	if q := res.Limits[corev1.ResourceEphemeralStorage]; q.String() != "256Mi" {
+		t.Errorf("agent ephemeral-storage limit %s, want 256Mi", q.String())
+	}
+	if pod.Status.Phase != corev1.PodRunning || pod.Spec.NodeName != c.NodeName {
+		t.Errorf("agent pod %s on node %q, want Running on %q", pod.Status.Phase, pod.Spec.NodeName, c.NodeName)
 	}
 }
 
@@ -411,4 +450,91 @@ func metricsOfDaemonSet(t *testing.T, series string) string {
 		}
 	}
 	return ""
+}
+
+// TestDeployDefaults renders deploy/ and deploy/cleanup/: the DaemonSet's scheduling defaults
+// (Linux node selector, PriorityClass podcap-agent shipped with it, every taint tolerated,
+// ephemeral-storage bounds) and the clean-up DaemonSet reaching the same nodes and deleting
+// under the same capture hostPath.
+func TestDeployDefaults(t *testing.T) {
+	c := testBed(t)
+	out, err := c.Kubectl(t.Context(), "kustomize", filepath.Join(c.RepoRoot, "deploy"))
+	if err != nil {
+		t.Fatalf("kubectl kustomize: %v\n%s", err, out)
+	}
+	var ds *appsv1.DaemonSet
+	var pc *schedulingv1.PriorityClass
+	for _, doc := range strings.Split(out, "\n---\n") {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatal(err)
+		}
+		switch meta.Kind {
+		case "DaemonSet":
+			ds = &appsv1.DaemonSet{}
+			if err := yaml.Unmarshal([]byte(doc), ds); err != nil {
+				t.Fatal(err)
+			}
+		case "PriorityClass":
+			pc = &schedulingv1.PriorityClass{}
+			if err := yaml.Unmarshal([]byte(doc), pc); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if ds == nil || pc == nil {
+		t.Fatalf("no DaemonSet or PriorityClass in\n%s", out)
+	}
+	spec := ds.Spec.Template.Spec
+	if pc.Name != "podcap-agent" || pc.Value != 1000000 || pc.GlobalDefault ||
+		pc.PreemptionPolicy == nil || *pc.PreemptionPolicy != corev1.PreemptLowerPriority {
+		t.Errorf("PriorityClass %+v", pc)
+	}
+	if spec.PriorityClassName != pc.Name {
+		t.Errorf("priorityClassName %q, want %q", spec.PriorityClassName, pc.Name)
+	}
+	linuxOnly := map[string]string{"kubernetes.io/os": "linux"}
+	everything := []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+	if !maps.Equal(spec.NodeSelector, linuxOnly) {
+		t.Errorf("nodeSelector %v, want %v", spec.NodeSelector, linuxOnly)
+	}
+	if !slices.Equal(spec.Tolerations, everything) {
+		t.Errorf("tolerations %+v, want %+v", spec.Tolerations, everything)
+	}
+	res := spec.Containers[0].Resources
+	req, lim := res.Requests[corev1.ResourceEphemeralStorage], res.Limits[corev1.ResourceEphemeralStorage]
+	if req.String() != "64Mi" || lim.String() != "256Mi" {
+		t.Errorf("ephemeral-storage request %s, limit %s; want 64Mi, 256Mi", req.String(), lim.String())
+	}
+	captures := ""
+	for _, v := range spec.Volumes {
+		if v.Name == "captures" && v.HostPath != nil {
+			captures = v.HostPath.Path
+		}
+	}
+
+	b, err := os.ReadFile(filepath.Join(c.RepoRoot, "deploy/cleanup/cleanup.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clean *appsv1.DaemonSet
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		var obj appsv1.DaemonSet
+		if err := yaml.Unmarshal([]byte(doc), &obj); err == nil && obj.Kind == "DaemonSet" {
+			clean = &obj
+		}
+	}
+	if clean == nil {
+		t.Fatal("no DaemonSet in deploy/cleanup/cleanup.yaml")
+	}
+	cs := clean.Spec.Template.Spec
+	if !maps.Equal(cs.NodeSelector, linuxOnly) || !slices.Equal(cs.Tolerations, everything) {
+		t.Errorf("clean-up nodeSelector %v tolerations %+v, want the agent's", cs.NodeSelector, cs.Tolerations)
+	}
+	if len(cs.Volumes) != 1 || cs.Volumes[0].HostPath == nil || cs.Volumes[0].HostPath.Path != captures || captures == "" {
+		t.Errorf("clean-up volumes %+v, want the agent's captures hostPath %q", cs.Volumes, captures)
+	}
+	if len(cs.InitContainers) != 1 || !strings.Contains(strings.Join(cs.InitContainers[0].Command, " "), "find /captures -mindepth 1 -delete") {
+		t.Errorf("clean-up init containers %+v", cs.InitContainers)
+	}
 }
