@@ -534,7 +534,73 @@ func TestDeployDefaults(t *testing.T) {
 	if len(cs.Volumes) != 1 || cs.Volumes[0].HostPath == nil || cs.Volumes[0].HostPath.Path != captures || captures == "" {
 		t.Errorf("clean-up volumes %+v, want the agent's captures hostPath %q", cs.Volumes, captures)
 	}
-	if len(cs.InitContainers) != 1 || !strings.Contains(strings.Join(cs.InitContainers[0].Command, " "), "find /captures -mindepth 1 -delete") {
+	if len(cs.InitContainers) != 1 || !strings.Contains(strings.Join(cs.InitContainers[0].Command, " "), "cd /captures && rm -rf -- * .[!.]* ..?*") {
 		t.Errorf("clean-up init containers %+v", cs.InitContainers)
+	}
+}
+
+// TestDeployCleanup runs deploy/cleanup/cleanup.yaml on the test bed (its image replaced by
+// the local busybox workload image, its hostPath by a test capture dir holding capture files):
+// the rollout finishes only after every file under the dir is deleted, and the dir stays.
+// It also asks the real API server (dry run) whether system-node-critical, the README's
+// override, is admitted outside kube-system under the default admission plugins.
+func TestDeployCleanup(t *testing.T) {
+	c := testBed(t)
+	ctx := t.Context()
+	captureDir := filepath.Join(c.CaptureDirRoot, "cleanup")
+	for _, f := range []string{"ns1/pod1/capture-app.pcap0", "ns1/pod1/capture.json", "ns2/pod2/capture-web.pcap3", "stray", ".hidden"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(captureDir, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(captureDir, f), "pcap")
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(captureDir) })
+	b, err := os.ReadFile(filepath.Join(c.RepoRoot, "deploy/cleanup/cleanup.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := string(b)
+	for old, new := range map[string]string{
+		"        image: busybox:1.37\n":    "        image: " + c.WorkloadImage + "\n        imagePullPolicy: Never\n",
+		"path: /var/lib/podcap/captures\n": "path: " + captureDir + "\n",
+	} {
+		if !strings.Contains(m, old) {
+			t.Fatalf("deploy/cleanup/cleanup.yaml has no %q", old)
+		}
+		m = strings.ReplaceAll(m, old, new)
+	}
+	manifest := filepath.Join(t.TempDir(), "cleanup.yaml")
+	writeFile(t, manifest, m)
+	if out, err := c.Kubectl(ctx, "apply", "-f", manifest); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if out, err := c.Kubectl(ctx, "delete", "-f", manifest, "--wait=true", "--timeout=90s"); err != nil {
+			t.Errorf("kubectl delete: %v\n%s", err, out)
+		}
+	})
+	if out, err := c.Kubectl(ctx, "-n", "podcap-cleanup", "rollout", "status", "ds/podcap-cleanup", "--timeout=120s"); err != nil {
+		logs, _ := c.Kubectl(context.Background(), "-n", "podcap-cleanup", "logs", "ds/podcap-cleanup", "-c", "delete-captures")
+		t.Fatalf("rollout: %v\n%s\ninit container log:\n%s", err, out, logs)
+	}
+	entries, err := os.ReadDir(captureDir)
+	if err != nil || len(entries) != 0 {
+		t.Errorf("capture dir after the clean-up: %v, %d entries, want it empty", err, len(entries))
+	}
+	out, err := c.Kubectl(ctx, "-n", "podcap-cleanup", "logs", "ds/podcap-cleanup", "-c", "delete-captures")
+	if err != nil || !strings.Contains(out, "capture files deleted on "+c.NodeName) {
+		t.Errorf("clean-up log: %v\n%s", err, out)
+	}
+
+	// the README's override: system-node-critical in a namespace other than kube-system
+	pod := c.WorkloadPod("podcap-cleanup", "critical-probe", testbed.PodOptions{})
+	pod.Spec.PriorityClassName = "system-node-critical"
+	created, err := c.Admin().CoreV1().Pods("podcap-cleanup").Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		t.Errorf("system-node-critical outside kube-system: %v", err)
+	} else if created.Spec.Priority == nil || *created.Spec.Priority != 2000001000 {
+		t.Errorf("system-node-critical pod priority %v, want 2000001000", created.Spec.Priority)
 	}
 }
