@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -67,6 +69,7 @@ func TestDaemonSetEndToEnd(t *testing.T) {
 	if agents.Items[0].Spec.HostPID {
 		t.Error("agent runs with hostPID")
 	}
+	checkAgentPodDefaults(t, c, &agents.Items[0])
 	netnsMounted := false
 	for _, m := range agents.Items[0].Spec.Containers[0].VolumeMounts {
 		if m.Name == "netns" {
@@ -160,6 +163,42 @@ func deployDaemonSet(t *testing.T, c *testbed.Cluster, captureDir string, compon
 		logs, _ := c.Kubectl(context.Background(), "-n", "podcap-system", "logs", "ds/podcap-agent", "--tail=50")
 		desc, _ := c.Kubectl(context.Background(), "-n", "podcap-system", "describe", "pods")
 		t.Fatalf("rollout: %v\n%s\n%s\n%s", err, out, logs, desc)
+	}
+}
+
+// checkAgentPodDefaults checks the scheduling defaults of deploy/ on the deployed agent pod:
+// admitted by the real API server with the priority of PriorityClass podcap-agent (resolved
+// by the Priority admission plugin), the Linux node selector, every taint tolerated, an
+// ephemeral-storage request and limit, and Running on the node.
+func checkAgentPodDefaults(t *testing.T, c *testbed.Cluster, pod *corev1.Pod) {
+	t.Helper()
+	spec := pod.Spec
+	if spec.PriorityClassName != "podcap-agent" || spec.Priority == nil || *spec.Priority != 1000000 {
+		t.Errorf("agent pod priority class %q, priority %v; want podcap-agent, 1000000", spec.PriorityClassName, spec.Priority)
+	}
+	pc, err := c.Admin().SchedulingV1().PriorityClasses().Get(t.Context(), "podcap-agent", metav1.GetOptions{})
+	if err != nil || pc.Value != 1000000 || pc.GlobalDefault {
+		t.Errorf("PriorityClass podcap-agent: %v %+v", err, pc)
+	}
+	if spec.NodeSelector["kubernetes.io/os"] != "linux" || len(spec.NodeSelector) != 1 {
+		t.Errorf("agent node selector %v, want exactly kubernetes.io/os: linux", spec.NodeSelector)
+	}
+	// the DaemonSet controller adds its own tolerations (not-ready, unreachable, ...); the
+	// manifest's tolerate-everything one must be there
+	if !slices.ContainsFunc(spec.Tolerations, func(tol corev1.Toleration) bool {
+		return tol.Operator == corev1.TolerationOpExists && tol.Key == "" && tol.Effect == ""
+	}) {
+		t.Errorf("agent tolerations %+v, want one that tolerates every taint", spec.Tolerations)
+	}
+	res := spec.Containers[0].Resources
+	if q := res.Requests[corev1.ResourceEphemeralStorage]; q.String() != "64Mi" {
+		t.Errorf("agent ephemeral-storage request %s, want 64Mi", q.String())
+	}
+	if q := res.Limits[corev1.ResourceEphemeralStorage]; q.String() != "256Mi" {
+		t.Errorf("agent ephemeral-storage limit %s, want 256Mi", q.String())
+	}
+	if pod.Status.Phase != corev1.PodRunning || pod.Spec.NodeName != c.NodeName {
+		t.Errorf("agent pod %s on node %q, want Running on %q", pod.Status.Phase, pod.Spec.NodeName, c.NodeName)
 	}
 }
 
@@ -411,4 +450,157 @@ func metricsOfDaemonSet(t *testing.T, series string) string {
 		}
 	}
 	return ""
+}
+
+// TestDeployDefaults renders deploy/ and deploy/cleanup/: the DaemonSet's scheduling defaults
+// (Linux node selector, PriorityClass podcap-agent shipped with it, every taint tolerated,
+// ephemeral-storage bounds) and the clean-up DaemonSet reaching the same nodes and deleting
+// under the same capture hostPath.
+func TestDeployDefaults(t *testing.T) {
+	c := testBed(t)
+	out, err := c.Kubectl(t.Context(), "kustomize", filepath.Join(c.RepoRoot, "deploy"))
+	if err != nil {
+		t.Fatalf("kubectl kustomize: %v\n%s", err, out)
+	}
+	var ds *appsv1.DaemonSet
+	var pc *schedulingv1.PriorityClass
+	for _, doc := range strings.Split(out, "\n---\n") {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatal(err)
+		}
+		switch meta.Kind {
+		case "DaemonSet":
+			ds = &appsv1.DaemonSet{}
+			if err := yaml.Unmarshal([]byte(doc), ds); err != nil {
+				t.Fatal(err)
+			}
+		case "PriorityClass":
+			pc = &schedulingv1.PriorityClass{}
+			if err := yaml.Unmarshal([]byte(doc), pc); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if ds == nil || pc == nil {
+		t.Fatalf("no DaemonSet or PriorityClass in\n%s", out)
+	}
+	spec := ds.Spec.Template.Spec
+	if pc.Name != "podcap-agent" || pc.Value != 1000000 || pc.GlobalDefault ||
+		pc.PreemptionPolicy == nil || *pc.PreemptionPolicy != corev1.PreemptLowerPriority {
+		t.Errorf("PriorityClass %+v", pc)
+	}
+	if spec.PriorityClassName != pc.Name {
+		t.Errorf("priorityClassName %q, want %q", spec.PriorityClassName, pc.Name)
+	}
+	linuxOnly := map[string]string{"kubernetes.io/os": "linux"}
+	everything := []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+	if !maps.Equal(spec.NodeSelector, linuxOnly) {
+		t.Errorf("nodeSelector %v, want %v", spec.NodeSelector, linuxOnly)
+	}
+	if !slices.Equal(spec.Tolerations, everything) {
+		t.Errorf("tolerations %+v, want %+v", spec.Tolerations, everything)
+	}
+	res := spec.Containers[0].Resources
+	req, lim := res.Requests[corev1.ResourceEphemeralStorage], res.Limits[corev1.ResourceEphemeralStorage]
+	if req.String() != "64Mi" || lim.String() != "256Mi" {
+		t.Errorf("ephemeral-storage request %s, limit %s; want 64Mi, 256Mi", req.String(), lim.String())
+	}
+	captures := ""
+	for _, v := range spec.Volumes {
+		if v.Name == "captures" && v.HostPath != nil {
+			captures = v.HostPath.Path
+		}
+	}
+
+	b, err := os.ReadFile(filepath.Join(c.RepoRoot, "deploy/cleanup/cleanup.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clean *appsv1.DaemonSet
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		var obj appsv1.DaemonSet
+		if err := yaml.Unmarshal([]byte(doc), &obj); err == nil && obj.Kind == "DaemonSet" {
+			clean = &obj
+		}
+	}
+	if clean == nil {
+		t.Fatal("no DaemonSet in deploy/cleanup/cleanup.yaml")
+	}
+	cs := clean.Spec.Template.Spec
+	if !maps.Equal(cs.NodeSelector, linuxOnly) || !slices.Equal(cs.Tolerations, everything) {
+		t.Errorf("clean-up nodeSelector %v tolerations %+v, want the agent's", cs.NodeSelector, cs.Tolerations)
+	}
+	if len(cs.Volumes) != 1 || cs.Volumes[0].HostPath == nil || cs.Volumes[0].HostPath.Path != captures || captures == "" {
+		t.Errorf("clean-up volumes %+v, want the agent's captures hostPath %q", cs.Volumes, captures)
+	}
+	if len(cs.InitContainers) != 1 || !strings.Contains(strings.Join(cs.InitContainers[0].Command, " "), "cd /captures && rm -rf -- * .[!.]* ..?*") {
+		t.Errorf("clean-up init containers %+v", cs.InitContainers)
+	}
+}
+
+// TestDeployCleanup runs deploy/cleanup/cleanup.yaml on the test bed (its image replaced by
+// the local busybox workload image, its hostPath by a test capture dir holding capture files):
+// the rollout finishes only after every file under the dir is deleted, and the dir stays.
+// It also asks the real API server (dry run) whether system-node-critical, the README's
+// override, is admitted outside kube-system under the default admission plugins.
+func TestDeployCleanup(t *testing.T) {
+	c := testBed(t)
+	ctx := t.Context()
+	captureDir := filepath.Join(c.CaptureDirRoot, "cleanup")
+	for _, f := range []string{"ns1/pod1/capture-app.pcap0", "ns1/pod1/capture.json", "ns2/pod2/capture-web.pcap3", "stray", ".hidden"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(captureDir, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(captureDir, f), "pcap")
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(captureDir) })
+	b, err := os.ReadFile(filepath.Join(c.RepoRoot, "deploy/cleanup/cleanup.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := string(b)
+	for old, new := range map[string]string{
+		"        image: busybox:1.37\n":    "        image: " + c.WorkloadImage + "\n        imagePullPolicy: Never\n",
+		"path: /var/lib/podcap/captures\n": "path: " + captureDir + "\n",
+	} {
+		if !strings.Contains(m, old) {
+			t.Fatalf("deploy/cleanup/cleanup.yaml has no %q", old)
+		}
+		m = strings.ReplaceAll(m, old, new)
+	}
+	manifest := filepath.Join(t.TempDir(), "cleanup.yaml")
+	writeFile(t, manifest, m)
+	if out, err := c.Kubectl(ctx, "apply", "-f", manifest); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if out, err := c.Kubectl(ctx, "delete", "-f", manifest, "--wait=true", "--timeout=90s"); err != nil {
+			t.Errorf("kubectl delete: %v\n%s", err, out)
+		}
+	})
+	if out, err := c.Kubectl(ctx, "-n", "podcap-cleanup", "rollout", "status", "ds/podcap-cleanup", "--timeout=120s"); err != nil {
+		logs, _ := c.Kubectl(context.Background(), "-n", "podcap-cleanup", "logs", "ds/podcap-cleanup", "-c", "delete-captures")
+		t.Fatalf("rollout: %v\n%s\ninit container log:\n%s", err, out, logs)
+	}
+	entries, err := os.ReadDir(captureDir)
+	if err != nil || len(entries) != 0 {
+		t.Errorf("capture dir after the clean-up: %v, %d entries, want it empty", err, len(entries))
+	}
+	out, err := c.Kubectl(ctx, "-n", "podcap-cleanup", "logs", "ds/podcap-cleanup", "-c", "delete-captures")
+	if err != nil || !strings.Contains(out, "capture files deleted on "+c.NodeName) {
+		t.Errorf("clean-up log: %v\n%s", err, out)
+	}
+
+	// the README's override: system-node-critical in a namespace other than kube-system
+	pod := c.WorkloadPod("podcap-cleanup", "critical-probe", testbed.PodOptions{})
+	pod.Spec.PriorityClassName = "system-node-critical"
+	created, err := c.Admin().CoreV1().Pods("podcap-cleanup").Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		t.Errorf("system-node-critical outside kube-system: %v", err)
+	} else if created.Spec.Priority == nil || *created.Spec.Priority != 2000001000 {
+		t.Errorf("system-node-critical pod priority %v, want 2000001000", created.Spec.Priority)
+	}
 }
