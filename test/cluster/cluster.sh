@@ -98,6 +98,26 @@ need_go() { command -v go >/dev/null || die "go not found (put it on PATH; /usr/
 stamped() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/.$1.version" 2>/dev/null)" = "$2" ]; }
 stamp() { echo "$2" >"$BIN/.$1.version"; }
 
+# A cold build compiles for many minutes: say which step runs, how many remain, and while a
+# `go build -v` runs, every 30 s how many of its packages are compiled.
+STEP=0 STEPS=0
+step() { STEP=$((STEP + 1)); log "[$STEP/$STEPS] building $1${2:+ ($2)}"; }
+# progress LOGFILE TOTAL CMD...: run CMD (a go build -v writing to LOGFILE) with a heartbeat;
+# TOTAL is the package count of what it builds (packages already in the Go build cache are not
+# printed by -v, so a warm build finishes below it)
+progress() {
+  local logf=$1 total=$2 pid t0 n=0 rc=0; shift 2
+  t0=$(now_ms)
+  "$@" >"$logf" 2>&1 &
+  pid=$!
+  while pid_running "$pid"; do
+    sleep 1; n=$((n + 1))
+    [ $((n % 30)) -ne 0 ] || log "  ... $(( ($(now_ms) - t0) / 1000 )) s, $(grep -c -v '^#' "$logf" 2>/dev/null || echo 0) of ${total} packages compiled"
+  done
+  wait "$pid" || rc=$?
+  return "$rc"
+}
+
 go_env() {
   [ -z "${PODCAP_GOCACHE:-}" ] || export GOCACHE=$PODCAP_GOCACHE
   [ -z "${PODCAP_GOMODCACHE:-}" ] || export GOMODCACHE=$PODCAP_GOMODCACHE
@@ -153,9 +173,10 @@ EOF_GO
   done
   for c in "${todo[@]}"; do
     t0=$(now_ms)
-    log "building $c (minutes when cold)"
-    (cd "$W" && go build -ldflags "$ldf" -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c") >"$LOG/build-$c.log" 2>&1 ||
-      { tail -20 "$LOG/build-$c.log" >&2; die "build $c"; }
+    step "$c" "minutes when cold"
+    k=$(cd "$W" && go list -deps "k8s.io/kubernetes/cmd/$c" 2>/dev/null | wc -l)
+    progress "$LOG/build-$c.log" "$k" bash -c 'cd "$1" && exec go build -v -ldflags "$2" -o "$3" "$4"' _ \
+      "$W" "$ldf" "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c" || { tail -20 "$LOG/build-$c.log" >&2; die "build $c"; }
     mv "$BIN/$c.tmp" "$BIN/$c"; stamp "$c" "v$K8S_VERSION"
     log "built $c in $(( $(now_ms) - t0 )) ms"
   done
@@ -181,7 +202,10 @@ EOF_GO
   printf 'module local/etcdbuild\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 v%s\n' "$ETCD_VERSION" >"$W/go.mod"
   rm -f "$W/go.sum"
   t0=$(now_ms)
-  (cd "$W" && go mod tidy && go build -ldflags "-s -w" -o "$BIN/etcd.tmp" .) >"$LOG/build-etcd.log" 2>&1 ||
+  step etcd
+  (cd "$W" && go mod tidy) >"$LOG/build-etcd-tidy.log" 2>&1 || { tail -20 "$LOG/build-etcd-tidy.log" >&2; die "etcd go mod tidy"; }
+  progress "$LOG/build-etcd.log" "$(cd "$W" && go list -deps . | wc -l)" \
+    bash -c 'cd "$1" && exec go build -v -ldflags "-s -w" -o "$2" .' _ "$W" "$BIN/etcd.tmp" ||
     { tail -20 "$LOG/build-etcd.log" >&2; die "build etcd"; }
   mv "$BIN/etcd.tmp" "$BIN/etcd"; stamp etcd "v$ETCD_VERSION"
   log "built etcd in $(( $(now_ms) - t0 )) ms"
@@ -192,8 +216,9 @@ build_crictl() {
   need_go
   local t0
   t0=$(now_ms)
-  (cd / && CGO_ENABLED=0 GOBIN="$BIN" go install -ldflags '-s -w' "sigs.k8s.io/cri-tools/cmd/crictl@v$CRICTL_VERSION") \
-    >"$LOG/build-crictl.log" 2>&1 || { tail -20 "$LOG/build-crictl.log" >&2; die "build crictl"; }
+  step crictl
+  progress "$LOG/build-crictl.log" "about 400" bash -c 'cd / && CGO_ENABLED=0 GOBIN="$1" exec go install -v -ldflags "-s -w" "$2"' _ \
+    "$BIN" "sigs.k8s.io/cri-tools/cmd/crictl@v$CRICTL_VERSION" || { tail -20 "$LOG/build-crictl.log" >&2; die "build crictl"; }
   stamp crictl "v$CRICTL_VERSION"
   log "built crictl in $(( $(now_ms) - t0 )) ms"
 }
@@ -211,6 +236,7 @@ build_repo_tools() {
   if ! stamped pause "$PAUSE_STAMP" || ! stamped podcap-imgbuild "$s"; then
     need_go
     t0=$(now_ms)
+    step "pause + podcap-imgbuild"
     (cd "$PODCAP_REPO" &&
       CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$BIN/pause.tmp" ./test/cluster/pause &&
       CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$BIN/podcap-imgbuild.tmp" ./test/cmd/imgbuild) \
@@ -277,14 +303,43 @@ build_images() {
     -file "$IMAGES/traffic-$INSTANCE=/usr/local/bin/traffic" -cmd "/usr/local/bin/traffic ping"
 }
 
+# helm (helm lint/template and the chart's install test), with its version in `helm version`
+build_helm() {
+  stamped helm "v$HELM_VERSION" && return 0
+  need_go
+  local t0
+  t0=$(now_ms)
+  step helm
+  progress "$LOG/build-helm.log" "about 900" bash -c 'cd / && CGO_ENABLED=0 GOBIN="$1" exec go install -v -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=v$2" "helm.sh/helm/v4/cmd/helm@v$2"' _ \
+    "$BIN" "$HELM_VERSION" || { tail -20 "$LOG/build-helm.log" >&2; die "build helm"; }
+  stamp helm "v$HELM_VERSION"
+  log "built helm in $(( $(now_ms) - t0 )) ms"
+}
+
+# count_steps: how many binaries build_locked still has to build
+count_steps() {
+  local c n=0
+  stamped etcd "v$ETCD_VERSION" || n=$((n + 1))
+  stamped crictl "v$CRICTL_VERSION" || n=$((n + 1))
+  { stamped pause "$PAUSE_STAMP" && stamped podcap-imgbuild "$(imgbuild_stamp)"; } || n=$((n + 1))
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
+    stamped "$c" "v$K8S_VERSION" || n=$((n + 1))
+  done
+  stamped helm "v$HELM_VERSION" || n=$((n + 1))
+  echo "$n"
+}
+
 build_locked() {
   local t0
   t0=$(now_ms)
   go_env
+  STEPS=$(count_steps)
+  [ "$STEPS" -eq 0 ] || log "$STEPS binaries to build into $BIN (cold: about 25 min on an idle 2-core machine; progress every 30 s)"
   build_etcd
   build_crictl
   build_repo_tools
   build_k8s
+  build_helm
   build_images
   log "build checked in $(( $(now_ms) - t0 )) ms (cache $CACHE)"
 }

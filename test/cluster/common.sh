@@ -36,6 +36,7 @@ fi
 K8S_VERSION=1.37.2
 ETCD_VERSION=3.6.16
 CRICTL_VERSION=1.37.0
+HELM_VERSION=4.3.2
 
 # build cache (shared by every instance; the same layout as shared/reference/local-cluster)
 CACHE=$PODCAP_CACHE/cluster
