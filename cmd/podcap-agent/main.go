@@ -316,15 +316,15 @@ func newCaptureManager(log klog.Logger, o *Options, runtime *cri.Client, recorde
 // (rules is nil without one) and the policy's reload metrics.
 func newController(log klog.Logger, o *Options, client kubernetes.Interface, captures *capture.Manager,
 	recorder record.EventRecorder, m *metrics.Metrics, reg prometheus.Registerer, store *alerts.Store) (ctrl *agent.Controller, rules *policy.Engine, err error) {
+	filters, engines := o.Checkers() // the same as policy eval's
 	cfg := agent.Config{
 		NodeName:         o.NodeName,
 		AnnotationKey:    o.AnnotationKey,
 		MaxFiles:         o.MaxFiles,
 		AllowHostNetwork: o.AllowHostNetwork,
-		Limits: policy.Limits{MaxFiles: o.MaxFiles, MaxFileSizeBytes: o.MaxFileSizeBytes,
-			MaxDuration: o.MaxCaptureDuration},
-		Filters: capture.NewFilterChecker(o.TcpdumpPath),
-		Engines: agent.Engines{Default: o.Engine, NativeFilters: native.NewFilterChecker(o.TcpdumpPath)},
+		Limits:           o.Limits(),
+		Filters:          filters,
+		Engines:          engines,
 	}
 	if store != nil { // a nil *Store in the interface would not be nil
 		cfg.Alerts = store

@@ -31,27 +31,23 @@ type Options struct {
 	Kubeconfig       string
 	CRIEndpoint      string
 	CaptureDir       string
-	AnnotationKey    string
-	MaxFiles         int
 	MaxConcurrent    int
 	ListenAddress    string // health and metrics, plain HTTP
 	AllowHostNetwork bool
 	NsenterPath      string
-	TcpdumpPath      string
 	NetNSDir         string
 
-	// Engine is the capture engine of manual captures and of decisions that name none
-	// (capture.EngineTcpdump or capture.EngineNative). NativeBufferBytes is the kernel ring
-	// of each native capture, NativeBufferBudget the bound of all of them together.
-	Engine             string
+	// DecisionOptions: the flags `policy eval` shares (annotation key, limits, tcpdump,
+	// engine, evaluation timeout).
+	DecisionOptions
+
+	// NativeBufferBytes is the kernel ring of each native capture, NativeBufferBudget the
+	// bound of all of them together.
 	NativeBufferBytes  int64
 	NativeBufferBudget int64
 
 	PolicyDir          string
 	PolicyPollInterval time.Duration
-	PolicyEvalTimeout  time.Duration
-	MaxFileSizeBytes   int64
-	MaxCaptureDuration time.Duration
 	RetentionMaxAge    time.Duration
 	RetentionMaxBytes  int64
 	MinFreeBytes       int64
@@ -94,6 +90,70 @@ type Options struct {
 	MaxAlerts      int
 }
 
+// DecisionOptions are the flags that bound what a capture may ask for and how a decision is
+// checked. The agent and `podcap-agent policy eval` register, default and validate them with
+// this one type, so that policy eval refuses exactly what the agent refuses.
+type DecisionOptions struct {
+	AnnotationKey      string
+	MaxFiles           int
+	MaxFileSizeBytes   int64
+	MaxCaptureDuration time.Duration
+	PolicyEvalTimeout  time.Duration
+	TcpdumpPath        string
+	// Engine is the capture engine of manual captures and of decisions that name none
+	// (capture.EngineTcpdump or capture.EngineNative).
+	Engine string
+}
+
+// AddFlags registers the decision flags on fs.
+func (d *DecisionOptions) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&d.AnnotationKey, "annotation-key", agent.DefaultAnnotationKey, `pod annotation that requests a capture: "N" keeps a ring of N files of 1 MB`)
+	fs.IntVar(&d.MaxFiles, "max-files", 64, fmt.Sprintf("largest ring size N a pod may ask for (at most %d)", maxMaxFiles))
+	fs.Int64Var(&d.MaxFileSizeBytes, "max-file-size-bytes", 100_000_000, "largest ring file a policy decision may ask for (at least 65536)")
+	fs.DurationVar(&d.MaxCaptureDuration, "max-capture-duration", 24*time.Hour, "longest max_duration a policy decision may ask for")
+	fs.DurationVar(&d.PolicyEvalTimeout, "policy-eval-timeout", policy.DefaultEvalTimeout, fmt.Sprintf("longest evaluation of the policy for one pod (at most %s); a longer one is a PolicyError for the pod", maxPolicyEvalTimeout))
+	fs.StringVar(&d.TcpdumpPath, "tcpdump", "tcpdump", "tcpdump binary (path or name on PATH); it also compiles and checks every capture filter (tcpdump -d, which opens no interface)")
+	fs.StringVar(&d.Engine, "engine", capture.EngineTcpdump, "capture engine of manual captures and of policy decisions that name none: tcpdump (nsenter + a tcpdump process per capture, the original tool's way) or native (an AF_PACKET TPACKET_V3 ring read by the agent, for high packet rates)")
+}
+
+// Validate reports every invalid decision flag.
+func (d *DecisionOptions) Validate() []error {
+	var errs []error
+	if msgs := validation.IsQualifiedName(d.AnnotationKey); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("--annotation-key %q: %s", d.AnnotationKey, strings.Join(msgs, "; ")))
+	}
+	if d.MaxFiles < 1 || d.MaxFiles > maxMaxFiles {
+		errs = append(errs, fmt.Errorf("--max-files %d must be from 1 to %d", d.MaxFiles, maxMaxFiles))
+	}
+	if d.MaxFileSizeBytes < 64<<10 {
+		errs = append(errs, fmt.Errorf("--max-file-size-bytes %d must be at least 65536", d.MaxFileSizeBytes))
+	}
+	if d.MaxCaptureDuration <= 0 {
+		errs = append(errs, fmt.Errorf("--max-capture-duration %s must be positive", d.MaxCaptureDuration))
+	}
+	if d.PolicyEvalTimeout <= 0 || d.PolicyEvalTimeout > maxPolicyEvalTimeout {
+		errs = append(errs, fmt.Errorf("--policy-eval-timeout %s must be positive and at most %s", d.PolicyEvalTimeout, maxPolicyEvalTimeout))
+	}
+	if d.TcpdumpPath == "" {
+		errs = append(errs, errors.New("--tcpdump must name the tcpdump binary"))
+	}
+	if err := checkEngine(d.Engine); err != nil {
+		errs = append(errs, err)
+	}
+	return errs
+}
+
+// Limits are the node's limits on decisions (input.limits, and what a decision may ask for).
+func (d *DecisionOptions) Limits() policy.Limits {
+	return policy.Limits{MaxFiles: d.MaxFiles, MaxFileSizeBytes: d.MaxFileSizeBytes, MaxDuration: d.MaxCaptureDuration}
+}
+
+// Checkers are the filter checker and the engines a decision is checked with.
+func (d *DecisionOptions) Checkers() (*capture.FilterChecker, agent.Engines) {
+	return capture.NewFilterChecker(d.TcpdumpPath),
+		agent.Engines{Default: d.Engine, NativeFilters: native.NewFilterChecker(d.TcpdumpPath)}
+}
+
 // Limits on flag values: the ring files of every capture must fit a node's disk.
 const (
 	maxMaxFiles      = 1024
@@ -120,26 +180,20 @@ func envOr(name, def string) string {
 
 // AddFlags registers the options on fs with their defaults.
 func (o *Options) AddFlags(fs *flag.FlagSet) {
+	o.DecisionOptions.AddFlags(fs)
 	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node; only its pods are watched (default: env NODE_NAME)")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster configuration")
 	fs.StringVar(&o.CRIEndpoint, "cri-endpoint", "", "CRI runtime socket (unix:///path or /path); empty means the first that exists of "+strings.Join(criDefaults(), ", "))
 	fs.StringVar(&o.CaptureDir, "capture-dir", "/var/lib/podcap/captures", "directory for capture files, one sub-directory per namespace/pod")
-	fs.StringVar(&o.AnnotationKey, "annotation-key", agent.DefaultAnnotationKey, `pod annotation that requests a capture: "N" keeps a ring of N files of 1 MB`)
-	fs.IntVar(&o.MaxFiles, "max-files", 64, fmt.Sprintf("largest ring size N a pod may ask for (at most %d)", maxMaxFiles))
 	fs.IntVar(&o.MaxConcurrent, "max-concurrent-captures", 16, "captures running at once on this node; more wait until one ends")
 	fs.StringVar(&o.ListenAddress, "listen-address", ":9695", "address of the plain HTTP server of /healthz, /readyz and /metrics (no credentials cross it)")
 	fs.BoolVar(&o.AllowHostNetwork, "allow-host-network", false, "allow captures of hostNetwork pods (they see the whole node's traffic)")
 	fs.StringVar(&o.NsenterPath, "nsenter", "nsenter", "nsenter binary (path or name on PATH)")
-	fs.StringVar(&o.TcpdumpPath, "tcpdump", "tcpdump", "tcpdump binary (path or name on PATH)")
-	fs.StringVar(&o.Engine, "engine", capture.EngineTcpdump, "capture engine of manual captures and of policy decisions that name none: tcpdump (nsenter + a tcpdump process per capture, the original tool's way) or native (an AF_PACKET TPACKET_V3 ring read by the agent, for high packet rates)")
 	fs.Int64Var(&o.NativeBufferBytes, "native-buffer-bytes", native.DefaultRingBytes, fmt.Sprintf("kernel ring of each capture on the native engine, in bytes (from %d to %d)", native.MinRingBytes, native.MaxRingBytes))
 	fs.Int64Var(&o.NativeBufferBudget, "native-buffer-budget", defaultNativeBufferBudget, "bytes of kernel ring all native captures of the node may hold together (at least --native-buffer-bytes); a native capture beyond it waits until one ends (podcap_captures_queued{reason=\"native_buffer\"})")
 	fs.StringVar(&o.NetNSDir, "netns-dir", tcpdump.DefaultNetNSDir, "directory where the container runtime pins pods' network namespaces, as it names it; only files under it are entered")
 	fs.StringVar(&o.PolicyDir, "policy-dir", "", "directory of Rego capture policies (*.rego, package podcap); empty: manual captures only")
 	fs.DurationVar(&o.PolicyPollInterval, "policy-poll-interval", 2*time.Second, "how often the policy directory is checked for changes (SIGHUP reloads at once)")
-	fs.DurationVar(&o.PolicyEvalTimeout, "policy-eval-timeout", policy.DefaultEvalTimeout, fmt.Sprintf("longest evaluation of the policy for one pod (at most %s); a longer one is a PolicyError for the pod", maxPolicyEvalTimeout))
-	fs.Int64Var(&o.MaxFileSizeBytes, "max-file-size-bytes", 100_000_000, "largest ring file a policy decision may ask for")
-	fs.DurationVar(&o.MaxCaptureDuration, "max-capture-duration", 24*time.Hour, "longest max_duration a policy decision may ask for")
 	fs.DurationVar(&o.RetentionMaxAge, "retention-max-age", 24*time.Hour, "finished policy captures older than this are deleted")
 	fs.DurationVar(&o.RetentionInterval, "retention-interval", time.Minute, "how often the retention rules are applied (also after every policy capture ends)")
 	fs.Int64Var(&o.RetentionMaxBytes, "retention-max-bytes", 1<<30, "byte budget of all capture files on the node: each running capture reserves its worst case (files × (file size + snaplen)) against it, a capture that does not fit waits, and finished policy captures are deleted oldest first to make room")
@@ -172,12 +226,7 @@ func (o *Options) Validate() error {
 	if !filepath.IsAbs(o.CaptureDir) {
 		errs = append(errs, fmt.Errorf("--capture-dir %q must be an absolute path", o.CaptureDir))
 	}
-	if msgs := validation.IsQualifiedName(o.AnnotationKey); len(msgs) > 0 {
-		errs = append(errs, fmt.Errorf("--annotation-key %q: %s", o.AnnotationKey, strings.Join(msgs, "; ")))
-	}
-	if o.MaxFiles < 1 || o.MaxFiles > maxMaxFiles {
-		errs = append(errs, fmt.Errorf("--max-files %d must be from 1 to %d", o.MaxFiles, maxMaxFiles))
-	}
+	errs = append(errs, o.DecisionOptions.Validate()...)
 	if o.MaxConcurrent < 1 || o.MaxConcurrent > maxMaxConcurrent {
 		errs = append(errs, fmt.Errorf("--max-concurrent-captures %d must be from 1 to %d", o.MaxConcurrent, maxMaxConcurrent))
 	}
@@ -187,8 +236,8 @@ func (o *Options) Validate() error {
 	if o.PolicyDir != "" && !filepath.IsAbs(o.PolicyDir) {
 		errs = append(errs, fmt.Errorf("--policy-dir %q must be an absolute path", o.PolicyDir))
 	}
-	if o.PolicyPollInterval <= 0 || o.MaxCaptureDuration <= 0 || o.RetentionMaxAge <= 0 || o.RetentionInterval <= 0 {
-		errs = append(errs, errors.New("--policy-poll-interval, --max-capture-duration, --retention-max-age and --retention-interval must be positive"))
+	if o.PolicyPollInterval <= 0 || o.RetentionMaxAge <= 0 || o.RetentionInterval <= 0 {
+		errs = append(errs, errors.New("--policy-poll-interval, --retention-max-age and --retention-interval must be positive"))
 	}
 	if o.AlertNamespace != "" {
 		if msgs := validation.IsDNS1123Label(o.AlertNamespace); len(msgs) > 0 {
@@ -201,11 +250,8 @@ func (o *Options) Validate() error {
 	if o.MaxAlerts < 1 || o.MaxAlerts > maxMaxAlerts {
 		errs = append(errs, fmt.Errorf("--max-alerts %d must be from 1 to %d", o.MaxAlerts, maxMaxAlerts))
 	}
-	if o.PolicyEvalTimeout <= 0 || o.PolicyEvalTimeout > maxPolicyEvalTimeout {
-		errs = append(errs, fmt.Errorf("--policy-eval-timeout %s must be positive and at most %s", o.PolicyEvalTimeout, maxPolicyEvalTimeout))
-	}
-	if o.MaxFileSizeBytes < 64<<10 || o.RetentionMaxBytes <= 0 || o.MinFreeBytes < 0 {
-		errs = append(errs, errors.New("--max-file-size-bytes must be at least 65536, --retention-max-bytes positive and --min-free-bytes not negative"))
+	if o.RetentionMaxBytes <= 0 || o.MinFreeBytes < 0 {
+		errs = append(errs, errors.New("--retention-max-bytes must be positive and --min-free-bytes not negative"))
 	}
 	if o.MaxStreamReaders < 1 || o.MaxStreamReaders > maxStreamReaders || o.MaxStreamReadersPerCapture < 1 ||
 		o.StreamBufferBytes < capture.MinStreamBufferBytes || o.StreamBufferBytes > maxStreamBufferBytes {
@@ -231,9 +277,6 @@ func checkEngine(name string) error {
 // validateEngine checks --engine and the native engine's ring sizes.
 func (o *Options) validateEngine() []error {
 	var errs []error
-	if err := checkEngine(o.Engine); err != nil {
-		errs = append(errs, err)
-	}
 	if o.NativeBufferBytes < native.MinRingBytes || o.NativeBufferBytes > native.MaxRingBytes {
 		errs = append(errs, fmt.Errorf("--native-buffer-bytes %d must be from %d to %d", o.NativeBufferBytes, native.MinRingBytes, native.MaxRingBytes))
 	} else if o.NativeBufferBudget < o.NativeBufferBytes {

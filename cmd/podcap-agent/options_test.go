@@ -74,7 +74,7 @@ func TestOptionsValidate(t *testing.T) {
 		{[]string{"--policy-eval-timeout=0s"}, "--policy-eval-timeout 0s must be positive"},
 		{[]string{"--policy-eval-timeout=1m"}, "--policy-eval-timeout 1m0s must be positive and at most 10s"},
 		{[]string{"--max-file-size-bytes=1000"}, "--max-file-size-bytes"},
-		{[]string{"--retention-max-bytes=0"}, "--retention-max-bytes positive"},
+		{[]string{"--retention-max-bytes=0"}, "--retention-max-bytes must be positive"},
 		{[]string{"--listen-address="}, "--listen-address"},
 		{[]string{"--api-listen-address="}, "--api-listen-address are required"},
 		{[]string{"--api-listen-address=:9695"}, "the API needs its own port"},

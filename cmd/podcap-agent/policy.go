@@ -8,16 +8,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/podcap/podcap/agent"
-	"github.com/podcap/podcap/agent/capture"
-	"github.com/podcap/podcap/agent/capture/native"
 	"github.com/podcap/podcap/policy"
 )
 
@@ -64,51 +65,37 @@ func runPolicy(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("podcap-agent policy eval", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, policyUsage); fs.PrintDefaults() }
-	var podFile, alertsFile, dir, node, nowFlag, key, tcpdump, engine string
-	var evalTimeout time.Duration
-	limits := policy.DefaultLimits()
-	fs.StringVar(&podFile, "pod", "", "`FILE` of the pod, as 'kubectl get pod -o json' (or -o yaml) prints it; - for stdin")
-	fs.StringVar(&alertsFile, "alerts", "", "`FILE` of the active alerts: a JSON list of alerts, or an Alertmanager webhook payload")
-	fs.StringVar(&dir, "policy-dir", "", "`DIR` of the policy files (*.rego, not *_test.rego)")
+	var podFile, alertsFile, dir, node, nowFlag string
+	// the agent's own flags, defaults and checks (options.go): what the agent refuses, this refuses
+	var d DecisionOptions
+	d.AddFlags(fs)
+	fs.StringVar(&podFile, "pod", "", "`FILE` of the pod, as 'kubectl get pod NAME -o json' (or -o yaml) prints it; - for stdin")
+	fs.StringVar(&alertsFile, "alerts", "", "`FILE` of the active alerts: a JSON list of alerts, or an Alertmanager webhook payload ({\"alerts\": [...]})")
+	fs.StringVar(&dir, "policy-dir", "", "`DIR` of the policy files (*.rego, not *_test.rego), the agent's --policy-dir")
 	fs.StringVar(&node, "node", "", "node name of the input (default: the pod's spec.nodeName)")
 	fs.StringVar(&nowFlag, "now", "", "time of the evaluation, RFC 3339 (default: now)")
-	fs.StringVar(&key, "annotation-key", agent.DefaultAnnotationKey, "the agent's manual capture annotation")
-	fs.IntVar(&limits.MaxFiles, "max-files", 64, "the agent's --max-files")
-	fs.Int64Var(&limits.MaxFileSizeBytes, "max-file-size-bytes", limits.MaxFileSizeBytes, "the agent's --max-file-size-bytes")
-	fs.DurationVar(&limits.MaxDuration, "max-capture-duration", limits.MaxDuration, "the agent's --max-capture-duration")
-	fs.DurationVar(&evalTimeout, "policy-eval-timeout", policy.DefaultEvalTimeout, "the agent's --policy-eval-timeout")
-	fs.StringVar(&tcpdump, "tcpdump", "tcpdump", "the agent's --tcpdump: checks a decision's filter (tcpdump -d, opens no interface)")
-	fs.StringVar(&engine, "engine", capture.EngineTcpdump, "the agent's --engine: the engine of a decision without one (tcpdump or native); a capture on the native engine must have a filter it runs exactly")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	in, err := policyEvalInput(podFile, alertsFile, node, nowFlag, key, limits)
-	if err == nil && dir == "" {
-		err = errors.New("--policy-dir is required")
+	errs := d.Validate()
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected argument %q: every input is a flag (--pod, --policy-dir, --alerts)", fs.Arg(0)))
 	}
-	if err == nil && evalTimeout <= 0 {
-		err = errors.New("--policy-eval-timeout must be positive")
-	}
-	if err == nil {
-		err = checkEngine(engine)
-	}
-	if err == nil && fs.NArg() > 0 {
-		err = fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "podcap-agent policy eval: %v\n", err)
-		return 2
-	}
-	if _, err := os.Stat(dir); err != nil {
-		fmt.Fprintf(stderr, "podcap-agent policy eval: %v\n", err) // the agent reads a missing dir as no policy; here it is a typo
+	errs = append(errs, checkPolicyDir(dir))
+	in, err := policyEvalInput(podFile, alertsFile, node, nowFlag, d.AnnotationKey, d.Limits())
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "podcap-agent policy eval: %s\n", line)
+		}
 		return 2
 	}
 
-	engines := agent.Engines{Default: engine, NativeFilters: native.NewFilterChecker(tcpdump)}
-	out, err := explainPolicy(context.Background(), dir, evalTimeout, in, limits, capture.NewFilterChecker(tcpdump), engines)
+	filters, engines := d.Checkers() // the agent's (newController)
+	out, err := explainPolicy(context.Background(), dir, d.PolicyEvalTimeout, in, d.Limits(), filters, engines)
 	if err != nil {
 		msg := err.Error()
 		out.Error = &msg
@@ -167,21 +154,14 @@ func explainPolicy(ctx context.Context, dir string, evalTimeout time.Duration, i
 
 // policyEvalInput builds the input from the files, with policy.BuildInput as the agent does.
 func policyEvalInput(podFile, alertsFile, node, nowFlag, key string, limits policy.Limits) (policy.Input, error) {
-	if podFile == "" {
-		return policy.Input{}, errors.New("--pod is required")
-	}
-	var pod corev1.Pod
-	if err := readPolicyFile(podFile, &pod); err != nil {
-		return policy.Input{}, fmt.Errorf("--pod: %w", err)
-	}
-	if pod.Kind != "" && pod.Kind != "Pod" {
-		return policy.Input{}, fmt.Errorf("--pod %s: kind %s, want one Pod", podFile, pod.Kind)
+	pod, err := readPod(podFile)
+	if err != nil {
+		return policy.Input{}, err
 	}
 	var alerts []policy.Alert
 	if alertsFile != "" {
-		var err error
 		if alerts, err = readAlerts(alertsFile); err != nil {
-			return policy.Input{}, fmt.Errorf("--alerts: %w", err)
+			return policy.Input{}, err
 		}
 	}
 	now := time.Now()
@@ -194,45 +174,115 @@ func policyEvalInput(podFile, alertsFile, node, nowFlag, key string, limits poli
 	if node == "" {
 		node = pod.Spec.NodeName
 	}
-	return policy.BuildInput(&pod, node, now, agent.ParseManual(&pod, key, limits.MaxFiles), alerts, limits), nil
+	return policy.BuildInput(pod, node, now, agent.ParseManual(pod, key, limits.MaxFiles), alerts, limits), nil
+}
+
+// checkPolicyDir accepts a directory holding at least one policy file, as the agent loads it.
+// The agent reads a missing or empty --policy-dir as "no policy"; here it is a mistake.
+func checkPolicyDir(dir string) error {
+	if dir == "" {
+		return errors.New("--policy-dir is required: the directory of the policy files (*.rego), as the agent's --policy-dir")
+	}
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("--policy-dir %s: no such directory", dir)
+	case err != nil:
+		return fmt.Errorf("--policy-dir %s: %w", dir, err)
+	case !fi.IsDir():
+		return fmt.Errorf("--policy-dir %s: not a directory (want the directory of the policy files, not one file)", dir)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("--policy-dir %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasSuffix(name, ".rego") && !strings.HasSuffix(name, "_test.rego") && !strings.HasPrefix(name, ".") {
+			return nil
+		}
+	}
+	return fmt.Errorf("--policy-dir %s: no policy files in it (*.rego, not *_test.rego): the agent would run without a policy", dir)
+}
+
+// readPod reads the pod of --pod: one Pod with a name, as kubectl prints it.
+func readPod(path string) (*corev1.Pod, error) {
+	const want = "want one Pod as 'kubectl get pod NAME -o json' (or -o yaml) prints it"
+	if path == "" {
+		return nil, errors.New("--pod is required: the pod to evaluate, as 'kubectl get pod NAME -o json' prints it (- for stdin)")
+	}
+	b, err := readInputFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--pod %s: %w", path, err)
+	}
+	var meta metav1.TypeMeta
+	if err := yaml.Unmarshal(b, &meta); err != nil {
+		return nil, fmt.Errorf("--pod %s: not JSON or YAML of an object (%s): %s", path, firstLine(err), want)
+	}
+	if meta.Kind != "" && meta.Kind != "Pod" {
+		return nil, fmt.Errorf("--pod %s: kind %s: %s", path, meta.Kind, want)
+	}
+	var pod corev1.Pod
+	if err := yaml.Unmarshal(b, &pod); err != nil {
+		return nil, fmt.Errorf("--pod %s: not a Pod (%s): %s", path, firstLine(err), want)
+	}
+	if pod.Name == "" {
+		return nil, fmt.Errorf("--pod %s: no metadata.name: %s", path, want)
+	}
+	return &pod, nil
 }
 
 // readAlerts reads a JSON list of alerts or an Alertmanager webhook payload ({"alerts": [...]}).
 func readAlerts(path string) ([]policy.Alert, error) {
+	const want = `want a JSON list of alerts or an Alertmanager webhook payload ({"alerts": [...]})`
+	b, err := readInputFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--alerts %s: %w", path, err)
+	}
 	var raw json.RawMessage
-	if err := readPolicyFile(path, &raw); err != nil {
-		return nil, err
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("--alerts %s: not JSON or YAML (%s): %s", path, firstLine(err), want)
 	}
 	var alerts []policy.Alert
 	if bytes.HasPrefix(bytes.TrimSpace(raw), []byte("[")) {
 		if err := json.Unmarshal(raw, &alerts); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("--alerts %s: not a list of alerts (%s): %s", path, firstLine(err), want)
 		}
 		return alerts, nil
 	}
 	var payload struct {
 		Alerts *[]policy.Alert `json:"alerts"`
 	}
-	if err := json.Unmarshal(raw, &payload); err != nil || payload.Alerts == nil {
-		return nil, fmt.Errorf("%s: want a list of alerts or an Alertmanager webhook payload (%v)", path, err)
+	if err := json.Unmarshal(raw, &payload); err != nil {
+		return nil, fmt.Errorf("--alerts %s: %s: %s", path, firstLine(err), want)
+	}
+	if payload.Alerts == nil {
+		return nil, fmt.Errorf("--alerts %s: no \"alerts\" list: %s", path, want)
 	}
 	return *payload.Alerts, nil
 }
 
-// readPolicyFile decodes a JSON or YAML file ("-": stdin) into v.
-func readPolicyFile(path string, v any) error {
-	var b []byte
-	var err error
+// firstLine says what is wrong in a decoding error, in the file's terms (not Go's types), up
+// to the first newline.
+func firstLine(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field == "" {
+			return fmt.Sprintf("a JSON %s where an object was expected", te.Value)
+		}
+		return fmt.Sprintf("field %s: a JSON %s of the wrong type", te.Field, te.Value)
+	}
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	for _, p := range []string{"error converting YAML to JSON: ", "error unmarshaling JSON: ", "while decoding JSON: ", "json: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	return msg
+}
+
+// readInputFile reads path ("-": stdin).
+func readInputFile(path string) ([]byte, error) {
 	if path == "-" {
-		b, err = io.ReadAll(os.Stdin)
-	} else {
-		b, err = os.ReadFile(path)
+		return io.ReadAll(os.Stdin)
 	}
-	if err != nil {
-		return err
-	}
-	if err := yaml.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
+	return os.ReadFile(path)
 }

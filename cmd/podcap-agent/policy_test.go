@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -242,5 +243,126 @@ func TestPolicyEvalNativeFilter(t *testing.T) {
 			tc.code == 0 && (out.Error != nil || out.Engine != "tcpdump") {
 			t.Fatalf("decision engine %q, --engine %s: output %s", tc.engine, tc.flag, stdout.String())
 		}
+	}
+}
+
+// TestPolicyEvalUsageErrors: every mistake in the inputs or flags of `policy eval` is one line
+// on stderr that names the flag or file and what is accepted, with exit status 2 and nothing
+// on stdout.
+func TestPolicyEvalUsageErrors(t *testing.T) {
+	rules, err := filepath.Abs("../../rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pod := writePod(t, "shop", "", "")
+	empty := filepath.Join(dir, "empty")
+	onlyTests := filepath.Join(dir, "only-tests")
+	for _, d := range []string{empty, onlyTests} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(onlyTests, "core_test.rego"), []byte("package podcap\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // each in the one line of stderr
+	}{
+		{"no policy dir", []string{"--pod", pod}, []string{"--policy-dir is required", "*.rego"}},
+		{"missing policy dir", []string{"--pod", pod, "--policy-dir", filepath.Join(dir, "nope")}, []string{"--policy-dir " + filepath.Join(dir, "nope"), "no such directory"}},
+		{"policy dir is a file", []string{"--pod", pod, "--policy-dir", pod}, []string{"--policy-dir " + pod, "not a directory"}},
+		{"empty policy dir", []string{"--pod", pod, "--policy-dir", empty}, []string{"--policy-dir " + empty, "no policy files", "not *_test.rego"}},
+		{"only tests in the policy dir", []string{"--pod", pod, "--policy-dir", onlyTests}, []string{"no policy files"}},
+		{"no pod", []string{"--policy-dir", rules}, []string{"--pod is required", "kubectl get pod NAME -o json"}},
+		{"missing pod file", []string{"--pod", filepath.Join(dir, "nope.json"), "--policy-dir", rules}, []string{"--pod " + filepath.Join(dir, "nope.json"), "no such file"}},
+		{"pod file is a string", []string{"--pod", write("string.json", `"web"`), "--policy-dir", rules}, []string{"--pod ", "string.json", "want one Pod as 'kubectl get pod NAME -o json'"}},
+		{"pod file is a Deployment", []string{"--pod", write("deploy.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n"), "--policy-dir", rules}, []string{"kind Deployment", "want one Pod"}},
+		{"pod file is a list", []string{"--pod", write("list.json", `{"kind": "List", "items": []}`), "--policy-dir", rules}, []string{"kind List", "want one Pod"}},
+		{"pod without a name", []string{"--pod", write("noname.json", `{}`), "--policy-dir", rules}, []string{"no metadata.name", "want one Pod"}},
+		{"pod file is not YAML", []string{"--pod", write("garbage.json", "{not: [json"), "--policy-dir", rules}, []string{"not JSON or YAML", "want one Pod"}},
+		{"alerts file without alerts", []string{"--pod", pod, "--policy-dir", rules, "--alerts", write("noalerts.json", `{"status": "firing"}`)}, []string{"--alerts ", `no "alerts" list`, "Alertmanager webhook payload"}},
+		{"alerts file with a string", []string{"--pod", pod, "--policy-dir", rules, "--alerts", write("stralerts.json", `"x"`)}, []string{"--alerts ", "Alertmanager webhook payload"}},
+		{"alerts list of strings", []string{"--pod", pod, "--policy-dir", rules, "--alerts", write("strlist.json", `["x"]`)}, []string{"--alerts ", "list of alerts"}},
+		{"--max-files 0", []string{"--pod", pod, "--policy-dir", rules, "--max-files", "0"}, []string{"--max-files 0 must be from 1 to 1024"}},
+		{"--max-file-size-bytes too small", []string{"--pod", pod, "--policy-dir", rules, "--max-file-size-bytes", "100"}, []string{"--max-file-size-bytes 100 must be at least 65536"}},
+		{"--max-capture-duration 0", []string{"--pod", pod, "--policy-dir", rules, "--max-capture-duration", "0s"}, []string{"--max-capture-duration 0s must be positive"}},
+		{"--policy-eval-timeout too long", []string{"--pod", pod, "--policy-dir", rules, "--policy-eval-timeout", "1m"}, []string{"--policy-eval-timeout 1m0s must be positive and at most 10s"}},
+		{"bad annotation key", []string{"--pod", pod, "--policy-dir", rules, "--annotation-key", "not a key"}, []string{`--annotation-key "not a key"`}},
+		{"bad --now", []string{"--pod", pod, "--policy-dir", rules, "--now", "yesterday"}, []string{`--now "yesterday"`, "RFC 3339"}},
+		{"positional argument", []string{"--pod", pod, "--policy-dir", rules, "extra"}, []string{`unexpected argument "extra"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := runPolicy(append([]string{"eval"}, tc.args...), &stdout, &stderr); code != 2 {
+				t.Fatalf("exit %d, want 2\n%s%s", code, stdout.String(), stderr.String())
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("stdout %q, want nothing", stdout.String())
+			}
+			lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "podcap-agent policy eval: ") {
+				t.Fatalf("stderr %q, want one line", stderr.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(lines[0], w) {
+					t.Errorf("stderr %q, want %q in it", lines[0], w)
+				}
+			}
+			for _, bad := range []string{"<nil>", "Go value of type", "v1.Pod"} {
+				if strings.Contains(lines[0], bad) {
+					t.Errorf("stderr %q: %q is not for users", lines[0], bad)
+				}
+			}
+		})
+	}
+}
+
+// TestPolicyEvalFlagsAreTheAgents: the flags policy eval shares with the agent take the same
+// values and refuse the same ones, with the agent's message, and have the agent's defaults.
+func TestPolicyEvalFlagsAreTheAgents(t *testing.T) {
+	rules, err := filepath.Abs("../../rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := writePod(t, "shop", "", "")
+	for _, flags := range [][]string{
+		{"--max-files=0"}, {"--max-files=1025"}, {"--max-files=1024"},
+		{"--max-file-size-bytes=65535"}, {"--max-file-size-bytes=65536"},
+		{"--max-capture-duration=0s"}, {"--max-capture-duration=-1h"}, {"--max-capture-duration=1s"},
+		{"--policy-eval-timeout=0s"}, {"--policy-eval-timeout=11s"}, {"--policy-eval-timeout=10s"},
+		{"--annotation-key=UPPER/case"}, {"--annotation-key=example.com/capture"},
+		{"--engine=pcap"}, {"--engine=native"}, {"--tcpdump="},
+	} {
+		_, agentErr := parseOptions(t, append([]string{"--node-name=n1"}, flags...)...)
+		var stdout, stderr bytes.Buffer
+		code := runPolicy(append([]string{"eval", "--pod", pod, "--policy-dir", rules}, flags...), &stdout, &stderr)
+		switch {
+		case agentErr == nil && code != 0:
+			t.Errorf("%v: the agent accepts it, policy eval exits %d: %s", flags, code, stderr.String())
+		case agentErr != nil && code != 2:
+			t.Errorf("%v: the agent refuses it (%v), policy eval exits %d", flags, agentErr, code)
+		case agentErr != nil && stderr.String() != "podcap-agent policy eval: "+agentErr.Error()+"\n":
+			t.Errorf("%v: policy eval says %q, the agent %q", flags, stderr.String(), agentErr)
+		}
+	}
+
+	agentOpts, err := parseOptions(t, "--node-name=n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d DecisionOptions
+	d.AddFlags(flag.NewFlagSet("policy eval", flag.ContinueOnError))
+	if d != agentOpts.DecisionOptions {
+		t.Errorf("policy eval defaults %+v, the agent's %+v", d, agentOpts.DecisionOptions)
 	}
 }
