@@ -33,12 +33,16 @@ type InputLimits struct {
 	// in whole seconds, rounded down: a rule that writes "<n>s" with n at most this value is
 	// never refused for its max_duration.
 	MaxDurationSeconds int64 `json:"max_duration_seconds"`
+	// MaxFiles and MaxFileSizeBytes are the largest ring (--max-files) and ring file
+	// (--max-file-size-bytes) a decision may ask for.
+	MaxFiles         int   `json:"max_files"`
+	MaxFileSizeBytes int64 `json:"max_file_size_bytes"`
 }
 
 // inputLimits is what the input says of l, with DefaultLimits for its zero fields.
 func inputLimits(l Limits) InputLimits {
 	l = l.withDefaults()
-	return InputLimits{MaxDurationSeconds: int64(l.MaxDuration / time.Second)}
+	return InputLimits{MaxDurationSeconds: int64(l.MaxDuration / time.Second), MaxFiles: l.MaxFiles, MaxFileSizeBytes: l.MaxFileSizeBytes}
 }
 
 // PodInput is the part of a pod a policy sees. Labels and annotations are never null.

@@ -46,3 +46,32 @@ func TestShippedDebugUntilWithinNodeLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedAlertsWithinNodeLimits: rules/alerts.rego's decision for an alert, with its
+// defaults or with annotations asking for more than the node allows, is accepted by a node
+// whose limits are below the rule's defaults, and by one at the flags' defaults.
+func TestShippedAlertsWithinNodeLimits(t *testing.T) {
+	e := newTestEngine(t, rulesDir)
+	for _, l := range []Limits{{}, {MaxFiles: 3, MaxFileSizeBytes: 500_000, MaxDuration: 30 * time.Minute}, {MaxFiles: 1, MaxFileSizeBytes: 65536, MaxDuration: time.Second}} {
+		for _, ann := range []map[string]string{
+			{},
+			{"podcap_files": "64", "podcap_file_size_bytes": "100000000", "podcap_max_duration": "24h"},
+		} {
+			pod := testPod()
+			pod.Namespace, pod.Labels = "shop", nil
+			alert := Alert{Fingerprint: "fp1", Status: "firing", StartsAt: testNow.Add(-time.Minute),
+				Labels: map[string]string{"alertname": "A", "namespace": "shop", "pod": pod.Name}, Annotations: ann}
+			in := BuildInput(pod, "node-1", testNow, Manual{}, []Alert{alert}, l)
+			r, err := e.Decide(context.Background(), in)
+			if err != nil {
+				t.Fatalf("limits %+v, annotations %v: %v", l, ann, err)
+			}
+			if !r.Decision.Capture {
+				t.Fatalf("limits %+v, annotations %v: no capture: %+v", l, ann, r.Decision)
+			}
+			if err := r.Decision.Validate(l); err != nil {
+				t.Errorf("limits %+v, annotations %v: the node refuses the shipped rule's decision: %v", l, ann, err)
+			}
+		}
+	}
+}

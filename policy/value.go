@@ -48,6 +48,8 @@ func (in Input) Value() ast.Value {
 		)),
 		item("limits", ast.ObjectTerm(
 			item("max_duration_seconds", ast.IntNumberTerm(int(in.Limits.MaxDurationSeconds))),
+			item("max_files", ast.IntNumberTerm(in.Limits.MaxFiles)),
+			item("max_file_size_bytes", ast.IntNumberTerm(int(in.Limits.MaxFileSizeBytes))),
 		)),
 	)
 }

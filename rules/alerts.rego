@@ -23,13 +23,14 @@ alert_defaults := {
 	"format": "pcapng",
 }
 
-# alert_limits bound what an alert's annotations may ask for: the agent's own limits (its
-# flags' defaults; lower them here if your agents run with smaller ones, or a decision over
-# them is refused).
+# alert_limits bound what an alert's annotations may ask for: the node's own limits
+# (input.limits: the agent's --max-files, --max-file-size-bytes, --max-capture-duration; their
+# defaults for an input without them), so that no alert capture is refused for its size or
+# duration. A default above a node's limit is lowered to it.
 alert_limits := {
-	"files": 64,
-	"file_size_bytes": 100000000,
-	"max_duration": "24h",
+	"files": node_limit("max_files", 64),
+	"file_size_bytes": node_limit("max_file_size_bytes", 100000000),
+	"max_duration": sprintf("%ds", [node_limit("max_duration_seconds", 86400)]),
 	"stop_grace": "1h",
 	"cooldown": "24h",
 }
@@ -121,7 +122,7 @@ alert_int(a, key, lo, hi, def) := n if {
 	n == floor(n)
 	n >= lo
 	n <= hi
-} else := def
+} else := min([def, hi])
 
 alert_snaplen_of(a) := n if {
 	n := to_number(a.annotations["podcap_snaplen"])
@@ -141,7 +142,7 @@ alert_ns(a, key, lo, hi, def) := ns if {
 	ns := time.parse_duration_ns(a.annotations[key])
 	ns >= lo
 	ns <= time.parse_duration_ns(hi)
-} else := time.parse_duration_ns(def)
+} else := min([time.parse_duration_ns(def), time.parse_duration_ns(hi)])
 
 # alert_filter_of is the annotation's BPF filter if it passes the agent's first checks
 # (printable ASCII on one line, at most 1024 bytes, not only blanks, no leading "-", no ; $ `);

@@ -233,3 +233,31 @@ test_alert_on_a_never_pod_captures_nothing if {
 	e := podcap.decision with input as object.union(alert_pod(rs, [b]), {"pod": {"labels": {"podcap.io/capture": "never", "pod-template-hash": "7d9f"}}})
 	e.capture == false
 }
+
+test_alert_settings_follow_the_node_limits if {
+	# a node run with --max-files=3 --max-file-size-bytes=500000 --max-capture-duration=30m:
+	# the defaults (5 files, 1 MB, 1h) are lowered to its limits, and annotations above them
+	# fall back to those, so the agent accepts the decision
+	limits := {"max_files": 3, "max_file_size_bytes": 500000, "max_duration_seconds": 1800}
+	plain := firing("fp1", {"alertname": "A", "namespace": "shop", "pod": "web-7d9f-abcde"}, {})
+	d := podcap.decision with input as object.union(alert_pod(rs, [plain]), {"limits": limits})
+	d.files == 3
+	d.file_size_bytes == 500000
+	d.max_duration == "1800s"
+
+	big := firing("fp2", {"alertname": "A", "namespace": "shop", "pod": "web-7d9f-abcde"}, {
+		"podcap_files": "4", "podcap_file_size_bytes": "600000", "podcap_max_duration": "31m",
+	})
+	d2 := podcap.decision with input as object.union(alert_pod(rs, [big]), {"limits": limits})
+	d2.files == 3
+	d2.file_size_bytes == 500000
+	d2.max_duration == "1800s"
+
+	within := firing("fp3", {"alertname": "A", "namespace": "shop", "pod": "web-7d9f-abcde"}, {
+		"podcap_files": "2", "podcap_file_size_bytes": "100000", "podcap_max_duration": "10m",
+	})
+	d3 := podcap.decision with input as object.union(alert_pod(rs, [within]), {"limits": limits})
+	d3.files == 2
+	d3.file_size_bytes == 100000
+	d3.max_duration == "600s"
+}

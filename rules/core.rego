@@ -33,3 +33,13 @@ best := min({c |
 	some c in top
 	c.reason == min({t.reason | some t in top})
 })
+
+# node_limit is the node's limit key of input.limits (the agent's flags: max_files,
+# max_file_size_bytes, max_duration_seconds), or def, the agent's default, for an input built
+# by something other than the agent. Rules keep their decisions within it, so that the agent
+# never refuses them for their size or duration.
+node_limit(key, def) := n if {
+	n := input.limits[key]
+	is_number(n)
+	n >= 1
+} else := def

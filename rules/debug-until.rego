@@ -16,18 +16,10 @@ captures contains {
 	"reason": sprintf("annotation podcap.io/debug-until=%s", [until]),
 	"files": 5,
 	"file_size_bytes": 1000000,
-	"max_duration": sprintf("%ds", [min([ceil((until_ns - now_ns) / 1e9), debug_until_limit_seconds])]),
+	"max_duration": sprintf("%ds", [min([ceil((until_ns - now_ns) / 1e9), node_limit("max_duration_seconds", 86400)])]),
 } if {
 	until := input.pod.annotations["podcap.io/debug-until"]
 	until_ns := time.parse_rfc3339_ns(until)
 	now_ns := time.parse_rfc3339_ns(input.now)
 	until_ns > now_ns
 }
-
-# debug_until_limit_seconds is the node's longest max_duration in seconds: input.limits, else
-# the agent's default of 24h (an input built by something else than the agent).
-debug_until_limit_seconds := n if {
-	n := input.limits.max_duration_seconds
-	is_number(n)
-	n >= 1
-} else := 86400
