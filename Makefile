@@ -1,6 +1,7 @@
 # podcap. `make help` lists the targets. The test bed needs root on Linux (Debian 12 verified):
 # `make test` installs Debian packages, builds a Kubernetes node from the Go module proxy into
-# .cache/ (≈ 8–10 min cold on 2 cores, seconds when cached) and runs every test against it.
+# .cache/ (about 17 min cold on an idle 2-core machine, seconds when cached) and runs every
+# test against it.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -21,11 +22,19 @@ COMMIT := $(COMMIT)
 BUILD_DATE := $(BUILD_DATE)
 VERSION_PKG := github.com/podcap/podcap/agent/version
 LDFLAGS = -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
-IMAGE ?= podcap-agent:dev
+# The agent image, one name everywhere (deploy/, the Helm chart, the test bed's :dev build):
+# $(REGISTRY)/$(IMAGE):$(TAG). podcap publishes no image yet: push to your registry,
+#   make image push REGISTRY=registry.example.com/platform
+# DOCKER=podman works too.
+REGISTRY ?= ghcr.io/podcap
+IMAGE ?= podcap-agent
+TAG ?= $(VERSION)
+IMAGE_REF = $(REGISTRY)/$(IMAGE):$(TAG)
+DOCKER ?= docker
 CLUSTER := test/cluster/cluster.sh
 KIND := test/kind/kind.sh
 
-.PHONY: help build plugin test unit-test demo bench policy-test monitoring-test image cluster-setup deploy e2e-test cleanup e2e clean
+.PHONY: help build plugin test unit-test demo bench policy-test monitoring-test helm-test image push image-ref tag cluster-setup deploy e2e-test cleanup e2e clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +53,8 @@ test: ## as root: packages + cluster binaries (cached), go vet, every test incl.
 	$(GO) vet ./...
 	@echo "== promtool: deploy/monitoring's rules and their tests"
 	$(MAKE) --no-print-directory monitoring-test
+	@echo "== helm lint and helm template: deploy/helm/podcap"
+	$(MAKE) --no-print-directory helm-test
 	@echo "== go test (test/integration brings up test/cluster instance 'test' once and tears it down)"
 	$(GO) test -count=1 -timeout 45m ./...
 
@@ -61,11 +72,25 @@ bench: ## as root: capture, latency, policy, alert and live-stream benchmarks (t
 policy-test: ## the Rego tests of rules/ (*_test.rego) through OPA's tester, strict Rego v1
 	$(GO) test -count=1 -run 'TestRules|TestKustomization' -v ./policy/
 
+helm-test: ## helm lint + template of deploy/helm/podcap (Helm built into .cache by `test/cluster/cluster.sh build`)
+	test/helm/lint.sh
+
 monitoring-test: ## promtool check + test of deploy/monitoring's alerts (Debian's prometheus; installed as root if missing)
 	test/monitoring/promtool.sh
 
-image: ## docker build -t $(IMAGE) . (VERSION, COMMIT, BUILD_DATE as build args: .dockerignore drops .git)
-	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --build-arg BUILD_DATE=$(BUILD_DATE) -t $(IMAGE) .
+image: ## $(DOCKER) build -t $(REGISTRY)/$(IMAGE):$(TAG) . (VERSION, COMMIT, BUILD_DATE as build args: .dockerignore drops .git)
+	$(DOCKER) build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --build-arg BUILD_DATE=$(BUILD_DATE) -t $(IMAGE_REF) .
+
+push: ## $(DOCKER) push the image built by `make image`, then print its reference by digest
+	$(DOCKER) push $(IMAGE_REF)
+	@ref=$$($(DOCKER) image inspect --format '{{index .RepoDigests 0}}' $(IMAGE_REF)) && \
+	  echo "pushed $(IMAGE_REF) = $$ref (helm: --set image.digest=$${ref##*@})"
+
+image-ref: ## print $(REGISTRY)/$(IMAGE):$(TAG), the image `make image` builds
+	@echo $(IMAGE_REF)
+
+tag: ## print $(TAG), the image tag `make image` builds (helm: --set image.tag=$$(make -s tag))
+	@echo $(TAG)
 
 cluster-setup: ## Docker + kind: create the kind cluster
 	$(KIND) setup

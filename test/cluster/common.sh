@@ -81,7 +81,7 @@ CNI_NET=podcap-$INSTANCE
 
 PAUSE_IMAGE=podcap.local/pause:1
 WORKLOAD_IMAGE=podcap.local/workload:1
-AGENT_IMAGE=podcap.local/podcap-agent:dev
+AGENT_IMAGE=ghcr.io/podcap/podcap-agent:dev  # the one image name (Makefile REGISTRY/IMAGE), tag dev: imported, never pulled
 
 # Go: the official tarball's location unless go is on PATH already
 command -v go >/dev/null 2>&1 || PATH=$PATH:/usr/local/go/bin

@@ -11,7 +11,7 @@
 #   test/kind/kind.sh cleanup    kind delete cluster
 #
 # Knobs: KIND_CLUSTER_NAME (podcap), ANTREA_VERSION (v2.7.0), PODCAP_IMAGE
-# (podcap/podcap-agent:kind; not :latest, so the loaded image is used, never pulled),
+# (ghcr.io/podcap/podcap-agent:kind; not :latest, so the loaded image is used, never pulled),
 # KIND_TIMEOUT (seconds per wait, 300).
 #
 # NOT run on the project's own machines: they have no Docker engine. It is kept clean under
@@ -22,7 +22,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CLUSTER_NAME=${KIND_CLUSTER_NAME:-podcap}
 ANTREA_VERSION=${ANTREA_VERSION:-v2.7.0}
-IMAGE=${PODCAP_IMAGE:-podcap/podcap-agent:kind}
+IMAGE=${PODCAP_IMAGE:-ghcr.io/podcap/podcap-agent:kind}
 TIMEOUT=${KIND_TIMEOUT:-300}
 KUBECTL=(kubectl --context "kind-$CLUSTER_NAME")
 OUT=$ROOT/outputs
@@ -93,7 +93,7 @@ kind: Kustomization
 resources:
 - $(realpath --relative-to="$overlay" "$ROOT/deploy")
 images:
-- name: podcap/podcap-agent
+- name: ghcr.io/podcap/podcap-agent
   newName: ${IMAGE%:*}
   newTag: ${IMAGE##*:}
 EOF_K

@@ -29,7 +29,7 @@ export PODCAP_RUN_DIR=/tmp/podcap-test/run
 export PODCAP_LOG_DIR=/tmp/podcap-test/logs
 export PODCAP_CAPTURE_DIR=/tmp/podcap-test/captures
 export PODCAP_WORKLOAD_IMAGE=podcap.local/workload:1
-export PODCAP_AGENT_IMAGE=podcap.local/podcap-agent:dev
+export PODCAP_AGENT_IMAGE=ghcr.io/podcap/podcap-agent:dev
 export PATH=/x:"$PATH"
 alias crictl='crictl --runtime-endpoint x'
 `
