@@ -16,7 +16,7 @@
 #   cluster.sh status             what runs, node condition
 #   cluster.sh env                shell exports for a manual session (eval "$(cluster.sh env)")
 #   cluster.sh leftovers          print what is left of this instance on the host; exit 1 if any
-#   cluster.sh agent-image BIN    image podcap.local/podcap-agent:dev from the static agent binary
+#   cluster.sh agent-image BIN    image ghcr.io/podcap/podcap-agent:dev from the static agent binary
 #                                 BIN + Debian's tcpdump and nsenter + busybox; import it
 #   cluster.sh agent-rbac         re-apply the agent user's RBAC (after a test deleted deploy/'s
 #                                 ClusterRole) and check it again
@@ -102,6 +102,8 @@ stamp() { echo "$2" >"$BIN/.$1.version"; }
 # `go build -v` runs, every 30 s how many of its packages are compiled.
 STEP=0 STEPS=0
 step() { STEP=$((STEP + 1)); log "[$STEP/$STEPS] building $1${2:+ ($2)}"; }
+# in_dir DIR CMD...: run CMD in DIR (in the subshell progress runs it in)
+in_dir() { cd "$1" && shift && "$@"; }
 # progress LOGFILE TOTAL CMD...: run CMD (a go build -v writing to LOGFILE) with a heartbeat;
 # TOTAL is the package count of what it builds (packages already in the Go build cache are not
 # printed by -v, so a warm build finishes below it)
@@ -175,8 +177,8 @@ EOF_GO
     t0=$(now_ms)
     step "$c" "minutes when cold"
     k=$(cd "$W" && go list -deps "k8s.io/kubernetes/cmd/$c" 2>/dev/null | wc -l)
-    progress "$LOG/build-$c.log" "$k" bash -c 'cd "$1" && exec go build -v -ldflags "$2" -o "$3" "$4"' _ \
-      "$W" "$ldf" "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c" || { tail -20 "$LOG/build-$c.log" >&2; die "build $c"; }
+    progress "$LOG/build-$c.log" "$k" in_dir "$W" go build -v -ldflags "$ldf" -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c" ||
+      { tail -20 "$LOG/build-$c.log" >&2; die "build $c"; }
     mv "$BIN/$c.tmp" "$BIN/$c"; stamp "$c" "v$K8S_VERSION"
     log "built $c in $(( $(now_ms) - t0 )) ms"
   done
@@ -204,8 +206,7 @@ EOF_GO
   t0=$(now_ms)
   step etcd
   (cd "$W" && go mod tidy) >"$LOG/build-etcd-tidy.log" 2>&1 || { tail -20 "$LOG/build-etcd-tidy.log" >&2; die "etcd go mod tidy"; }
-  progress "$LOG/build-etcd.log" "$(cd "$W" && go list -deps . | wc -l)" \
-    bash -c 'cd "$1" && exec go build -v -ldflags "-s -w" -o "$2" .' _ "$W" "$BIN/etcd.tmp" ||
+  progress "$LOG/build-etcd.log" "$(cd "$W" && go list -deps . | wc -l)" in_dir "$W" go build -v -ldflags "-s -w" -o "$BIN/etcd.tmp" . ||
     { tail -20 "$LOG/build-etcd.log" >&2; die "build etcd"; }
   mv "$BIN/etcd.tmp" "$BIN/etcd"; stamp etcd "v$ETCD_VERSION"
   log "built etcd in $(( $(now_ms) - t0 )) ms"
@@ -217,8 +218,10 @@ build_crictl() {
   local t0
   t0=$(now_ms)
   step crictl
-  progress "$LOG/build-crictl.log" "about 400" bash -c 'cd / && CGO_ENABLED=0 GOBIN="$1" exec go install -v -ldflags "-s -w" "$2"' _ \
-    "$BIN" "sigs.k8s.io/cri-tools/cmd/crictl@v$CRICTL_VERSION" || { tail -20 "$LOG/build-crictl.log" >&2; die "build crictl"; }
+  # (go list cannot count the packages of a module outside the build list: approximate totals)
+  progress "$LOG/build-crictl.log" "about 380" in_dir / env CGO_ENABLED=0 GOBIN="$BIN" \
+    go install -v -ldflags '-s -w' "sigs.k8s.io/cri-tools/cmd/crictl@v$CRICTL_VERSION" ||
+    { tail -20 "$LOG/build-crictl.log" >&2; die "build crictl"; }
   stamp crictl "v$CRICTL_VERSION"
   log "built crictl in $(( $(now_ms) - t0 )) ms"
 }
@@ -310,8 +313,9 @@ build_helm() {
   local t0
   t0=$(now_ms)
   step helm
-  progress "$LOG/build-helm.log" "about 900" bash -c 'cd / && CGO_ENABLED=0 GOBIN="$1" exec go install -v -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=v$2" "helm.sh/helm/v4/cmd/helm@v$2"' _ \
-    "$BIN" "$HELM_VERSION" || { tail -20 "$LOG/build-helm.log" >&2; die "build helm"; }
+  progress "$LOG/build-helm.log" "about 1500" in_dir / env CGO_ENABLED=0 GOBIN="$BIN" \
+    go install -v -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION" "helm.sh/helm/v4/cmd/helm@v$HELM_VERSION" ||
+    { tail -20 "$LOG/build-helm.log" >&2; die "build helm"; }
   stamp helm "v$HELM_VERSION"
   log "built helm in $(( $(now_ms) - t0 )) ms"
 }
@@ -351,7 +355,7 @@ build() {
   with_lock "$CACHE/.build.lock" bash "$HERE/cluster.sh" _build
 }
 
-# agent-image BINARY: podcap.local/podcap-agent:dev = the static agent + Debian's tcpdump and
+# agent-image BINARY: ghcr.io/podcap/podcap-agent:dev = the static agent + Debian's tcpdump and
 # nsenter with every shared library ldd lists + busybox (sh, cat, ls for kubectl exec) + passwd
 # and group with root and tcpdump. Cached by content; imported into this instance's containerd.
 agent_image() {

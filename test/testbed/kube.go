@@ -46,6 +46,11 @@ func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
 	return c.tool(ctx, "kubectl", append([]string{"--kubeconfig", c.AdminKubeconfig}, args...)...)
 }
 
+// Helm runs the cache's helm (built by cluster.sh build) as admin and returns its stdout.
+func (c *Cluster) Helm(ctx context.Context, args ...string) (string, error) {
+	return c.tool(ctx, "helm", append([]string{"--kubeconfig", c.AdminKubeconfig}, args...)...)
+}
+
 // Crictl runs crictl against the cluster's containerd and returns its stdout.
 func (c *Cluster) Crictl(ctx context.Context, args ...string) (string, error) {
 	return c.tool(ctx, "crictl", append([]string{
