@@ -43,7 +43,7 @@ type CaptureItem struct {
 	State       string     `json:"state"`
 	Started     time.Time  `json:"started,omitzero"`
 	Stopped     time.Time  `json:"stopped,omitzero"`
-	Packets     uint64     `json:"packets"`      // 0 for a finished capture found on disk
+	Packets     uint64     `json:"packets"`      // a finished capture's as counted when it stopped (0 if unknown)
 	Bytes       uint64     `json:"bytes"`        // captured packet bytes; as packets
 	KernelDrops uint64     `json:"kernel_drops"` // as packets
 	Format      string     `json:"format"`
@@ -68,9 +68,12 @@ func captureItem(l capture.Listing) CaptureItem {
 	for _, f := range l.Files {
 		it.Files = append(it.Files, FileItem{Name: f.Name, Size: f.Size, Modified: f.Modified})
 	}
-	if l.Live != nil {
+	switch {
+	case l.Live != nil:
 		it.Packets, it.Bytes, it.KernelDrops = l.Live.Packets, l.Live.Bytes, l.Live.KernelDrops
 		it.Capture = captureStatus(*l.Live)
+	case l.Final != nil:
+		it.Packets, it.Bytes, it.KernelDrops = l.Final.Packets, l.Final.Bytes, l.Final.KernelDrops
 	}
 	return it
 }

@@ -44,8 +44,10 @@ type Listing struct {
 	Format           string // of the files: FormatPcap or FormatPcapng
 	Files            []FileInfo
 	// Live is the capture's status when the manager runs or remembers it; nil for a
-	// finished capture found on disk (its packet counters are then unknown).
-	Live *Status
+	// finished capture found on disk, whose counters are then Final (nil when its
+	// capture.json has none).
+	Live  *Status
+	Final *FinalCounts
 }
 
 // FileInfo is one file of a capture, as the API names it.
@@ -228,7 +230,7 @@ func finishedListing(ns, pod, dir string) (Listing, bool) {
 	spec := Spec{Namespace: ns, Pod: pod, Source: meta.Source, Format: meta.Format}
 	l := Listing{
 		Namespace: ns, Pod: pod, ID: filepath.Base(dir), Source: sourceLabel(spec), Reason: meta.Reason, Alerts: meta.Alerts,
-		State: "finished", Started: meta.Started, Stopped: meta.Stopped, Format: ringFormat(spec),
+		State: "finished", Started: meta.Started, Stopped: meta.Stopped, Format: ringFormat(spec), Final: meta.Counts,
 	}
 	for _, name := range ringInOrder(dir, ringBase(spec), meta.Files) {
 		if fi, ok := fileInfo(dir, name, l.ID); ok {

@@ -215,3 +215,38 @@ func TestRetentionEvictsByAgeAndBudget(t *testing.T) {
 		t.Error("empty pod directory kept")
 	}
 }
+
+// A finished policy capture keeps its counters: capture.json's counts at the stop, which the
+// listing of captures kept on disk reports (before, they were 0 once the capture ended).
+func TestFinishedCaptureKeepsItsCounts(t *testing.T) {
+	f := newFixture(t, 4, nil)
+	f.res.Set("default", "web", capture.Target{PID: 42})
+	ensure(t, f.m, policySpec("web", 0))
+	eventually(t, "running", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
+	eventually(t, "source opened", func() bool { return len(f.engine.Sources()) == 1 })
+	pushPackets(f.engine.Sources()[0], 0, 3)
+	eventually(t, "3 packets", func() bool { return ringPackets(f, "web") == 3 })
+	live, _ := f.m.Status("default", "web")
+	dir := sessionDir(t, f, "web")
+	f.m.Stop("default", "web")
+	eventually(t, "stopped", func() bool { return f.events.count("CaptureStopped") == 1 })
+
+	b, err := os.ReadFile(filepath.Join(dir, "capture.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta struct {
+		Counts *capture.FinalCounts `json:"counts"`
+	}
+	if err := json.Unmarshal(b, &meta); err != nil {
+		t.Fatal(err)
+	}
+	want := capture.FinalCounts{Packets: 3, Bytes: live.Bytes}
+	if meta.Counts == nil || *meta.Counts != want || want.Bytes == 0 {
+		t.Fatalf("capture.json counts %+v, want %+v", meta.Counts, want)
+	}
+	ls := f.m.Captures("default")
+	if len(ls) != 1 || ls[0].State != "finished" || ls[0].Final == nil || *ls[0].Final != want {
+		t.Fatalf("listing %+v, want the finished capture with %+v", ls, want)
+	}
+}

@@ -64,6 +64,17 @@ type sessionMeta struct {
 	Started    time.Time `json:"started"`
 	Stopped    time.Time `json:"stopped,omitzero"`
 	StopReason string    `json:"stop_reason,omitempty"`
+	// Counts are the capture's packets, bytes and kernel drops as the agent that stopped it
+	// counted them (since that agent's start: after a restart, what it captured itself);
+	// written at the stop, absent before and in a capture.json of an older agent.
+	Counts *FinalCounts `json:"counts,omitempty"`
+}
+
+// FinalCounts are a finished capture's counters, from its capture.json.
+type FinalCounts struct {
+	Packets     uint64 `json:"packets"`
+	Bytes       uint64 `json:"bytes"`
+	KernelDrops uint64 `json:"kernel_drops"`
 }
 
 const sessionMetaFile = "capture.json"
@@ -100,6 +111,9 @@ func writeSessionMeta(r *run, stopped time.Time, why string) error {
 	}
 	if stopped.IsZero() {
 		meta.Stopped = time.Time{}
+	} else {
+		st := r.status()
+		meta.Counts = &FinalCounts{Packets: st.Packets, Bytes: st.Bytes, KernelDrops: st.KernelDrops}
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
