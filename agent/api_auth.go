@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -32,10 +34,23 @@ var _ APIAuth = (*kubeauth.Auth)(nil)
 type APIGuard struct {
 	auth APIAuth
 	log  klog.Logger
+	now  func() time.Time
+
+	// the 503s' log: at most one line per unavailableLogEvery, with the count of the others
+	mu         sync.Mutex
+	lastLog    time.Time
+	suppressed int
 }
 
+// unavailableLogEvery bounds the log of an API server that cannot be asked: every API request
+// fails alike then, and a client retrying in a loop must not flood the log (the metrics
+// podcap_api_authentications_total{result="error"} and ..._authorizations_total count them all).
+const unavailableLogEvery = 10 * time.Second
+
 // NewAPIGuard builds the guard of auth; log logs the failures to ask the API server.
-func NewAPIGuard(auth APIAuth, log klog.Logger) *APIGuard { return &APIGuard{auth: auth, log: log} }
+func NewAPIGuard(auth APIAuth, log klog.Logger) *APIGuard {
+	return &APIGuard{auth: auth, log: log, now: time.Now}
+}
 
 // Pod lets a request through if its caller may get pods/capture of the route's
 // {namespace}/{pod}.
@@ -162,7 +177,19 @@ func forbidden(u *kubeauth.User, attrs kubeauth.Attributes) string {
 // unavailable answers 503: the API server could not be asked, the caller may retry. The
 // error is logged, not shown: it may name the API server's address.
 func (g *APIGuard) unavailable(w http.ResponseWriter, err error) {
-	g.log.Error(err, "Could not check an API caller with the Kubernetes API server")
+	g.mu.Lock()
+	now, suppressed := g.now(), g.suppressed
+	logIt := g.lastLog.IsZero() || now.Sub(g.lastLog) >= unavailableLogEvery
+	if logIt {
+		g.lastLog, g.suppressed = now, 0
+	} else {
+		g.suppressed++
+	}
+	g.mu.Unlock()
+	if logIt {
+		g.log.Error(err, "Could not check an API caller with the Kubernetes API server",
+			"alikeNotLoggedSinceLast", suppressed, "logEvery", unavailableLogEvery.String())
+	}
 	w.Header().Set("Retry-After", "1")
 	writeJSON(w, http.StatusServiceUnavailable, map[string]string{
 		"error": "the agent could not check the request with the Kubernetes API server (TokenReview, SubjectAccessReview); retry",

@@ -10,7 +10,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"k8s.io/klog/v2"
 
 	"github.com/podcap/podcap/agent/capture"
@@ -199,5 +201,30 @@ func TestAPICapturesListFilteredByNamespace(t *testing.T) {
 func TestListVisibleOutsideListIsNothing(t *testing.T) {
 	if ListVisible(t.Context(), "a") {
 		t.Fatal("visible outside List")
+	}
+}
+
+// An API server that cannot be asked makes every request a 503, each counted by the metrics;
+// the log says so once per unavailableLogEvery, with how many alike it left out.
+func TestAPIGuardLogsAPIServerDownOncePerInterval(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	log := funcr.New(func(_, args string) { mu.Lock(); lines = append(lines, args); mu.Unlock() }, funcr.Options{})
+	auth := &fakeAuth{users: map[string]string{"tok-a": "alice"}, down: true}
+	g := NewAPIGuard(auth, log)
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	g.now = func() time.Time { return now }
+	h := g.NonResource("/metrics", http.NotFoundHandler())
+	for range 5 {
+		if rec := serve(h, "/metrics", "tok-a"); rec.Code != http.StatusServiceUnavailable {
+			t.Fatalf("%d, want 503", rec.Code)
+		}
+	}
+	now = now.Add(unavailableLogEvery)
+	serve(h, "/metrics", "tok-a")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lines) != 2 || !strings.Contains(lines[0], `"alikeNotLoggedSinceLast"=0`) || !strings.Contains(lines[1], `"alikeNotLoggedSinceLast"=4`) {
+		t.Fatalf("log lines %q, want 2: the first 503, then one %s later with the 4 left out", lines, unavailableLogEvery)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"golang.org/x/sync/singleflight"
 	"k8s.io/apimachinery/pkg/util/cache"
 )
 
@@ -83,6 +84,10 @@ type Auth struct {
 	// tokenCache maps tokenKey(token) (a digest, never the token) to a tokenResult;
 	// decisionCache maps decisionKey(user, attributes) to a bool (allowed).
 	tokenCache, decisionCache *cache.LRUExpireCache
+	// inflight shares one review among the requests that need the same answer at once (a
+	// client downloading a ring file by file, ten stream readers starting): keyed by the
+	// cache key, so N requests with a new token cost one TokenReview, not N.
+	inflight singleflight.Group
 
 	m authMetrics
 }

@@ -66,11 +66,22 @@ func (a *Auth) token(ctx context.Context, token string) (*User, error) {
 	if v, ok := a.tokenCache.Get(key); ok {
 		return v.(tokenResult).result()
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	v, err, _ := a.inflight.Do("token:"+string(key[:]), func() (any, error) { return a.reviewToken(ctx, token, key) })
+	if err != nil {
+		return nil, err
+	}
+	return v.(tokenResult).result()
+}
+
+// reviewToken asks the API server about token and caches the answer (not an error). It runs
+// once for every request waiting on the same token: the first one's cancellation does not end
+// it for the others, the review timeout does.
+func (a *Auth) reviewToken(ctx context.Context, token string, key [sha256.Size]byte) (tokenResult, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.timeout)
 	defer cancel()
 	review, err := a.tokens.Create(ctx, &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("token review: %w", err) // not cached: the next request asks again
+		return tokenResult{}, fmt.Errorf("token review: %w", err) // not cached: the next request asks again
 	}
 	st := review.Status
 	res := tokenResult{reason: "the bearer token was refused (TokenReview)"}
@@ -88,7 +99,7 @@ func (a *Auth) token(ctx context.Context, token string) (*User, error) {
 		klog.FromContext(ctx).V(4).Info("Bearer token refused by TokenReview", "error", st.Error)
 		a.tokenCache.Add(key, res, a.tokenFailureTTL)
 	}
-	return res.result()
+	return res, nil
 }
 
 func (r tokenResult) result() (*User, error) {

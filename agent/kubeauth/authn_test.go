@@ -2,10 +2,12 @@ package kubeauth
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,7 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -54,7 +57,7 @@ func newAPIServer() *apiServer {
 	s.access = func(authzv1.SubjectAccessReviewSpec) (authzv1.SubjectAccessReviewStatus, error) {
 		return authzv1.SubjectAccessReviewStatus{}, nil
 	}
-	s.client.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+	s.client.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, k8sruntime.Object, error) {
 		s.tokenReviews.Add(1)
 		tr := a.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview).DeepCopy()
 		st, err := s.review(tr.Spec.Token)
@@ -64,7 +67,7 @@ func newAPIServer() *apiServer {
 		tr.Status = st
 		return true, tr, nil
 	})
-	s.client.PrependReactor("create", "subjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+	s.client.PrependReactor("create", "subjectaccessreviews", func(a k8stesting.Action) (bool, k8sruntime.Object, error) {
 		s.accessReviews.Add(1)
 		sar := a.(k8stesting.CreateAction).GetObject().(*authzv1.SubjectAccessReview).DeepCopy()
 		s.mu.Lock()
@@ -318,5 +321,86 @@ func TestMetricsLint(t *testing.T) {
 	}
 	if n, err := testutil.GatherAndCount(reg); err != nil || n != 6 {
 		t.Fatalf("%d series, %v; want 6, pre-initialised", n, err)
+	}
+}
+
+// blockingReviewer is a TokenReviewer and SubjectAccessReviewer that counts its calls and
+// holds each until release is closed (the fake clientset runs reactors one at a time, which
+// would hide concurrent calls).
+type blockingReviewer struct {
+	calls   atomic.Int64
+	release chan struct{}
+}
+
+func (b *blockingReviewer) Create(ctx context.Context, tr *authnv1.TokenReview, _ metav1.CreateOptions) (*authnv1.TokenReview, error) {
+	b.calls.Add(1)
+	<-b.release
+	out := tr.DeepCopy()
+	out.Status, _ = alice(tr.Spec.Token)
+	return out, nil
+}
+
+type blockingAccess struct{ blockingReviewer }
+
+func (b *blockingAccess) Create(ctx context.Context, sar *authzv1.SubjectAccessReview, _ metav1.CreateOptions) (*authzv1.SubjectAccessReview, error) {
+	b.calls.Add(1)
+	<-b.release
+	out := sar.DeepCopy()
+	out.Status.Allowed = true
+	return out, nil
+}
+
+// Requests that need the same review at the same time share one: ten requests with a token
+// the cache does not know yet cost one TokenReview, and ten checks of the same permission one
+// SubjectAccessReview; every request gets the answer.
+func TestConcurrentRequestsShareOneReview(t *testing.T) {
+	tokens := &blockingReviewer{release: make(chan struct{})}
+	access := &blockingAccess{blockingReviewer{release: make(chan struct{})}}
+	a, err := New(Options{TokenReviews: tokens, SubjectAccessReviews: access})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	var started sync.WaitGroup
+	users := make(chan *User, n)
+	errs := make(chan error, n)
+	started.Add(n)
+	for range n {
+		go func() {
+			started.Done()
+			u, err := a.Authenticate(context.Background(), request("Bearer alice-token"))
+			if err == nil {
+				var ok bool
+				ok, err = a.Authorize(context.Background(), u, Attributes{Verb: "get", Resource: "pods", Subresource: "capture", Namespace: "a"})
+				if err == nil && !ok {
+					err = errors.New("denied")
+				}
+			}
+			users <- u
+			errs <- err
+		}()
+	}
+	started.Wait()
+	// without sharing, every request would be in its own review by now; with it, one is
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) && tokens.calls.Load() < n {
+		runtime.Gosched()
+	}
+	if got := tokens.calls.Load(); got != 1 {
+		t.Fatalf("%d TokenReviews for %d concurrent requests with one token, want 1", got, n)
+	}
+	close(tokens.release)
+	deadline = time.Now().Add(time.Second)
+	for time.Now().Before(deadline) && access.calls.Load() < n {
+		runtime.Gosched()
+	}
+	if got := access.calls.Load(); got != 1 {
+		t.Fatalf("%d SubjectAccessReviews for %d concurrent checks of one permission, want 1", got, n)
+	}
+	close(access.release)
+	for range n {
+		if u, err := <-users, <-errs; err != nil || u == nil || u.Name != "system:serviceaccount:a:alice" {
+			t.Errorf("request: %v, %+v", err, u)
+		}
 	}
 }

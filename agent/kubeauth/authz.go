@@ -38,7 +38,17 @@ func (a *Auth) authorize(ctx context.Context, u *User, attrs Attributes) (bool, 
 	if v, ok := a.decisionCache.Get(key); ok {
 		return v.(bool), nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	v, err, _ := a.inflight.Do("access:"+string(key[:]), func() (any, error) { return a.reviewAccess(ctx, u, attrs, key) })
+	if err != nil {
+		return false, err
+	}
+	return v.(bool), nil
+}
+
+// reviewAccess asks the API server whether u may do attrs and caches the answer (not an
+// error); shared as reviewToken is.
+func (a *Auth) reviewAccess(ctx context.Context, u *User, attrs Attributes, key [sha256.Size]byte) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.timeout)
 	defer cancel()
 	review, err := a.sars.Create(ctx, &authzv1.SubjectAccessReview{Spec: reviewSpec(u, attrs)}, metav1.CreateOptions{})
 	if err != nil {
