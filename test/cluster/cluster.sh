@@ -420,7 +420,7 @@ EOF
 }
 
 gen_pki() {
-  local want="$NODE $GW $SVC_CIDR $API_PORT $AGENT_USER"
+  local want="$NODE $GW $SVC_CIDR $API_PORT $AGENT_USER apiserver-on-gw"
   if [ "$(cat "$PKI/.done" 2>/dev/null)" != "$want" ]; then
     rm -rf "$PKI"
     mkdir -p "$PKI"
@@ -439,7 +439,7 @@ gen_pki() {
         rm -f "$1.csr" "$1.ext"
       }
       cert apiserver kube-apiserver - serverAuth \
-        "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:${SVC_CIDR%.*}.1"
+        "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$GW,IP:${SVC_CIDR%.*}.1"
       cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters clientAuth -
       cert admin admin system:masters clientAuth -
       cert kcm system:kube-controller-manager - clientAuth -
@@ -542,11 +542,14 @@ start_etcd() {
   mark etcd_healthy
 }
 
+# The API server listens on every address (bind 0.0.0.0), so that pods reach it on the bridge's
+# gateway address too (its certificate names $GW): an agent on the pod network
+# (deploy/pod-network/) has no loopback of the node and this cluster no kube-proxy.
 start_apiserver() {
   alive kube-apiserver && return 0
   "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
+    --bind-address=0.0.0.0 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
     --endpoint-reconciler-type=none \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -96,6 +97,9 @@ func TestDaemonSetEndToEnd(t *testing.T) {
 	}
 
 	checkDaemonSetServing(t, c)
+	// the cost of the host network (SECURITY.md): a port-forward to the agent pod reaches a
+	// port open only on the node's loopback; deploy/pod-network/ closes it (TestDeployPodNetwork)
+	checkLoopbackReach(t, c, &agents.Items[0], true)
 
 	unannotate(t, c, pod)
 	waitFor(t, 30*time.Second, "files deleted", func() (bool, error) { return gone(dir), nil })
@@ -127,6 +131,31 @@ func deployDaemonSet(t *testing.T, c *testbed.Cluster, captureDir string, compon
 		overlay, api.Port(), filepath.Dir(criSock.Path), captureDir, c.NetNSDir, filepath.Base(criSock.Path))
 	if out, err := render.CombinedOutput(); err != nil {
 		t.Fatalf("render overlay: %v\n%s", err, out)
+	}
+	if slices.Contains(components, "pod-network") {
+		// on the pod network the agent has no loopback of the node: it reaches the API server
+		// at the bridge's gateway (where the test bed's API server listens too; no kube-proxy
+		// here for the kubernetes Service). Last in the overlay's patches, after the loopback one.
+		writeFile(t, filepath.Join(overlay, "pod-network-api.yaml"), fmt.Sprintf(`apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: podcap-agent
+  namespace: podcap-system
+spec:
+  template:
+    spec:
+      containers:
+      - name: agent
+        env:
+        - name: KUBERNETES_SERVICE_HOST
+          value: %q
+`, c.Gateway.String()))
+		k := filepath.Join(overlay, "kustomization.yaml")
+		b, err := os.ReadFile(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, k, string(b)+"- path: pod-network-api.yaml\n")
 	}
 	if len(components) > 0 {
 		deployDir, err := filepath.Rel(overlay, filepath.Join(c.RepoRoot, "deploy"))

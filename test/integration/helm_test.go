@@ -45,9 +45,10 @@ func TestHelmMatchesKustomize(t *testing.T) {
 		{name: "defaults"},
 		{name: "native", values: "engine: native\n", components: []string{"native"}},
 		{name: "tls", values: "tls: {secretName: podcap-agent-tls}\n", components: []string{"tls"}},
+		{name: "pod network", values: "hostNetwork: false\n", components: []string{"pod-network"}},
 		{name: "monitoring", values: "monitoring: {podMonitor: true, prometheusRule: true, dashboard: true}\n", components: []string{"monitoring"}},
-		{name: "all components", values: "engine: native\ntls: {secretName: podcap-agent-tls}\nmonitoring: {podMonitor: true, prometheusRule: true, dashboard: true}\n",
-			components: []string{"native", "tls", "monitoring"}},
+		{name: "all components", values: "engine: native\nhostNetwork: false\ntls: {secretName: podcap-agent-tls}\nmonitoring: {podMonitor: true, prometheusRule: true, dashboard: true}\n",
+			components: []string{"native", "tls", "pod-network", "monitoring"}},
 		{name: "users' RBAC", values: `rbac:
   captureReaders:
   - namespace: shop
