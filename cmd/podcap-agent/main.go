@@ -26,6 +26,7 @@ import (
 	logsapi "k8s.io/component-base/logs/api/v1"
 	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -146,11 +147,11 @@ func run(ctx context.Context, o *Options) error {
 	g.Go(func() error { return ctrl.Run(gctx) })
 	// start-up problems are logged at the default verbosity, once per back-off step, until solved
 	g.Go(func() error {
-		reportAPIServer(gctx, log, kcfg.Host, o.Kubeconfig, ctrl.Synced, listNodePods(client, o.NodeName))
+		reportAPIServer(gctx, log, clock.RealClock{}, kcfg.Host, o.Kubeconfig, ctrl.Synced, listNodePods(client, o.NodeName))
 		return nil
 	})
 	if !runtimeAnswered {
-		g.Go(func() error { reportRuntime(gctx, log, endpoint, runtime.Check); return nil })
+		g.Go(func() error { reportRuntime(gctx, log, clock.RealClock{}, endpoint, runtime.Check); return nil })
 	}
 	for _, srv := range servers {
 		g.Go(func() error { return srv.Run(gctx) })

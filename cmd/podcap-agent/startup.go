@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 )
 
 // The back-off of the start-up reports: the first after 5 s, then each step doubles, up to
@@ -21,23 +22,23 @@ const (
 // until it returns nil or ctx ends; each failure is logged once, at the default verbosity,
 // as msg with check's error, how long the agent has waited and keysAndValues (which should
 // say what to check). It returns when check succeeds or ctx ends.
-func reportUntilReady(ctx context.Context, log klog.Logger, first, maxStep time.Duration, check func(context.Context) error,
+func reportUntilReady(ctx context.Context, log klog.Logger, clk clock.Clock, first, maxStep time.Duration, check func(context.Context) error,
 	msg string, keysAndValues ...any) {
-	start := time.Now()
+	start := clk.Now()
 	step := first
-	timer := time.NewTimer(step)
+	timer := clk.NewTimer(step)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-timer.C:
+		case <-timer.C():
 		}
 		err := check(ctx)
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		log.Error(err, msg, append([]any{"waited", time.Since(start).Round(time.Second).String()}, keysAndValues...)...)
+		log.Error(err, msg, append([]any{"waited", clk.Since(start).Round(time.Second).String()}, keysAndValues...)...)
 		step = min(2*step, maxStep)
 		timer.Reset(step)
 	}
@@ -51,12 +52,12 @@ var errStillSyncing = errors.New("the API server answers a list of this node's p
 // Kubernetes API server at host, with what to check and the error of probe: the informer's
 // own errors are retried inside client-go and logged only at -v=2 or more, so the report
 // makes one small request of its own per back-off step (see listNodePods).
-func reportAPIServer(ctx context.Context, log klog.Logger, host, kubeconfig string, synced func() bool, probe func(context.Context) error) {
+func reportAPIServer(ctx context.Context, log klog.Logger, clk clock.Clock, host, kubeconfig string, synced func() bool, probe func(context.Context) error) {
 	check := "--kubeconfig " + kubeconfig
 	if kubeconfig == "" {
 		check = "in-cluster configuration (no --kubeconfig): env KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT and the service account token"
 	}
-	reportUntilReady(ctx, log, reportFirstStep, reportMaxStep, func(ctx context.Context) error {
+	reportUntilReady(ctx, log, clk, reportFirstStep, reportMaxStep, func(ctx context.Context) error {
 		if synced() {
 			return nil
 		}
@@ -87,8 +88,8 @@ func listNodePods(client kubernetes.Interface, node string) func(context.Context
 
 // reportRuntime logs, until the container runtime answers on its CRI socket, that captures
 // cannot start, with the socket and what to check.
-func reportRuntime(ctx context.Context, log klog.Logger, endpoint string, check func(context.Context) error) {
-	reportUntilReady(ctx, log, reportFirstStep, reportMaxStep, check, runtimeMessage, "endpoint", endpoint, "check", runtimeCheck)
+func reportRuntime(ctx context.Context, log klog.Logger, clk clock.Clock, endpoint string, check func(context.Context) error) {
+	reportUntilReady(ctx, log, clk, reportFirstStep, reportMaxStep, check, runtimeMessage, "endpoint", endpoint, "check", runtimeCheck)
 }
 
 // The runtime report, at start and then once per back-off step.
