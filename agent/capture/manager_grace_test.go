@@ -40,7 +40,8 @@ func TestStopGraceRunsOnThenStops(t *testing.T) {
 	t0 := clk.Now()
 	ensure(t, f.m, alertSpec("web", 2*time.Minute, 0))
 	eventually(t, "running", func() bool { return phase(f.m, "default", "web") == capture.PhaseRunning })
-
+	// the Event follows the phase change (it flaked when read at once on a loaded machine)
+	eventually(t, "CaptureStarted", func() bool { return f.events.count("CaptureStarted") == 1 })
 	if f.events.count("Normal CaptureStarted: capturing in the pod's network namespace (pid 42)") != 1 ||
 		f.events.count("{0..1}; trigger: alert HighLatency (2 alerts, see capture.json)") != 1 {
 		t.Fatalf("the CaptureStarted Event does not name the trigger:\n%s", f.events)
