@@ -114,18 +114,7 @@ func TestDaemonSetEndToEnd(t *testing.T) {
 func deployDaemonSet(t *testing.T, c *testbed.Cluster, captureDir string, components ...string) {
 	t.Helper()
 	ctx := t.Context()
-	bin := c.BuildAgent(t)
-	if err := c.ImportAgentImage(ctx, bin); err != nil {
-		t.Fatalf("agent image: %v", err)
-	}
-	api, err := url.Parse(c.APIServer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	criSock, err := url.Parse(c.CRIEndpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, criSock := importAgentImage(t, c)
 	overlay := filepath.Join(t.TempDir(), "overlay")
 	render := exec.CommandContext(ctx, filepath.Join(c.RepoRoot, "test/deploy/local/render.sh"),
 		overlay, api.Port(), filepath.Dir(criSock.Path), captureDir, c.NetNSDir, filepath.Base(criSock.Path))
@@ -193,6 +182,24 @@ spec:
 		desc, _ := c.Kubectl(context.Background(), "-n", "podcap-system", "describe", "pods")
 		t.Fatalf("rollout: %v\n%s\n%s\n%s", err, out, logs, desc)
 	}
+}
+
+// importAgentImage builds the agent and imports its image into the node (the image the
+// DaemonSet and the chart name, never pulled), and returns the API server's and the CRI
+// socket's URLs, which a deployment on this test bed must point the agent at.
+func importAgentImage(t *testing.T, c *testbed.Cluster) (api, criSock *url.URL) {
+	t.Helper()
+	if err := c.ImportAgentImage(t.Context(), c.BuildAgent(t)); err != nil {
+		t.Fatalf("agent image: %v", err)
+	}
+	api, err := url.Parse(c.APIServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if criSock, err = url.Parse(c.CRIEndpoint); err != nil {
+		t.Fatal(err)
+	}
+	return api, criSock
 }
 
 // checkAgentPodDefaults checks the scheduling defaults of deploy/ on the deployed agent pod:

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -219,18 +218,7 @@ func TestHelmChartCaptures(t *testing.T) {
 	ctx := t.Context()
 	const ns, release = "podcap-helm", "helmcap"
 	captureDir := filepath.Join(c.CaptureDirRoot, "helm")
-	bin := c.BuildAgent(t)
-	if err := c.ImportAgentImage(ctx, bin); err != nil {
-		t.Fatalf("agent image: %v", err)
-	}
-	api, err := url.Parse(c.APIServer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock, err := url.Parse(c.CRIEndpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, sock := importAgentImage(t, c)
 	repo, tag, _ := strings.Cut(c.AgentImage, ":")
 	values := filepath.Join(t.TempDir(), "values.yaml")
 	writeFile(t, values, fmt.Sprintf(`image: {repository: %q, tag: %q, pullPolicy: Never}
