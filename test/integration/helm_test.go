@@ -359,3 +359,36 @@ func TestOneImageName(t *testing.T) {
 		t.Errorf("the test bed's agent image %q, want repository %s", c.AgentImage, repo)
 	}
 }
+
+// TestQuickStartOverlay renders the README quick start's kustomize overlay, as the README
+// writes it, and finds the user's image in the DaemonSet.
+func TestQuickStartOverlay(t *testing.T) {
+	c := testBed(t)
+	b, err := os.ReadFile(filepath.Join(c.RepoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "cat >my-podcap/kustomization.yaml <<EOF\n")
+	overlay, _, ok2 := strings.Cut(rest, "\nEOF\n")
+	if !ok || !ok2 {
+		t.Fatal("README: no quick start overlay (cat >my-podcap/kustomization.yaml <<EOF ... EOF)")
+	}
+	dir := filepath.Join(t.TempDir(), "my-podcap")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	deployDir, err := filepath.Rel(dir, filepath.Join(c.RepoRoot, "deploy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay = strings.ReplaceAll(overlay, "../deploy", deployDir)
+	overlay = strings.ReplaceAll(overlay, "$(make -s tag)", "v9.9.9")
+	writeFile(t, filepath.Join(dir, "kustomization.yaml"), overlay+"\n")
+	out, err := c.Kubectl(t.Context(), "kustomize", dir)
+	if err != nil {
+		t.Fatalf("the README's overlay does not render: %v\n%s", err, overlay)
+	}
+	if want := "image: registry.example.com/platform/podcap-agent:v9.9.9\n"; !strings.Contains(out, want) {
+		t.Errorf("the README's overlay renders no %q", want)
+	}
+}
