@@ -21,6 +21,10 @@ const AgentSelector = "app.kubernetes.io/name=podcap,app.kubernetes.io/component
 // DefaultAgentNamespace is where deploy/ runs the agents.
 const DefaultAgentNamespace = "podcap-system"
 
+// AgentNamespaceEnv names the environment variable that sets the agents' namespace for every
+// command, as --agent-namespace does for one (a Helm release installed elsewhere).
+const AgentNamespaceEnv = "PODCAP_AGENT_NAMESPACE"
+
 // defaultAPIPort is the agent's API port when its pod names no port "api".
 const defaultAPIPort = 9696
 

@@ -151,3 +151,18 @@ func TestHumanBytes(t *testing.T) {
 		}
 	}
 }
+
+// PODCAP_AGENT_NAMESPACE names the agents' namespace for every command (a Helm release in
+// another namespace); --agent-namespace still wins.
+func TestAgentNamespaceFromEnv(t *testing.T) {
+	t.Setenv(AgentNamespaceEnv, "podcap-elsewhere")
+	te := lsEnv(t)
+	err := te.run(t, "ls")
+	if err == nil || !strings.Contains(err.Error(), "namespace podcap-elsewhere") {
+		t.Fatalf("ls with %s=podcap-elsewhere: %v, want no agents found in podcap-elsewhere", AgentNamespaceEnv, err)
+	}
+	te = lsEnv(t)
+	if err := te.run(t, "ls", "--agent-namespace", DefaultAgentNamespace); err != nil || !strings.Contains(te.out.String(), "web") {
+		t.Fatalf("ls --agent-namespace %s: %v\n%s", DefaultAgentNamespace, err, te.out)
+	}
+}

@@ -5,6 +5,9 @@
 package plugin
 
 import (
+	"cmp"
+	"os"
+
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
@@ -56,11 +59,12 @@ func NewCommand(o *Options) *cobra.Command {
 	cmd.SetOut(o.IO.Out)
 	cmd.SetErr(o.IO.ErrOut)
 	if o.AgentNamespace == "" {
-		o.AgentNamespace = DefaultAgentNamespace
+		o.AgentNamespace = cmp.Or(os.Getenv(AgentNamespaceEnv), DefaultAgentNamespace)
 	}
 	flags := cmd.PersistentFlags()
 	o.Config.AddFlags(flags)
-	flags.StringVar(&o.AgentNamespace, "agent-namespace", o.AgentNamespace, "namespace of the podcap agents")
+	flags.StringVar(&o.AgentNamespace, "agent-namespace", o.AgentNamespace,
+		"namespace of the podcap agents (default: env "+AgentNamespaceEnv+", else "+DefaultAgentNamespace+")")
 	flags.StringVar(&o.AgentCAFile, "agent-ca-file", "", "verify the agents' TLS certificates against this CA bundle (PEM)")
 	flags.StringVar(&o.AgentServerName, "agent-server-name", "",
 		"name the agents' certificates must hold, with --agent-ca-file (default: the agent's node name)")
